@@ -1,0 +1,311 @@
+"""Image and table I/O with geometry preserved and atomic writes.
+
+Frames used throughout the package:
+
+* **voxel index** ``(z, y, x)``: an index into the numpy array that ``sitk.GetArrayFromImage``
+  returns (SimpleITK's own index order is the reverse, ``(x, y, z)``).
+* **world mm (LPS)**: physical coordinates ``(x, y, z)`` in millimetres in the DICOM/ITK patient
+  frame (x to the patient's left, y to posterior, z to superior).
+
+Every write goes to a temporary file in the target folder and is renamed into place, so a killed
+job never leaves a truncated file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import SimpleITK as sitk
+
+from lesionlocator.errors import InputError
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def image_suffix(path: str | Path) -> str | None:
+    """The image suffix of ``path`` (``.nii.gz``, ``.nrrd``, ...) or None if it is not an image file."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def is_dicom_file(path: Path) -> bool:
+    """True when ``path`` is a file with the DICOM preamble (``DICM`` at byte 128)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_dir(path: Path) -> bool:
+    """True when ``path`` is a folder that holds at least one DICOM file."""
+    return path.is_dir() and any(is_dicom_file(p) for p in sorted(path.iterdir()) if p.is_file())
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The physical grid of a 3D image, in SimpleITK order.
+
+    ``size`` and ``spacing`` are ``(x, y, z)``; ``origin`` is the world position (mm, LPS) of voxel
+    ``(0, 0, 0)``; ``direction`` is the row-major 3x3 matrix whose columns are the image axes in LPS.
+    """
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "Geometry":
+        return cls(
+            size=tuple(int(s) for s in image.GetSize()),
+            spacing=tuple(float(s) for s in image.GetSpacing()),
+            origin=tuple(float(o) for o in image.GetOrigin()),
+            direction=tuple(float(d) for d in image.GetDirection()),
+        )
+
+    @property
+    def shape_zyx(self) -> tuple[int, int, int]:
+        """Array shape as ``sitk.GetArrayFromImage`` returns it."""
+        return self.size[::-1]
+
+    @property
+    def direction_matrix(self) -> np.ndarray:
+        return np.asarray(self.direction, dtype=float).reshape(3, 3)
+
+    def index_to_world(self, index_zyx: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices ``(..., 3)`` in (z, y, x) order to world mm (LPS, x y z)."""
+        ijk = np.asarray(index_zyx, dtype=float)[..., ::-1]
+        scaled = ijk * np.asarray(self.spacing)
+        return scaled @ self.direction_matrix.T + np.asarray(self.origin)
+
+    def world_to_index(self, world_xyz: np.ndarray) -> np.ndarray:
+        """World mm (LPS) ``(..., 3)`` to continuous voxel indices in (z, y, x) order."""
+        offset = np.asarray(world_xyz, dtype=float) - np.asarray(self.origin)
+        ijk = (offset @ np.linalg.inv(self.direction_matrix).T) / np.asarray(self.spacing)
+        return ijk[..., ::-1]
+
+    def contains_index(self, index_zyx: np.ndarray, tolerance: float = 0.5) -> np.ndarray:
+        """Whether continuous indices (z, y, x) lie inside the image (voxel centres +/- tolerance)."""
+        idx = np.asarray(index_zyx, dtype=float)
+        upper = np.asarray(self.shape_zyx, dtype=float) - 1 + tolerance
+        return np.all((idx >= -tolerance) & (idx <= upper), axis=-1)
+
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+    def to_dict(self) -> dict:
+        return {
+            "size": list(self.size),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+
+def same_geometry(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
+    """Equal size, and spacing/origin/direction equal within ``tolerance`` (mm, or unitless)."""
+    return (
+        a.size == b.size
+        and np.allclose(a.spacing, b.spacing, atol=tolerance)
+        and np.allclose(a.origin, b.origin, atol=tolerance)
+        and np.allclose(a.direction, b.direction, atol=tolerance)
+    )
+
+
+def geometry_difference(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> str | None:
+    """A sentence saying how two geometries differ, or None when they are the same."""
+    for name in ("size", "spacing", "origin", "direction"):
+        va, vb = getattr(a, name), getattr(b, name)
+        if name == "size":
+            if va != vb:
+                return f"size {list(va)} differs from {list(vb)}"
+        elif not np.allclose(va, vb, atol=tolerance):
+            fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
+            return f"{name} {fmt(va)} differs from {fmt(vb)}"
+    return None
+
+
+def _check_image(image: sitk.Image, path: Path) -> sitk.Image:
+    if image.GetDimension() != 3:
+        raise InputError(path, f"expected a 3D image, got {image.GetDimension()}D of size {list(image.GetSize())}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(path, f"expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per voxel")
+    if min(image.GetSize()) < 1 or np.prod(image.GetSize()) == 0:
+        raise InputError(path, f"image is empty (size {list(image.GetSize())})")
+    if min(image.GetSpacing()) <= 0:
+        raise InputError(path, f"non-positive voxel spacing {list(image.GetSpacing())}")
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    if not np.allclose(direction @ direction.T, np.eye(3), atol=1e-3):
+        raise InputError(path, "direction matrix is not orthonormal")
+    return image
+
+
+def _dicom_series_files(folder: Path) -> list[str]:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise InputError(folder, "folder holds no readable DICOM series")
+    if len(series_ids) > 1:
+        raise InputError(folder, f"folder holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); keep one series per folder")
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    if len(files) < 2:
+        raise InputError(folder, f"DICOM series has {len(files)} slice(s); a 3D series needs at least 2")
+    return files
+
+
+def _check_slice_positions(folder: Path, image: sitk.Image) -> None:
+    """A missing slice shows as an uneven gap between slice positions along the slice normal."""
+    positions = []
+    reader = sitk.ImageFileReader()
+    for name in _dicom_series_files(folder):
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        if not reader.HasMetaDataKey("0020|0032"):
+            return
+        positions.append([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
+    normal = np.asarray(image.GetDirection()).reshape(3, 3)[:, 2]
+    along = np.sort(np.asarray(positions) @ normal)
+    gaps = np.diff(along)
+    if gaps.size and (gaps.min() <= 1e-3 or gaps.max() - gaps.min() > 0.01 * max(gaps.min(), 1e-3) + 1e-3):
+        raise InputError(
+            folder,
+            f"DICOM slices are unevenly spaced (gaps {gaps.min():.3f}..{gaps.max():.3f} mm): a slice is missing or duplicated",
+        )
+
+
+def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
+    """Read a 3D scalar image from a NIfTI/NRRD/MHA file or a DICOM series folder.
+
+    Geometry (spacing, origin, direction) is kept exactly as stored. Raises :class:`InputError`
+    naming the file when it cannot be read, is not 3D, or holds NaN/Inf voxels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(_dicom_series_files(path))
+            reader.MetaDataDictionaryArrayUpdateOn()
+            image = reader.Execute()
+        else:
+            if image_suffix(path) is None and not is_dicom_file(path):
+                raise InputError(path, f"not a supported image file (expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder)")
+            if path.stat().st_size == 0:
+                raise InputError(path, "file is empty (0 bytes)")
+            image = sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+        raise InputError(path, f"cannot read image ({first_line})") from None
+    _check_image(image, path)
+    if path.is_dir():
+        _check_slice_positions(path, image)
+    if check_finite and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        array = sitk.GetArrayViewFromImage(image)
+        if not np.isfinite(array).all():
+            raise InputError(path, f"image holds {int((~np.isfinite(array)).sum())} NaN/Inf voxel(s)")
+    return image
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    """The geometry of an image file or DICOM series, reading headers only (no voxel data)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        files = _dicom_series_files(path)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        try:
+            # The series geometry needs every slice position; reading is the reliable way.
+            image = reader.Execute()
+        except RuntimeError as err:
+            raise InputError(path, f"cannot read DICOM series ({str(err).strip().splitlines()[-1]})") from None
+        return Geometry.of(_check_image(image, path))
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise InputError(path, f"cannot read image header ({str(err).strip().splitlines()[-1]})") from None
+    if reader.GetDimension() != 3:
+        raise InputError(path, f"expected a 3D image, got {reader.GetDimension()}D of size {list(reader.GetSize())}")
+    return Geometry(
+        size=tuple(int(s) for s in reader.GetSize()),
+        spacing=tuple(float(s) for s in reader.GetSpacing()),
+        origin=tuple(float(o) for o in reader.GetOrigin()),
+        direction=tuple(float(d) for d in reader.GetDirection()),
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (same suffix); on success rename it onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = image_suffix(path) or "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image(image: sitk.Image, path: str | Path, *, compress: bool = True) -> Path:
+    """Write ``image`` atomically; the format follows the suffix (``.nii.gz``, ``.nrrd``, ``.mha``)."""
+    path = Path(path)
+    if image_suffix(path) is None:
+        raise InputError(path, f"cannot write an image with this suffix (use one of {', '.join(IMAGE_SUFFIXES)})")
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+    return path
+
+
+def write_json(data: object, path: str | Path) -> Path:
+    """Write ``data`` as sorted, indented JSON atomically (byte-identical for equal data)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(path)
+
+
+def write_parquet(table, path: str | Path) -> Path:
+    """Write a ``pyarrow.Table`` atomically, deterministically (no timestamps in the file)."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def image_from_array(array: np.ndarray, reference: sitk.Image | Geometry) -> sitk.Image:
+    """A SimpleITK image of ``array`` (z, y, x) with the geometry of ``reference``."""
+    image = sitk.GetImageFromArray(array)
+    geometry = reference if isinstance(reference, Geometry) else Geometry.of(reference)
+    if tuple(image.GetSize()) != geometry.size:
+        raise ValueError(f"array shape {array.shape} does not match reference size {geometry.size} (x, y, z)")
+    image.SetSpacing(geometry.spacing)
+    image.SetOrigin(geometry.origin)
+    image.SetDirection(geometry.direction)
+    return image
