@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import SimpleITK as sitk
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lesionlocator.errors import InputError, LesionLocatorError
 from lesionlocator.io import (
@@ -384,7 +384,8 @@ def build_manifest(entries: list[SessionEntry], verify_pixels: bool = True) -> p
         patients_lower[patient.lower()] = patient
     if problems:
         raise problems[0] if len(problems) == 1 else CohortError(problems)
-    return pd.DataFrame([row.model_dump() for row in rows], columns=MANIFEST_SCHEMA.names)
+    table = pa.Table.from_pylist([row.model_dump() for row in rows], schema=MANIFEST_SCHEMA)
+    return table.to_pandas()
 
 
 def manifest_table(manifest: pd.DataFrame) -> pa.Table:
@@ -398,10 +399,12 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     table = pq.read_table(path)
     if not table.schema.equals(MANIFEST_SCHEMA):
         raise InputError(path, "not a manifest written by this version (schema differs)")
-    frame = table.to_pandas()
-    for record in frame.to_dict("records"):
-        ManifestRow.model_validate({k: (list(v) if isinstance(v, np.ndarray) else v) for k, v in record.items()})
-    return frame
+    for line, record in enumerate(table.to_pylist()):
+        try:
+            ManifestRow.model_validate(record)
+        except ValidationError as err:
+            raise InputError(path, f"row {line}: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
+    return table.to_pandas()
 
 
 def ingest_cohort(

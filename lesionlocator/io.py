@@ -14,9 +14,12 @@ job never leaves a truncated file under the final name.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
+import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -184,6 +187,50 @@ def _check_slice_positions(folder: Path, image: sitk.Image) -> None:
         )
 
 
+_NIFTI_FLOAT_TYPES = {16: np.float32, 64: np.float64}
+
+
+def _check_nifti_payload(path: Path, check_finite: bool) -> None:
+    """Checks ITK's NIfTI reader skips: a truncated file reads as zeros, and NaN reads as 0.
+
+    Streams the (possibly gzipped) file once: the payload must hold every voxel the header
+    announces, and float payloads must be finite. Only NIfTI-1 headers are inspected.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(348)
+            if len(header) < 348:
+                raise InputError(path, "file is truncated (incomplete NIfTI header)")
+            endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+            if struct.unpack(f"{endian}i", header[:4])[0] != 348:
+                return  # NIfTI-2 or not NIfTI: leave it to ITK
+            dims = struct.unpack(f"{endian}8h", header[40:56])
+            datatype, bitpix = struct.unpack(f"{endian}2h", header[70:74])
+            vox_offset = int(struct.unpack(f"{endian}f", header[108:112])[0])
+            n_voxels = int(np.prod([max(d, 1) for d in dims[1 : 1 + max(dims[0], 1)]]))
+            expected = n_voxels * bitpix // 8
+            handle.read(max(vox_offset - 348, 0))
+            dtype = _NIFTI_FLOAT_TYPES.get(datatype) if check_finite else None
+            got, bad = 0, 0
+            chunk_voxels = 1 << 22
+            item = bitpix // 8 or 1
+            while got < expected:
+                block = handle.read(min(chunk_voxels * item, expected - got))
+                if not block:
+                    break
+                got += len(block)
+                if dtype is not None:
+                    values = np.frombuffer(block[: len(block) - len(block) % item], dtype=np.dtype(dtype).newbyteorder(endian))
+                    bad += int((~np.isfinite(values)).sum())
+    except (EOFError, OSError, zlib.error) as err:
+        raise InputError(path, f"file is truncated or corrupt ({err})") from None
+    if got < expected:
+        raise InputError(path, f"file is truncated: {got} of {expected} voxel bytes present")
+    if bad:
+        raise InputError(path, f"image holds {bad} NaN/Inf voxel(s)")
+
+
 def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar image from a NIfTI/NRRD/MHA file or a DICOM series folder.
 
@@ -213,6 +260,8 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
     _check_image(image, path)
     if path.is_dir():
         _check_slice_positions(path, image)
+    elif image_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_payload(path, check_finite)
     if check_finite and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         array = sitk.GetArrayViewFromImage(image)
         if not np.isfinite(array).all():

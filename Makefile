@@ -1,0 +1,26 @@
+# The two commands of the README:
+#   make demo   install everything, then run the main job on the embedded demo cohort
+#   make test   install everything, then run the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.install-stamp
+CORES ?= 2
+
+.PHONY: install demo test lint
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/pip install -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/snakemake --lint

@@ -1,0 +1,9 @@
+from lesionlocator.ingest import ingest_cohort
+from lesionlocator.logs import log_to_file
+
+log_to_file(snakemake.log[0])
+ingest_cohort(
+    snakemake.output.manifest,
+    **{snakemake.params.kind: snakemake.input.cohort},
+    verify_pixels=snakemake.params.verify_pixels,
+)
