@@ -15,6 +15,7 @@ The manifest has one row per patient x session, validated row by row against :cl
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import re
 from datetime import datetime
@@ -91,6 +92,11 @@ class ManifestRow(BaseModel):
     n_prompts: int = Field(ge=0, description="Number of lesions prompted in prompts.json.")
     prompt_mask: str | None = Field(description="Lesion instance mask used as prompt, if any.")
     groundtruth: str | None = Field(description="Ground-truth lesion instance mask, if any.")
+    fingerprint: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 over the bytes of the image, prompts, prompt mask and ground truth: "
+        "a session whose fingerprint is unchanged needs no recomputation.",
+    )
 
 
 MANIFEST_SCHEMA = pa.schema(
@@ -110,8 +116,25 @@ MANIFEST_SCHEMA = pa.schema(
         ("n_prompts", pa.int32()),
         ("prompt_mask", pa.string()),
         ("groundtruth", pa.string()),
+        ("fingerprint", pa.string()),
     ]
 )
+
+
+def fingerprint_files(paths: list[Path | None]) -> str:
+    """SHA-256 over the bytes of ``paths`` in order (folders: their files in sorted order; None: a marker)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            digest.update(b"\0none")
+            continue
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            digest.update(file.name.encode() + b"\0")
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def natural_key(label: str) -> list:
@@ -296,6 +319,22 @@ def _order_sessions(entries: list[SessionEntry]) -> list[SessionEntry]:
     return [e for _, e in sorted(zip(keys, entries), key=lambda pair: pair[0])]
 
 
+def plan_sessions(entries: list[SessionEntry]) -> dict[str, list[str]]:
+    """Patients (natural order) and their sessions in time order, without opening any image.
+
+    This is what the workflow needs at parse time to lay out its jobs; ingest validates the files.
+    """
+    by_patient: dict[str, list[SessionEntry]] = {}
+    for entry in entries:
+        by_patient.setdefault(entry.patient, []).append(entry)
+    return {p: [e.session for e in _order_sessions(by_patient[p])] for p in sorted(by_patient, key=natural_key)}
+
+
+def plan_cohort(root: str | Path | None = None, table: str | Path | None = None) -> dict[str, list[str]]:
+    """:func:`plan_sessions` of a BIDS-like ``root`` or a ``cohort.tsv``."""
+    return plan_sessions(discover_bids(root) if root is not None else read_cohort_table(table))
+
+
 def _check_mask(path: Path, image_geometry: Geometry, what: str, verify_pixels: bool) -> None:
     if verify_pixels:
         mask = read_image(path)
@@ -345,6 +384,7 @@ def _validate_entry(entry: SessionEntry, index: int, verify_pixels: bool) -> Man
         n_prompts=n_prompts,
         prompt_mask=str(entry.prompt_mask) if entry.prompt_mask else None,
         groundtruth=str(entry.groundtruth) if entry.groundtruth else None,
+        fingerprint=fingerprint_files([entry.image, entry.prompts, entry.prompt_mask, entry.groundtruth]),
     )
 
 

@@ -211,3 +211,19 @@ def test_all_problems_reported_together(tiny_cohort, tmp_path):
     with pytest.raises(CohortError) as err:
         ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort)
     assert len(err.value.problems) == 2
+
+
+def test_plan_cohort_matches_the_manifest(tiny_cohort, tmp_path):
+    from lesionlocator.ingest import plan_cohort
+
+    plan = plan_cohort(root=tiny_cohort)
+    manifest = ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort)
+    assert plan == {p: list(g.session) for p, g in manifest.groupby("patient", sort=False)}
+
+
+def test_fingerprint_changes_with_the_image(tiny_cohort, tmp_path):
+    before = ingest_cohort(tmp_path / "a.parquet", root=tiny_cohort)
+    write_session(tiny_cohort, "B2", "10", make_image(seed=99))
+    after = ingest_cohort(tmp_path / "b.parquet", root=tiny_cohort)
+    changed = before.fingerprint != after.fingerprint
+    assert changed.tolist() == [(p, s) == ("B2", "10") for p, s in zip(before.patient, before.session)]
