@@ -16,6 +16,11 @@ from lesionlocator.errors import LesionLocatorError
 STAGE_MODULES = [
     "lesionlocator.config_cli",
     "lesionlocator.ingest_cli",
+    "lesionlocator.register.cli",
+    "lesionlocator.synthesize_cli",
+    "lesionlocator.train.cli",
+    "lesionlocator.segment.cli",
+    "lesionlocator.metrics_cli",
 ]
 
 

@@ -432,19 +432,23 @@ def manifest_table(manifest: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False)
 
 
-def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest and validate each row against :class:`ManifestRow`."""
+def read_manifest(path: str | Path, as_records: bool = False) -> pd.DataFrame | list[dict]:
+    """Read a manifest and validate each row against :class:`ManifestRow`.
+
+    ``as_records`` returns plain dicts (missing values as None) instead of a DataFrame.
+    """
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     if not table.schema.equals(MANIFEST_SCHEMA):
         raise InputError(path, "not a manifest written by this version (schema differs)")
-    for line, record in enumerate(table.to_pylist()):
+    records = table.to_pylist()
+    for line, record in enumerate(records):
         try:
             ManifestRow.model_validate(record)
         except ValidationError as err:
             raise InputError(path, f"row {line}: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
-    return table.to_pandas()
+    return records if as_records else table.to_pandas()
 
 
 def ingest_cohort(

@@ -42,6 +42,10 @@ class ResultsLayout:
         """uint32 lesion instance map of a session (same ID = same lesion in every session)."""
         return self.session_dir(patient, session) / "lesions.nii.gz"
 
+    def candidates(self, patient: str, session: str) -> Path:
+        """uint32 label map of the new-lesion candidates found at a follow-up (flagged for review)."""
+        return self.session_dir(patient, session) / "candidates.nii.gz"
+
     def transform(self, patient: str, session: str) -> Path:
         """ITK transform mapping world points of this session to the previous session."""
         return self.session_dir(patient, session) / "to_previous.tfm"

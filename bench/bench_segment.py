@@ -1,0 +1,132 @@
+"""Benchmark of the segmenters on the shared real CT with simulated lesions (CPU figures).
+
+    .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|nnunet|both]
+
+Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical),
+and for an nnU-Net-format ResEnc network with random weights the share of time spent in the
+network's forward passes (the rest is preprocessing, prompt encoding, stitching, back-mapping).
+Each segmenter runs in its own process so peak memory figures are separate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lesionlocator.segment.api import Prompt  # noqa: E402
+from lesionlocator.segment.simulate import dice, insert_lesions  # noqa: E402
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def case(n_lesions: int, seed: int = 0):
+    image = sitk.ReadImage(str(REPO / "data" / "real" / "example_ct.nii.gz"))
+    return insert_lesions(image, n_lesions=n_lesions, seed=seed)
+
+
+def prompts_of(c, kind: str) -> list[Prompt]:
+    if kind == "box":
+        return [Prompt(i, "box", box=b) for i, b in c.boxes.items()]
+    if kind == "point":
+        return [Prompt(i, "point", point=p) for i, p in c.points.items()]
+    prompts = []
+    for n, i in enumerate(c.boxes):  # a previous mask: shifted 1 voxel, grown or shrunk by 1 voxel
+        m = ndimage.shift((c.labels == i).astype(np.uint8), (1, -1, 1), order=0) > 0
+        prompts.append(Prompt(i, "mask", mask=ndimage.binary_erosion(m) if n % 2 else ndimage.binary_dilation(m)))
+    return prompts
+
+
+def run_classical(args) -> dict:
+    from lesionlocator.segment.classical import ClassicalSegmenter
+
+    out = {"segmenter": "classical"}
+    for contrast, tag in (((40.0, 90.0), ""), ((20.0, 40.0), "_low_contrast")):
+        dices = {"box": [], "point": [], "mask": []}
+        seconds, lesions = 0.0, 0
+        for seed in range(args.scans):
+            image = sitk.ReadImage(str(REPO / "data" / "real" / "example_ct.nii.gz"))
+            c = insert_lesions(image, n_lesions=args.lesions, seed=seed, contrast_hu=contrast)
+            for kind in dices:
+                segmenter = ClassicalSegmenter()
+                t0 = time.perf_counter()
+                result = segmenter.segment(c.image, prompts_of(c, kind))
+                seconds += time.perf_counter() - t0
+                lesions += len(c.boxes)
+                dices[kind] += [dice(result.labels == i, c.labels == i) for i in c.boxes]
+        for kind, values in dices.items():
+            out[f"dice_{kind}{tag}"] = f"{np.mean(values):.3f} (min {np.min(values):.3f}, n={len(values)})"
+        if not tag:
+            out["seconds_per_lesion"] = round(seconds / lesions, 3)
+            out["seconds_per_scan"] = round(seconds / (args.scans * 3), 2)
+    out["peak_rss_mb"] = round(peak_mb())
+    return out
+
+
+def run_nnunet(args) -> dict:
+    import torch
+
+    from lesionlocator.segment.nnunet import NnUNetSegmenter
+    from lesionlocator.segment.toy_model import toy_plans, write_toy_model
+
+    torch.set_num_threads(args.threads)
+    c = case(args.lesions)
+    with tempfile.TemporaryDirectory() as tmp:
+        plans = toy_plans(patch_size=(args.patch,) * 3, spacing_zyx=(2.0, 2.0, 2.0), features=(16, 32, 64, 128))
+        folder = write_toy_model(Path(tmp) / "m", plans=plans)
+        segmenter = NnUNetSegmenter(folder, device="cpu", mirroring=False)
+        segmenter.segment(c.image, prompts_of(c, "point")[:1])  # warm-up
+        segmenter.stats = type(segmenter.stats)()
+        t0 = time.perf_counter()
+        segmenter.segment(c.image, prompts_of(c, "box"))
+        wall = time.perf_counter() - t0
+        s = segmenter.stats
+    return {
+        "segmenter": f"nnunet random ResEnc, patch {args.patch}^3, 2 mm target spacing, no TTA, 1 fold",
+        "seconds_per_scan": round(wall, 2),
+        "seconds_per_lesion": round(wall / len(c.boxes), 3),
+        "preprocess_s": round(s.preprocess, 2),
+        "forward_s": round(s.forward, 2),
+        "patches": s.patches,
+        "forward_share": round(s.forward / wall, 3),
+        "overhead_beyond_forward": round(1 - s.forward / wall, 3),
+        "overhead_excluding_once_per_scan_preprocessing": round(1 - s.forward / (wall - s.preprocess), 3),
+        "peak_rss_mb": round(peak_mb()),
+        "threads": args.threads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segmenter", choices=["classical", "nnunet", "both"], default="both")
+    parser.add_argument("--lesions", type=int, default=8, help="simulated lesions per scan")
+    parser.add_argument("--scans", type=int, default=2, help="simulated scans (classical)")
+    parser.add_argument("--patch", type=int, default=64, help="patch edge of the random nnU-Net")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.segmenter == "both":
+        for name in ("classical", "nnunet"):
+            argv = [sys.executable, __file__, "--segmenter", name, "--lesions", str(args.lesions),
+                    "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads)]
+            subprocess.run(argv, check=True)
+        return
+    result = run_classical(args) if args.segmenter == "classical" else run_nnunet(args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

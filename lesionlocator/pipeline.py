@@ -1,0 +1,173 @@
+"""The per-shard stage functions that the Snakemake rules call (one function per rule).
+
+Each takes the manifest, the shard's patients and the validated :class:`StudyConfig`, builds its
+model or registration once, and runs every patient through :func:`lesionlocator.shards.run_shard`
+(per-patient skip when up to date, failure isolation, a shard report as the job's output). The
+same functions serve ``lesionlocator track`` for a single patient without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+from pathlib import Path
+from typing import Callable
+
+import pyarrow.parquet as pq
+
+from lesionlocator.config import StudyConfig
+from lesionlocator.ingest import read_manifest
+from lesionlocator.io import Geometry, read_image
+from lesionlocator.layout import ResultsLayout
+from lesionlocator.register.base import build_registration, register_pair
+from lesionlocator.segment.api import check_prompts
+from lesionlocator.shards import PatientTask, fingerprint, read_done, run_shard
+from lesionlocator.track import (
+    SessionScan,
+    baseline_prompts,
+    baseline_rows,
+    track_followup,
+    write_labels,
+    write_tracking,
+)
+
+log = logging.getLogger(__name__)
+
+
+def patient_sessions(manifest_path: str | Path) -> dict[str, list[dict]]:
+    """Manifest rows (plain dicts; missing values are None) per patient, in time order."""
+    by_patient: dict[str, list[dict]] = {}
+    for row in read_manifest(manifest_path, as_records=True):
+        by_patient.setdefault(row["patient"], []).append(row)
+    for rows in by_patient.values():
+        rows.sort(key=lambda r: r["session_index"])
+    return by_patient
+
+
+def _scans(rows: list[dict]) -> list[SessionScan]:
+    return [SessionScan(r["session"], int(r["session_index"]), Path(r["image"])) for r in rows]
+
+
+def _lazy(factory: Callable[[], object]) -> Callable[[], object]:
+    """Build the model (or registration) on first use only: a shard that is up to date loads nothing."""
+    return cache(factory)
+
+
+def segment_baseline_shard(manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path) -> dict:
+    """Segment the prompted lesions at every patient's baseline; the segmenter is built once."""
+    from lesionlocator.segment.session import build_segmenter
+
+    layout = ResultsLayout(Path(config.results_dir))
+    sessions = patient_sessions(manifest_path)
+    segmenter = _lazy(lambda: build_segmenter(config.segment))
+    tasks = []
+    for patient in patients:
+        base = sessions[patient][0]
+        key = fingerprint("segment_baseline", base["fingerprint"], config.segment.model_dump(mode="json"), config.track.baseline_prompt)
+
+        def run(patient=patient, base=base) -> None:
+            image = read_image(base["image"])
+            prompts_json = Path(base["prompts"]) if base["prompts"] else None
+            prompt_mask = Path(base["prompt_mask"]) if base["prompt_mask"] else None
+            if prompts_json is None and prompt_mask is None:
+                raise ValueError(f"patient {patient}: the baseline has neither prompts.json nor prompt_mask")
+            prompts = baseline_prompts(image, prompts_json, prompt_mask, config.track.baseline_prompt)
+            source = " + ".join(str(p) for p in (prompts_json, prompt_mask) if p is not None)
+            prompts = check_prompts(prompts, Geometry.of(image).shape_zyx, source=source)
+            result = segmenter().segment(image, prompts)
+            scan = _scans(sessions[patient])[0]
+            ids = sorted(int(p.lesion_id) for p in prompts)
+            rows = baseline_rows(patient, scan, result.labels, Geometry.of(image), ids, result.scores)
+            write_labels(result.labels, image, layout.labels(patient, scan.session))
+            write_tracking(rows, layout.tracking(patient, scan.session))
+
+        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run))
+    return run_shard("segment_baseline", tasks, report_path)
+
+
+def register_shard(
+    manifest_path: str | Path, patients: list[str], t: int, config: StudyConfig, report_path: str | Path
+) -> dict:
+    """Register session ``t`` to ``t-1`` for every shard patient that has a session ``t``."""
+    layout = ResultsLayout(Path(config.results_dir))
+    sessions = patient_sessions(manifest_path)
+    registration = _lazy(lambda: build_registration(config.register))
+    tasks = []
+    for patient in patients:
+        rows = sessions[patient]
+        if len(rows) <= t:
+            continue
+        key = fingerprint(f"register_t{t}", rows[t]["fingerprint"], rows[t - 1]["fingerprint"], config.register.model_dump(mode="json"))
+        output = layout.transform(patient, rows[t]["session"])
+
+        def run(rows=rows, output=output) -> None:
+            output.unlink(missing_ok=True)  # inputs changed: never reuse a stale transform
+            register_pair(rows[t]["image"], rows[t - 1]["image"], output, config.register, registration=registration())
+
+        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run))
+    return run_shard(f"register_t{t}", tasks, report_path)
+
+
+def _previous_stage(t: int) -> str:
+    return "segment_baseline" if t == 1 else f"track_t{t - 1}"
+
+
+def track_shard(
+    manifest_path: str | Path,
+    patients: list[str],
+    t: int,
+    config: StudyConfig,
+    report_path: str | Path,
+    upstream_reports: list[str | Path] = (),
+) -> dict:
+    """Track every lesion into session ``t`` for every shard patient that has one (autoregressive)."""
+    from lesionlocator.segment.session import build_segmenter
+
+    layout = ResultsLayout(Path(config.results_dir))
+    sessions = patient_sessions(manifest_path)
+    segmenter = _lazy(lambda: build_segmenter(config.segment))
+    tasks = []
+    for patient in patients:
+        rows = sessions[patient]
+        if len(rows) <= t:
+            continue
+        patient_dir = layout.patient_dir(patient)
+        key = fingerprint(
+            f"track_t{t}",
+            read_done(patient_dir, _previous_stage(t)),
+            read_done(patient_dir, f"register_t{t}"),
+            config.segment.model_dump(mode="json"),
+            config.track.model_dump(mode="json"),
+            config.register.min_fraction_inside,
+        )
+
+        def run(patient=patient, rows=rows) -> None:
+            scans = _scans(rows)
+            labels_paths = [layout.labels(patient, s.session) for s in scans[:t]]
+            transform_paths = [None] + [layout.transform(patient, s.session) for s in scans[1 : t + 1]]
+            previous = [r for s in scans[:t] for r in pq.read_table(layout.tracking(patient, s.session)).to_pylist()]
+            result = track_followup(
+                patient, scans, t, labels_paths, transform_paths, previous, segmenter(), config.track, config.register
+            )
+            reference = read_image(scans[t].image)
+            write_labels(result.labels, reference, layout.labels(patient, scans[t].session))
+            write_labels(result.candidates, reference, layout.candidates(patient, scans[t].session))
+            write_tracking(result.rows, layout.tracking(patient, scans[t].session))
+
+        tasks.append(PatientTask(patient, patient_dir, key, run))
+    return run_shard(f"track_t{t}", tasks, report_path, upstream_reports)
+
+
+def track_patient(manifest_path: str | Path, patient: str, config: StudyConfig, report_dir: str | Path) -> list[dict]:
+    """Every stage of one patient in order (the ``lesionlocator track`` command)."""
+    sessions = patient_sessions(manifest_path)
+    if patient not in sessions:
+        raise ValueError(f"patient {patient!r} is not in {manifest_path}")
+    report_dir = Path(report_dir)
+    reports = [segment_baseline_shard(manifest_path, [patient], config, report_dir / "segment_baseline.json")]
+    for t in range(1, len(sessions[patient])):
+        register_report = report_dir / f"register_t{t}.json"
+        reports.append(register_shard(manifest_path, [patient], t, config, register_report))
+        upstream = [report_dir / ("segment_baseline.json" if t == 1 else f"track_t{t - 1}.json"), register_report]
+        reports.append(track_shard(manifest_path, [patient], t, config, report_dir / f"track_t{t}.json", upstream))
+    return reports

@@ -1,0 +1,321 @@
+"""Promptable nnU-Net v2 inference: preprocessing from the plans, prompt-focused patches, back-mapping.
+
+Per scan and model, the image is preprocessed once as nnU-Net does (transpose, crop to non-zero,
+normalisation per the plans' scheme, resampling to the target spacing). Per lesion, the prompt is
+encoded as the second input channel; when the prompt fits in a patch, one patch centred on it is
+predicted, otherwise sliding windows (Gaussian-weighted) over the prompt's extent only. Mirroring
+TTA and fold ensembling average logits. The foreground probability is mapped back onto the input
+voxel grid by linear interpolation (exactly inverting the resampling); voxels no patch covered are
+background.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
+from lesionlocator.segment.encode import GridMap, encode_prompt
+from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders
+from lesionlocator.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; an unavailable explicit device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("segment.device", "cuda requested but no CUDA device is available")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError("segment.device", "mps requested but not available")
+    return torch.device(name)
+
+
+@dataclass
+class Preprocessed:
+    data: np.ndarray  # float32 (net_z, net_y, net_x), normalised, on the network grid
+    grid: GridMap
+
+
+@dataclass
+class InferenceStats:
+    """Where the time went (seconds), for benchmarks."""
+
+    preprocess: float = 0.0
+    forward: float = 0.0
+    total: float = 0.0
+    patches: int = 0
+    forwards: int = 0
+    lesions: int = 0
+    by_lesion: list[float] = field(default_factory=list)
+
+
+_NORMALIZERS = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization")
+
+
+def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Preprocessed:
+    """nnU-Net preprocessing of one single-channel image (z, y, x) for ``model``."""
+    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+
+    pm, cm = model.plans_manager, model.configuration_manager
+    transpose = tuple(int(t) for t in pm.transpose_forward)
+    data = np.ascontiguousarray(np.transpose(array_zyx.astype(np.float32), transpose))[None]
+    spacing = [float(spacing_zyx[t]) for t in transpose]
+    if np.any(data != 0):
+        data, seg, bbox = crop_to_nonzero(data)
+        crop_start = tuple(int(b[0]) for b in bbox)
+    else:
+        seg = np.zeros(data.shape, dtype=np.int8)
+        crop_start = (0, 0, 0)
+    crop_shape = tuple(int(s) for s in data.shape[1:])
+    target = list(cm.spacing)
+    new_shape = tuple(int(s) for s in compute_new_shape(crop_shape, spacing, target))
+    scheme = cm.normalization_schemes[0]
+    if scheme not in _NORMALIZERS:
+        raise InputError(model.folder / "plans.json", f"unsupported normalisation scheme {scheme!r}")
+    normalizer = getattr(schemes, scheme)(
+        use_mask_for_norm=cm.use_mask_for_norm[0],
+        intensityproperties=pm.foreground_intensity_properties_per_channel.get("0", {}),
+    )
+    data[0] = normalizer.run(data[0], seg[0])
+    if new_shape != crop_shape:
+        data = cm.resampling_fn_data(data, new_shape, spacing, target)
+    grid = GridMap(transpose=transpose, crop_start=crop_start, crop_shape=crop_shape, net_shape=new_shape)
+    return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid)
+
+
+def patch_starts(lo: np.ndarray, hi: np.ndarray, shape: np.ndarray, patch: np.ndarray, step: float) -> list[np.ndarray]:
+    """Patch corners covering the prompt's extent ``[lo, hi)`` of the network grid.
+
+    Per axis: one patch centred on the extent when it fits, otherwise windows at most
+    ``step * patch`` apart spanning it. Patches stay inside the image where the image is at least
+    a patch long, and are centred on it (zero-padded) where it is shorter.
+    """
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    per_axis = []
+    for a in range(3):
+        if shape[a] <= patch[a]:
+            per_axis.append([-((patch[a] - shape[a]) // 2)])
+            continue
+        extent = hi[a] - lo[a]
+        if extent <= patch[a]:
+            start = int(np.round((lo[a] + hi[a]) / 2 - patch[a] / 2))
+            per_axis.append([int(np.clip(start, 0, shape[a] - patch[a]))])
+        else:
+            steps = compute_steps_for_sliding_window((int(extent),), (int(patch[a]),), step)[0]
+            per_axis.append([int(lo[a] + s) for s in steps])
+    return [np.array(c) for c in itertools.product(*per_axis)]
+
+
+def window(array: np.ndarray, start: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """``array[start:start+size]`` with zeros where the window leaves the array."""
+    out = np.zeros(tuple(int(s) for s in size), dtype=np.float32)
+    a = np.maximum(start, 0)
+    b = np.minimum(start + size, array.shape)
+    if np.all(b > a):
+        out[tuple(slice(int(x - s), int(y - s)) for x, y, s in zip(a, b, start))] = array[
+            tuple(slice(int(x), int(y)) for x, y in zip(a, b))
+        ]
+    return out
+
+
+class NnUNetSegmenter:
+    """A promptable nnU-Net v2 model (or the released point/box pair), loaded once, reused per scan."""
+
+    def __init__(
+        self,
+        checkpoint: Path,
+        folds: Sequence[int | str] | None = None,
+        checkpoint_name: str = "checkpoint_final.pth",
+        device: str = "auto",
+        point_radius: float = 5.0,
+        mask_prompt_encoding: str = "mask",
+        mirroring: bool = True,
+        step_size: float = 0.5,
+        cpu_threads: int | None = None,
+    ):
+        self.device = resolve_device(device)
+        if cpu_threads:
+            torch.set_num_threads(int(cpu_threads))
+        self.folders = resolve_model_folders(Path(checkpoint))
+        self.folds = list(folds) if folds else None
+        self.checkpoint_name = checkpoint_name
+        for folder in self.folders.values():  # fail before any work when files are missing
+            wanted = self.folds or find_folds(folder, checkpoint_name)
+            if not wanted:
+                raise InputError(folder, f"no fold_*/{checkpoint_name} found")
+            for name in ("plans.json", "dataset.json"):
+                if not (folder / name).is_file():
+                    raise InputError(folder / name, "file not found (an nnU-Net trained-model folder needs it)")
+            for fold in wanted:
+                if not (folder / f"fold_{fold}" / checkpoint_name).is_file():
+                    raise InputError(folder / f"fold_{fold}" / checkpoint_name, "checkpoint file not found")
+        self.point_radius = float(point_radius)
+        self.mask_as_box = mask_prompt_encoding == "box"
+        self.mirroring = bool(mirroring)
+        self.step_size = float(step_size)
+        self._models: dict[Path, LoadedModel] = {}
+        self.stats = InferenceStats()
+        if "any" in self.folders:
+            self._model_for("box")  # a single model: load it now
+
+    # -- models -----------------------------------------------------------------------------
+    def _folder_for(self, kind: str) -> Path:
+        if "any" in self.folders:
+            return self.folders["any"]
+        wanted = "point" if kind == "point" else "box"
+        if wanted in self.folders:
+            return self.folders[wanted]
+        other = next(iter(self.folders.values()))
+        log.warning("no %s-optimised model in the checkpoint; using %s for %s prompts", wanted, other, kind)
+        return other
+
+    def _model_for(self, kind: str) -> LoadedModel:
+        folder = self._folder_for(kind)
+        if folder not in self._models:
+            model = load_model(folder, self.folds, self.checkpoint_name)
+            model.networks = [net.to(self.device) for net in model.networks]
+            self._models[folder] = model
+        return self._models[folder]
+
+    # -- inference --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward(self, model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
+        """Fold-averaged (and mirror-averaged) logits of one patch batch ``x`` (1, 2, *patch)."""
+        axes = [a + 2 for a in (model.mirror_axes or ())] if self.mirroring else []
+        combos = [()] + [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
+        total = None
+        autocast = torch.autocast("cuda") if self.device.type == "cuda" else _null_context()
+        with autocast:
+            for net in model.networks:
+                for combo in combos:
+                    xi = torch.flip(x, combo) if combo else x
+                    out = net(xi)
+                    out = torch.flip(out, combo) if combo else out
+                    total = out.float() if total is None else total + out.float()
+                    self.stats.forwards += 1
+        return total / (len(model.networks) * len(combos))
+
+    def predict_lesion(self, model: LoadedModel, pre: Preprocessed, prompt: Prompt, input_shape) -> LesionPrediction | None:
+        """The foreground probability of one lesion on the input grid (None for an empty prompt)."""
+        if prompt.kind == "mask" and not prompt.mask.any():
+            return None
+        encoded = encode_prompt(prompt, pre.grid, self.point_radius, mask_as_box=self.mask_as_box)
+        if encoded.array.size == 0 or not encoded.array.any():
+            return None
+        patch = np.asarray(model.patch_size)
+        shape = np.asarray(pre.data.shape)
+        starts = patch_starts(encoded.lo, encoded.hi, shape, patch, self.step_size)
+        roi_lo = np.min(starts, axis=0)
+        roi_hi = np.max(starts, axis=0) + patch
+        logits = None
+        weight = np.zeros(tuple(roi_hi - roi_lo), dtype=np.float32)
+        gaussian = _gaussian(tuple(int(p) for p in patch)) if len(starts) > 1 else np.ones(tuple(patch), np.float32)
+        for start in starts:
+            x = np.stack([window(pre.data, start, patch), encoded.crop(start, patch)])[None]
+            t0 = time.perf_counter()
+            out = self._forward(model, torch.from_numpy(x).to(self.device))[0]
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.stats.forward += time.perf_counter() - t0
+            self.stats.patches += 1
+            out = out.cpu().numpy()
+            if logits is None:
+                logits = np.zeros((out.shape[0], *weight.shape), dtype=np.float32)
+            sl = tuple(slice(int(s - r), int(s - r + p)) for s, r, p in zip(start, roi_lo, patch))
+            logits[(slice(None), *sl)] += out * gaussian
+            weight[sl] += gaussian
+        logits /= weight
+        # Keep the part of the ROI inside the image.
+        a, b = np.maximum(roi_lo, 0), np.minimum(roi_hi, shape)
+        inner = tuple(slice(int(x - r), int(y - r)) for x, y, r in zip(a, b, roi_lo))
+        probability = _foreground_probability(model, logits[(slice(None), *inner)])
+        return self._to_input_grid(prompt.lesion_id, probability, a, pre.grid, input_shape)
+
+    @staticmethod
+    def _to_input_grid(lesion_id: int, prob_net: np.ndarray, net_lo: np.ndarray, grid: GridMap, input_shape) -> LesionPrediction:
+        """Linear interpolation of a network-grid probability block onto the input voxels it covers."""
+        scale = grid.scale
+        net_hi = net_lo + np.asarray(prob_net.shape)
+        shape_t = np.asarray(grid.input_shape_transposed(input_shape))
+        crop = np.asarray(grid.crop_start)
+        # Input voxels (transposed frame) whose network coordinate lies within the block's extent.
+        first = np.ceil((net_lo - 0.5 + 0.5) / scale - 0.5 + crop - 1e-6).astype(int)
+        last = np.floor((net_hi - 1 + 0.5 + 0.5) / scale - 0.5 + crop + 1e-6).astype(int)
+        first = np.clip(first, crop, crop + np.asarray(grid.crop_shape) - 1)
+        last = np.clip(last, first, np.minimum(crop + np.asarray(grid.crop_shape), shape_t) - 1)
+        out_shape = tuple(int(v) for v in last - first + 1)
+        offset = (first - crop + 0.5) * scale - 0.5 - net_lo
+        prob_t = ndimage.affine_transform(
+            prob_net.astype(np.float32), scale, offset=offset, output_shape=out_shape, order=1, mode="nearest"
+        )
+        inverse = grid.inverse_transpose
+        probability = np.ascontiguousarray(np.transpose(prob_t, inverse))
+        lo_in = first[list(inverse)]
+        slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(lo_in, probability.shape))
+        return LesionPrediction(lesion_id=int(lesion_id), slices=slices, probability=probability)
+
+    def segment(self, image: sitk.Image, prompts: Sequence[Prompt]) -> SegmentationResult:
+        t_start = time.perf_counter()
+        array = sitk.GetArrayFromImage(image)
+        prompts = check_prompts(prompts, array.shape)
+        spacing_zyx = tuple(image.GetSpacing())[::-1]
+        cache: dict[Path, Preprocessed] = {}
+        predictions = []
+        for prompt in prompts:
+            t_lesion = time.perf_counter()
+            model = self._model_for(prompt.kind)
+            if model.folder not in cache:
+                t0 = time.perf_counter()
+                cache[model.folder] = preprocess(model, array, spacing_zyx)
+                self.stats.preprocess += time.perf_counter() - t0
+            pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
+            if pred is not None:
+                predictions.append(pred)
+            self.stats.lesions += 1
+            self.stats.by_lesion.append(time.perf_counter() - t_lesion)
+            log.debug("lesion %d: %.2f s", prompt.lesion_id, time.perf_counter() - t_lesion)
+        result = combine_predictions(array.shape, predictions, [p.lesion_id for p in prompts])
+        self.stats.total += time.perf_counter() - t_start
+        return result
+
+
+def _foreground_probability(model: LoadedModel, logits: np.ndarray) -> np.ndarray:
+    label_manager = model.plans_manager.get_label_manager(model.dataset_json)
+    t = torch.from_numpy(logits)
+    if label_manager.has_regions:
+        return torch.sigmoid(t[0]).numpy()
+    return (1.0 - torch.softmax(t, 0)[0]).numpy()
+
+
+_GAUSSIANS: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _gaussian(patch: tuple[int, ...]) -> np.ndarray:
+    if patch not in _GAUSSIANS:
+        from nnunetv2.inference.sliding_window_prediction import compute_gaussian
+
+        _GAUSSIANS[patch] = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32, device=torch.device("cpu")).numpy()
+    return _GAUSSIANS[patch]
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,330 @@
+"""Longitudinal tracking: autoregressive prompt propagation and the lesion lifecycle.
+
+For each follow-up session ``t`` (in time order) and each lesion prompted at baseline:
+
+1. the lesion's *source* mask is chosen: its mask at ``t-1`` (``prompt_source: previous_mask``,
+   the method's autoregressive scheme) or its baseline mask (``baseline_prompt``). A lesion that
+   was not observed at ``t-1`` (vanished, out of the field of view, or failed) is propagated from
+   the last session where it was present, so a lesion that comes back into view is found again;
+2. the source mask is warped onto the follow-up grid at full resolution through the chain of saved
+   registration transforms (each maps world points of a session to the previous one), and a lesion
+   that lands mostly outside the follow-up is reported ``out_of_fov``;
+3. every propagated mask prompts the segmenter (built once per job) on the follow-up scan;
+4. the lifecycle is read off the prediction: ``present``, ``vanished`` (below ``min_volume_ml``),
+   ``out_of_fov``, ``merged`` (its mask now touches another lesion's that it did not touch
+   before) and ``split`` (its second-largest connected part holds at least ``split_min_fraction``);
+5. new-lesion candidates: blobs of intensity change between the follow-up and the registered
+   previous scan, away from tracked lesions, reported with their own IDs and flagged for review
+   (they are written to their own label map and not tracked further).
+
+All decisions are deterministic: no random choices, ties broken by lesion ID.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import cc3d
+import numpy as np
+import pyarrow as pa
+import SimpleITK as sitk
+from scipy import ndimage
+
+from lesionlocator.candidates import find_candidates
+from lesionlocator.config import RegisterConfig, TrackConfig
+from lesionlocator.io import Geometry, image_from_array, read_image, write_image, write_parquet
+from lesionlocator.prompts import read_prompts
+from lesionlocator.propagate import OutOfFov, propagate_prompt
+from lesionlocator.register.base import load_transform
+from lesionlocator.segment.api import Prompt, Segmenter
+from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_ID_BASE = 1_000_000  # candidate IDs: session_index * CANDIDATE_ID_BASE + k
+
+STATUSES = ("present", "vanished", "out_of_fov", "merged", "split", "new_candidate", "not_found")
+
+TRACKING_SCHEMA = pa.schema(
+    [
+        ("patient", pa.string()),
+        ("session", pa.string()),
+        ("session_index", pa.int32()),
+        ("lesion_id", pa.int64()),
+        ("status", pa.string()),
+        ("is_candidate", pa.bool_()),
+        ("voxel_count", pa.int64()),
+        ("volume_ml", pa.float64()),
+        ("centroid_x", pa.float64()),
+        ("centroid_y", pa.float64()),
+        ("centroid_z", pa.float64()),
+        ("score", pa.float64()),
+        ("fraction_in_fov", pa.float64()),
+        ("prompt_session", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class SessionScan:
+    """One session of a patient: label, position in time and image path."""
+
+    session: str
+    index: int
+    image: Path
+
+
+# -- baseline ------------------------------------------------------------------------------------
+
+
+def baseline_prompts(
+    image: sitk.Image, prompts_json: Path | None, prompt_mask: Path | None, preference: str = "auto"
+) -> list[Prompt]:
+    """The baseline prompts of a patient, one per lesion, in the image's voxel frame.
+
+    ``preference`` auto takes a lesion's mask (from ``prompt_mask``), else its box, else its point.
+    """
+    geometry = Geometry.of(image)
+    by_id: dict[int, Prompt] = {}
+    if prompts_json is not None and preference != "mask":
+        kinds = ("point", "box") if preference == "point" else ("box", "point")
+        for prompt in prompts_from_file(read_prompts(prompts_json), geometry, kinds=kinds):
+            by_id[int(prompt.lesion_id)] = prompt
+    if prompt_mask is not None and preference in ("auto", "mask"):
+        for prompt in prompts_from_mask(prompt_mask, geometry, kind="mask"):
+            by_id[int(prompt.lesion_id)] = prompt
+    if prompts_json is not None and preference == "mask":
+        for prompt in prompts_from_file(read_prompts(prompts_json), geometry, kinds=("box", "point")):
+            by_id.setdefault(int(prompt.lesion_id), prompt)
+    return [by_id[i] for i in sorted(by_id)]
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """Pairs of lesion IDs whose masks touch (26-connectivity), as sorted tuples."""
+    if not labels.any():
+        return set()
+    components = cc3d.connected_components(labels > 0, connectivity=26)
+    pairs = set()
+    ids_by_component: dict[int, set[int]] = {}
+    for component, lesion in zip(components[labels > 0].ravel(), labels[labels > 0].ravel()):
+        ids_by_component.setdefault(int(component), set()).add(int(lesion))
+    for ids in ids_by_component.values():
+        ordered = sorted(ids)
+        pairs |= {(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]}
+    return pairs
+
+
+def is_split(mask: np.ndarray, min_fraction: float) -> bool:
+    """True when the mask's second-largest connected part holds at least ``min_fraction`` of it."""
+    if not mask.any():
+        return False
+    components = cc3d.connected_components(mask, connectivity=26)
+    sizes = np.sort(np.bincount(components.ravel())[1:])[::-1]
+    return len(sizes) > 1 and sizes[1] >= min_fraction * sizes.sum()
+
+
+def lesion_rows(
+    labels: np.ndarray,
+    geometry: Geometry,
+    lesion_ids: Sequence[int],
+    statuses: dict[int, str],
+    scores: dict[int, float],
+    fractions: dict[int, float],
+    prompt_sessions: dict[int, str],
+    patient: str,
+    scan: SessionScan,
+    is_candidate: bool = False,
+) -> list[dict]:
+    """One tracking-table row per lesion: status, size and centroid (world mm, LPS)."""
+    rows = []
+    voxel_ml = geometry.voxel_volume_ml()
+    for lesion_id in lesion_ids:
+        mask = labels == np.uint32(lesion_id)
+        count = int(mask.sum())
+        centroid = geometry.index_to_world(np.argwhere(mask).mean(0)) if count else np.full(3, np.nan)
+        rows.append(
+            {
+                "patient": patient,
+                "session": scan.session,
+                "session_index": scan.index,
+                "lesion_id": int(lesion_id),
+                "status": statuses[lesion_id],
+                "is_candidate": is_candidate,
+                "voxel_count": count,
+                "volume_ml": count * voxel_ml,
+                "centroid_x": float(centroid[0]),
+                "centroid_y": float(centroid[1]),
+                "centroid_z": float(centroid[2]),
+                "score": float(scores.get(lesion_id, 0.0)),
+                "fraction_in_fov": float(fractions.get(lesion_id, 1.0)),
+                "prompt_session": prompt_sessions.get(lesion_id),
+            }
+        )
+    return rows
+
+
+def assign_statuses(
+    labels: np.ndarray,
+    lesion_ids: Sequence[int],
+    out_of_fov: set[int],
+    previous_pairs: set[tuple[int, int]],
+    min_voxels: int,
+    split_min_fraction: float,
+) -> dict[int, str]:
+    """The lifecycle status of each lesion; clears vanished lesions' voxels from ``labels`` in place."""
+    statuses: dict[int, str] = {}
+    for lesion_id in lesion_ids:
+        if lesion_id in out_of_fov:
+            statuses[lesion_id] = "out_of_fov"
+            continue
+        mask = labels == np.uint32(lesion_id)
+        if int(mask.sum()) < max(min_voxels, 1):
+            labels[mask] = 0
+            statuses[lesion_id] = "vanished"
+        elif is_split(mask, split_min_fraction):
+            statuses[lesion_id] = "split"
+        else:
+            statuses[lesion_id] = "present"
+    for a, b in sorted(touching_pairs(labels) - previous_pairs):
+        for lesion_id in (a, b):
+            if statuses.get(lesion_id) in ("present", "split"):
+                statuses[lesion_id] = "merged"
+    return statuses
+
+
+# -- one follow-up -------------------------------------------------------------------------------
+
+
+def _chain_transform(transforms: Sequence[sitk.Transform]) -> sitk.Transform:
+    """The composition mapping session t to session s, from [T_t, T_{t-1}, ..., T_{s+1}]."""
+    if len(transforms) == 1:
+        return transforms[0]
+    # SimpleITK applies a composite's last transform first: T_{s+1}(...(T_t(x)))
+    return sitk.CompositeTransform(list(reversed(transforms)))
+
+
+def read_labels(path: Path) -> tuple[np.ndarray, Geometry]:
+    image = read_image(path)
+    return sitk.GetArrayFromImage(image).astype(np.uint32, copy=False), Geometry.of(image)
+
+
+@dataclass
+class FollowupResult:
+    labels: np.ndarray
+    candidates: np.ndarray
+    rows: list[dict]
+
+
+def track_followup(
+    patient: str,
+    scans: Sequence[SessionScan],
+    t: int,
+    labels_paths: Sequence[Path],
+    transform_paths: Sequence[Path | None],
+    previous_rows: Sequence[dict],
+    segmenter: Segmenter,
+    track: TrackConfig,
+    register: RegisterConfig,
+) -> FollowupResult:
+    """Segment every tracked lesion at follow-up ``t`` (``t >= 1``).
+
+    ``labels_paths[s]`` are the label maps of sessions ``0..t-1``; ``transform_paths[s]`` the
+    transform of session ``s`` to ``s-1`` (``None`` for the baseline), for ``s = 0..t``;
+    ``previous_rows`` the tracking rows of sessions ``0..t-1`` (to know where each lesion was last
+    present).
+    """
+    scan = scans[t]
+    image = read_image(scan.image)
+    geometry = Geometry.of(image)
+    baseline_ids = sorted({r["lesion_id"] for r in previous_rows if r["session_index"] == 0 and not r["is_candidate"]})
+    last_present: dict[int, int] = {}
+    for row in previous_rows:
+        if not row["is_candidate"] and row["status"] in ("present", "merged", "split"):
+            last_present[row["lesion_id"]] = max(last_present.get(row["lesion_id"], -1), row["session_index"])
+
+    transforms = {s: load_transform(transform_paths[s]) for s in range(1, t + 1)}
+    label_cache: dict[int, tuple[np.ndarray, Geometry]] = {}
+
+    def labels_at(s: int) -> tuple[np.ndarray, Geometry]:
+        if s not in label_cache:
+            label_cache[s] = read_labels(labels_paths[s])
+        return label_cache[s]
+
+    prompts: list[Prompt] = []
+    out_of_fov: set[int] = set()
+    fractions: dict[int, float] = {}
+    prompt_sessions: dict[int, str] = {}
+    for lesion_id in baseline_ids:
+        if lesion_id not in last_present:
+            continue  # never found: nothing to propagate (status vanished below)
+        source = 0 if track.prompt_source == "baseline_prompt" else last_present[lesion_id]
+        source_labels, source_geometry = labels_at(source)
+        chain = _chain_transform([transforms[s] for s in range(t, source, -1)])
+        mask_prompt = Prompt(lesion_id, "mask", mask=source_labels == np.uint32(lesion_id))
+        result = propagate_prompt(mask_prompt, chain, source_geometry, geometry, min_fraction_inside=register.min_fraction_inside)
+        prompt_sessions[lesion_id] = scans[source].session
+        fractions[lesion_id] = result.fraction_inside
+        if isinstance(result, OutOfFov):
+            out_of_fov.add(lesion_id)
+            log.info("%s ses-%s lesion %d: out of the field of view (%s)", patient, scan.session, lesion_id, result.reason)
+        else:
+            prompts.append(result.prompt)
+
+    result = segmenter.segment(image, prompts) if prompts else None
+    labels = result.labels.astype(np.uint32, copy=True) if result is not None else np.zeros(geometry.shape_zyx, np.uint32)
+    scores = dict(result.scores) if result is not None else {}
+
+    previous_labels, _ = labels_at(t - 1)
+    previous_pairs = touching_pairs(previous_labels)
+    min_voxels = int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml()))
+    statuses = assign_statuses(labels, baseline_ids, out_of_fov, previous_pairs, min_voxels, track.split_min_fraction)
+    for lesion_id in baseline_ids:
+        if lesion_id not in last_present:
+            statuses[lesion_id] = "not_found"  # the baseline prompt gave an empty mask
+    rows = lesion_rows(labels, geometry, baseline_ids, statuses, scores, fractions, prompt_sessions, patient, scan)
+
+    candidates = np.zeros(geometry.shape_zyx, dtype=np.uint32)
+    if track.candidates:
+        previous_image = read_image(scans[t - 1].image)
+        warped = sitk.Resample(previous_image, image, transforms[t], sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        ones = sitk.Image(previous_image.GetSize(), sitk.sitkFloat32) + 1.0
+        ones.CopyInformation(previous_image)
+        valid = sitk.GetArrayFromImage(sitk.Resample(ones, image, transforms[t], sitk.sitkLinear, 0.0)) > 0.99
+        near = labels > 0
+        warped_previous = sitk.Resample(
+            image_from_array(previous_labels, labels_at(t - 1)[1]), image, transforms[t], sitk.sitkNearestNeighbor, 0
+        )
+        near |= sitk.GetArrayFromImage(warped_previous) > 0
+        margin = max(1, int(round(5.0 / min(geometry.spacing))))
+        near = ndimage.binary_dilation(near, iterations=margin)
+        blobs = find_candidates(image, warped, valid, near, track)
+        n = int(blobs.max())
+        if n:
+            ids = [t * CANDIDATE_ID_BASE + k for k in range(1, n + 1)]
+            candidates = np.where(blobs > 0, blobs + np.uint32(t * CANDIDATE_ID_BASE), 0).astype(np.uint32)
+            rows += lesion_rows(
+                candidates, geometry, ids, {i: "new_candidate" for i in ids}, {}, {}, {}, patient, scan, is_candidate=True
+            )
+            log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, n)
+    return FollowupResult(labels=labels, candidates=candidates, rows=rows)
+
+
+def baseline_rows(patient: str, scan: SessionScan, labels: np.ndarray, geometry: Geometry, lesion_ids: Sequence[int], scores: dict[int, float]) -> list[dict]:
+    """Tracking rows of the baseline: present, or not_found when the prompt gave an empty mask."""
+    statuses = {i: ("present" if (labels == np.uint32(i)).any() else "not_found") for i in lesion_ids}
+    return lesion_rows(labels, geometry, lesion_ids, statuses, scores, {}, {i: scan.session for i in lesion_ids}, patient, scan)
+
+
+def write_tracking(rows: list[dict], path: Path) -> Path:
+    """The per-session tracking table, with the explicit schema (an empty session keeps it)."""
+    return write_parquet(pa.Table.from_pylist(rows, schema=TRACKING_SCHEMA), path)
+
+
+def write_labels(labels: np.ndarray, reference: sitk.Image | Geometry, path: Path) -> Path:
+    return write_image(image_from_array(labels.astype(np.uint32, copy=False), reference), path)
