@@ -1,5 +1,6 @@
 # lesionlocator: promptable 3D lesion segmentation and longitudinal tracking, cohort scale.
-# Run: snakemake --profile profiles/default   (SLURM: --profile profiles/slurm)
+#   snakemake --profile profiles/default                  the demo (synthetic cohort from real scans)
+#   snakemake --profile profiles/slurm --configfile my_study.yaml
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -9,8 +10,21 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
-# include: "workflow/rules/synthetic.smk"
+
+
+wildcard_constraints:
+    shard=r"\d{4}",
+    t=r"\d+",
+
+
+include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/track.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

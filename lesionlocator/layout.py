@@ -24,9 +24,11 @@ class ResultsLayout:
     def manifest(self) -> Path:
         return self.root / "ingest" / "manifest.parquet"
 
-    def shard_report(self, stage: str, shard: int, session_index: int | None = None) -> Path:
+    def shard_report(self, stage: str, shard: int | str, session_index: int | str | None = None) -> Path:
+        """A shard job's report; ``shard``/``session_index`` may be Snakemake wildcards ("{shard}")."""
+        shard = f"{shard:04d}" if isinstance(shard, int) else shard
         suffix = "" if session_index is None else f"_t{session_index}"
-        return self.root / "shards" / stage / f"shard-{shard:04d}{suffix}.json"
+        return self.root / "shards" / stage / f"shard-{shard}{suffix}.json"
 
     def patient_dir(self, patient: str) -> Path:
         if not LABEL_PATTERN.match(patient):

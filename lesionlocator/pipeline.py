@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import pyarrow.parquet as pq
 
 from lesionlocator.config import StudyConfig
@@ -171,3 +172,105 @@ def track_patient(manifest_path: str | Path, patient: str, config: StudyConfig, 
         upstream = [report_dir / ("segment_baseline.json" if t == 1 else f"track_t{t - 1}.json"), register_report]
         reports.append(track_shard(manifest_path, [patient], t, config, report_dir / f"track_t{t}.json", upstream))
     return reports
+
+
+def _last_stage(n_sessions: int) -> str:
+    return "segment_baseline" if n_sessions == 1 else f"track_t{n_sessions - 1}"
+
+
+def measure_shard(
+    manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path, upstream_reports: list[str | Path] = ()
+) -> dict:
+    """Measure every tracked lesion of each shard patient at every session (lesion table per patient)."""
+    from lesionlocator.measure import measure_patient
+
+    layout = ResultsLayout(Path(config.results_dir))
+    sessions = patient_sessions(manifest_path)
+    tasks = []
+    for patient in patients:
+        rows = sessions[patient]
+        patient_dir = layout.patient_dir(patient)
+        key = fingerprint("measure", read_done(patient_dir, _last_stage(len(rows))))
+
+        def run(patient=patient, rows=rows) -> None:
+            scans = _scans(rows)
+            status = pd.concat(
+                [pq.read_table(layout.tracking(patient, s.session)).to_pandas() for s in scans], ignore_index=True
+            )
+            status = status[~status["is_candidate"]][["lesion_id", "session", "status"]]
+            measure_patient(
+                patient,
+                [(s.session, s.image, layout.labels(patient, s.session)) for s in scans],
+                output=layout.measurements(patient),
+                status=status,
+            )
+
+        tasks.append(PatientTask(patient, patient_dir, key, run))
+    return run_shard("measure", tasks, report_path, upstream_reports)
+
+
+def evaluate_shard(
+    manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path, upstream_reports: list[str | Path] = ()
+) -> dict:
+    """Evaluate each shard patient's label maps against its ground truth (sessions that have one)."""
+    from lesionlocator.evaluate import evaluate_patient
+
+    layout = ResultsLayout(Path(config.results_dir))
+    sessions = patient_sessions(manifest_path)
+    tasks = []
+    for patient in patients:
+        rows = [r for r in sessions[patient] if r["groundtruth"]]
+        if not rows:
+            continue
+        patient_dir = layout.patient_dir(patient)
+        key = fingerprint(
+            "evaluate", read_done(patient_dir, _last_stage(len(sessions[patient]))), [r["fingerprint"] for r in rows]
+        )
+
+        def run(patient=patient, rows=rows) -> None:
+            evaluate_patient(
+                patient,
+                [(r["session"], layout.labels(patient, r["session"]), r["groundtruth"]) for r in rows],
+                output=layout.evaluation(patient),
+            )
+
+        tasks.append(PatientTask(patient, patient_dir, key, run))
+    return run_shard("evaluate", tasks, report_path, upstream_reports)
+
+
+def aggregate_results(
+    manifest_path: str | Path, config: StudyConfig, shard_reports: list[str | Path], output_dir: str | Path, run_json: str | Path
+) -> dict:
+    """The cohort dataset (dask-built, partitioned Parquet) from the per-patient tables of the
+    patients that finished, plus ``run.json`` (config hash, versions, checkpoint hash, failures)."""
+    from lesionlocator.aggregate import aggregate_cohort, write_run_manifest
+    from lesionlocator.shards import failed_patients
+
+    layout = ResultsLayout(Path(config.results_dir))
+    failed = failed_patients(shard_reports)
+    patients = [p for p in patient_sessions(manifest_path) if p not in failed]
+    lesion_files = [layout.measurements(p) for p in patients]
+    evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
+    counts = aggregate_cohort(lesion_files, output_dir, evaluation_files=evaluation_files, sessions=manifest_path)
+    checkpoint = config.segment.checkpoint if config.segment.segmenter == "nnunet" else None
+    write_run_manifest(
+        run_json,
+        config,
+        checkpoint=checkpoint,
+        extra={"failed_patients": sorted(failed), "row_counts": counts, "resolved_config": config.model_dump(mode="json")},
+    )
+    return counts
+
+
+def synthetic_labels(n_patients: int, n_sessions: int) -> dict[str, list[str]]:
+    """The labels the synthetic generator gives (P001.., sessions 01..); a test checks they agree."""
+    return {f"P{i + 1:03d}": [f"{t + 1:02d}" for t in range(n_sessions)] for i in range(n_patients)}
+
+
+def cohort_plan(config: StudyConfig, layout: ResultsLayout) -> dict[str, list[str]]:
+    """Patients and their sessions in time order, known before any job runs (no image is opened)."""
+    from lesionlocator.ingest import plan_cohort
+
+    if config.cohort.is_synthetic:
+        return synthetic_labels(config.synthetic.n_patients, config.synthetic.n_sessions)
+    return plan_cohort(root=config.cohort.root, table=config.cohort.table)

@@ -1,26 +1,68 @@
-# Shared helpers: the config is validated once through the pydantic model; the cohort layout
-# (patients and their sessions in time order) is planned at parse time without opening images.
+# Shared helpers. The config is validated once through the pydantic model (a bad config stops the
+# run here, before any job, naming the key). The cohort is planned at parse time — patients and
+# their sessions in time order — without opening an image; patients are batched into shards.
 from pathlib import Path
 
 from lesionlocator.config import validate_config
+from lesionlocator.layout import ResultsLayout
+from lesionlocator.pipeline import cohort_plan
+from lesionlocator.shards import shard_patients
 
 CFG = validate_config(config, source="the Snakemake config")
-RESULTS = Path(CFG.results_dir)
+LAYOUT = ResultsLayout(Path(CFG.results_dir))
 LOGS = Path("logs")
 BENCH = Path("benchmarks")
+ENV = "../envs/lesionlocator.yaml"
 
-SYNTHETIC_COHORT = RESULTS / "synthetic" / "cohort"
-MANIFEST = RESULTS / "ingest" / "manifest.parquet"
+PLAN = cohort_plan(CFG, LAYOUT)  # {patient: [session, ...]} in time order
+SHARDS = shard_patients(list(PLAN), CFG.workflow.shard_size)
+N_SESSIONS = [max(len(PLAN[p]) for p in shard) for shard in SHARDS]
+HAS_GROUNDTRUTH = CFG.cohort.is_synthetic if CFG.workflow.evaluate == "auto" else CFG.workflow.evaluate == "always"
+SEGMENT_GPU = 1 if CFG.segment.segmenter == "nnunet" and CFG.segment.device in ("cuda", "auto") else 0
+REGISTER_GPU = 1 if CFG.register.backend == "unigradicon" and CFG.register.device in ("cuda", "auto") else 0
 
 
-def cohort_source():
-    """(kind, path) of the cohort that ingest reads: bids root, tsv table, or the synthetic cohort."""
+def cohort_input():
+    """What ingest reads: the BIDS-like root, the cohort table, or the synthetic cohort folder."""
     if CFG.cohort.table is not None:
-        return "table", CFG.cohort.table
+        return {"table": str(CFG.cohort.table)}
     if CFG.cohort.root is not None:
-        return "root", CFG.cohort.root
-    return "root", SYNTHETIC_COHORT
+        return {"root": str(CFG.cohort.root)}
+    return {"root": str(LAYOUT.synthetic_cohort)}
+
+
+def shard_report(stage, shard, t=None):
+    """Report path of a shard job; shard and t are numbers, or the wildcard patterns."""
+    as_number = lambda v: int(v) if isinstance(v, int) or str(v).isdigit() else v  # noqa: E731
+    return str(LAYOUT.shard_report(stage, as_number(shard), None if t is None else as_number(t)))
+
+
+def previous_track_report(wildcards):
+    t = int(wildcards.t)
+    return shard_report("segment_baseline", wildcards.shard) if t == 1 else shard_report("track", wildcards.shard, t - 1)
+
+
+def last_track_report(wildcards):
+    n = N_SESSIONS[int(wildcards.shard)]
+    return shard_report("segment_baseline", wildcards.shard) if n == 1 else shard_report("track", wildcards.shard, n - 1)
+
+
+def shard_list(shard):
+    return SHARDS[int(shard)]
+
+
+def final_reports():
+    reports = [shard_report("measure", k) for k in range(len(SHARDS))]
+    if HAS_GROUNDTRUTH:
+        reports += [shard_report("evaluate", k) for k in range(len(SHARDS))]
+    return reports
 
 
 def final_outputs():
-    return [MANIFEST]
+    return [LAYOUT.report, LAYOUT.run_manifest]
+
+
+def config_slice(*sections):
+    """The config sections a job needs, as its params; changing another section does not rerun it."""
+    full = CFG.model_dump(mode="json")
+    return {key: full[key] for key in ("schema_version", "results_dir", *sections)}

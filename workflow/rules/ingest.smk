@@ -1,18 +1,19 @@
 rule ingest_cohort:
     input:
-        cohort=cohort_source()[1],
+        **cohort_input(),
     output:
-        manifest=MANIFEST,
+        manifest=LAYOUT.manifest,
     params:
-        kind=cohort_source()[0],
         verify_pixels=CFG.cohort.verify_pixels,
+    conda:
+        ENV
     log:
         LOGS / "ingest" / "ingest_cohort.log",
     benchmark:
         BENCH / "ingest" / "ingest_cohort.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=4000,
+        runtime=60,
     script:
         "../scripts/ingest_cohort.py"

@@ -1,0 +1,12 @@
+from lesionlocator.config import validate_config
+from lesionlocator.logs import log_to_file
+from lesionlocator.pipeline import measure_shard
+
+log_to_file(snakemake.log[0])
+measure_shard(
+    snakemake.input.manifest,
+    snakemake.params.patients,
+    validate_config(snakemake.params.config),
+    snakemake.output.report,
+    upstream_reports=[snakemake.input.tracked],
+)

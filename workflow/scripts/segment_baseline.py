@@ -1,0 +1,8 @@
+from lesionlocator.config import validate_config
+from lesionlocator.logs import log_to_file
+from lesionlocator.pipeline import segment_baseline_shard
+
+log_to_file(snakemake.log[0])
+segment_baseline_shard(
+    snakemake.input.manifest, snakemake.params.patients, validate_config(snakemake.params.config), snakemake.output.report
+)

@@ -1,0 +1,6 @@
+from lesionlocator.config import SyntheticConfig
+from lesionlocator.logs import log_to_file
+from synthetic.cohort import generate_cohort
+
+log_to_file(snakemake.log[0])
+generate_cohort(SyntheticConfig.model_validate(snakemake.params.synthetic), snakemake.output.cohort)

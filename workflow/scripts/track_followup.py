@@ -1,0 +1,13 @@
+from lesionlocator.config import validate_config
+from lesionlocator.logs import log_to_file
+from lesionlocator.pipeline import track_shard
+
+log_to_file(snakemake.log[0])
+track_shard(
+    snakemake.input.manifest,
+    snakemake.params.patients,
+    snakemake.params.t,
+    validate_config(snakemake.params.config),
+    snakemake.output.report,
+    upstream_reports=[snakemake.input.previous, snakemake.input.registration],
+)
