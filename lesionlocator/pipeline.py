@@ -224,14 +224,19 @@ def evaluate_shard(
             continue
         patient_dir = layout.patient_dir(patient)
         key = fingerprint(
-            "evaluate", read_done(patient_dir, _last_stage(len(sessions[patient]))), [r["fingerprint"] for r in rows]
+            "evaluate",
+            read_done(patient_dir, _last_stage(len(sessions[patient]))),
+            [r["fingerprint"] for r in rows],
+            config.metrics.model_dump(mode="json"),
         )
 
         def run(patient=patient, rows=rows) -> None:
             evaluate_patient(
                 patient,
-                [(r["session"], layout.labels(patient, r["session"]), r["groundtruth"]) for r in rows],
+                [(r["session"], layout.labels(patient, r["session"]), r["groundtruth"], r["session_index"]) for r in rows],
                 output=layout.evaluation(patient),
+                correspondence=config.metrics.correspondence,
+                iou_threshold=config.metrics.detection_iou,
             )
 
         tasks.append(PatientTask(patient, patient_dir, key, run))
@@ -244,6 +249,8 @@ def aggregate_results(
     """The cohort dataset (dask-built, partitioned Parquet) from the per-patient tables of the
     patients that finished, plus ``run.json`` (config hash, versions, checkpoint hash, failures)."""
     from lesionlocator.aggregate import aggregate_cohort, write_run_manifest
+    from lesionlocator.ingest import read_manifest
+    from lesionlocator.response import ResponseCriteria
     from lesionlocator.shards import failed_patients
 
     layout = ResultsLayout(Path(config.results_dir))
@@ -251,7 +258,16 @@ def aggregate_results(
     patients = [p for p in patient_sessions(manifest_path) if p not in failed]
     lesion_files = [layout.measurements(p) for p in patients]
     evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
-    counts = aggregate_cohort(lesion_files, output_dir, evaluation_files=evaluation_files, sessions=manifest_path)
+    manifest = read_manifest(manifest_path)
+    counts = aggregate_cohort(
+        lesion_files,
+        output_dir,
+        evaluation_files=evaluation_files,
+        sessions=manifest[~manifest["patient"].isin(failed)][["patient", "session", "session_index"]],
+        criteria=ResponseCriteria.from_config(config.metrics),
+        radius_mm=config.metrics.cpm_radius_mm,
+        files_per_partition=config.metrics.files_per_partition,
+    )
     checkpoint = config.segment.checkpoint if config.segment.segmenter == "nnunet" else None
     write_run_manifest(
         run_json,

@@ -10,8 +10,8 @@ from lesionlocator.shards import shard_patients
 
 CFG = validate_config(config, source="the Snakemake config")
 LAYOUT = ResultsLayout(Path(CFG.results_dir))
-LOGS = Path("logs")
-BENCH = Path("benchmarks")
+LOGS = LAYOUT.root / "logs"
+BENCH = LAYOUT.root / "benchmarks"
 ENV = "../envs/lesionlocator.yaml"
 
 PLAN = cohort_plan(CFG, LAYOUT)  # {patient: [session, ...]} in time order

@@ -31,7 +31,7 @@ rule evaluate_tracking:
         report=shard_report("evaluate", "{shard}"),
     params:
         patients=lambda wc: shard_list(wc.shard),
-        config=config_slice(),
+        config=config_slice("metrics"),
     conda:
         ENV
     log:
