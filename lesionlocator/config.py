@@ -423,10 +423,19 @@ class TrackConfig(StrictModel):
         True, description="Look for new-lesion candidates at each follow-up (difference to the registered previous scan)."
     )
     candidate_threshold: float = Field(
-        4.0,
+        6.0,
         gt=0,
-        description="Intensity change (in robust standard deviations of the scan's body intensities) that a "
-        "new-lesion candidate must exceed.",
+        description="Blob response of the change since the previous scan (robust standard deviations at the "
+        "lesion's scale, after the misregistration normalisation) that a new-lesion candidate must exceed.",
+    )
+    candidate_misregistration_mm: float = Field(
+        3.0,
+        ge=0,
+        description="Expected residual misregistration (mm) between a follow-up and the registered previous "
+        "scan: changes explained by a shift this large at edges are not reported as new lesions.",
+    )
+    candidate_max: int = Field(
+        5, ge=0, description="At most this many new-lesion candidates per follow-up (the highest scores)."
     )
     candidate_diameter_mm: tuple[float, float] = Field(
         (6.0, 80.0), description="Range (min, max) of the equivalent diameter of a new-lesion candidate, mm."

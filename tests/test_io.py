@@ -84,6 +84,9 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
     write_json({"b": 1, "a": [1, 2]}, target)
     assert target.read_text().startswith('{\n  "a"')
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_real_ct_nifti_and_dicom():
