@@ -20,6 +20,7 @@ demo: install
 	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
 
 test: install
+	bash tests/system_deps.sh
 	$(VENV)/bin/pytest
 
 lint: install

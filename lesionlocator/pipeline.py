@@ -277,16 +277,3 @@ def aggregate_results(
     )
     return counts
 
-
-def synthetic_labels(n_patients: int, n_sessions: int) -> dict[str, list[str]]:
-    """The labels the synthetic generator gives (P001.., sessions 01..); a test checks they agree."""
-    return {f"P{i + 1:03d}": [f"{t + 1:02d}" for t in range(n_sessions)] for i in range(n_patients)}
-
-
-def cohort_plan(config: StudyConfig, layout: ResultsLayout) -> dict[str, list[str]]:
-    """Patients and their sessions in time order, known before any job runs (no image is opened)."""
-    from lesionlocator.ingest import plan_cohort
-
-    if config.cohort.is_synthetic:
-        return synthetic_labels(config.synthetic.n_patients, config.synthetic.n_sessions)
-    return plan_cohort(root=config.cohort.root, table=config.cohort.table)

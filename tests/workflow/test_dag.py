@@ -3,8 +3,7 @@
 from pathlib import Path
 
 from lesionlocator.config import StudyConfig, SyntheticConfig
-from lesionlocator.layout import ResultsLayout
-from lesionlocator.pipeline import cohort_plan
+from lesionlocator.plan import cohort_plan
 from tests.workflow.conftest import run_snakemake, write_config
 
 
@@ -45,7 +44,7 @@ def test_plan_of_the_synthetic_cohort_matches_the_generator(tmp_path):
 
     synthetic = SyntheticConfig(n_patients=2, n_sessions=2, sources=["phantom:48x40x24"], seed=5)
     truth = generate_cohort(synthetic, tmp_path / "cohort")
-    plan = cohort_plan(StudyConfig(synthetic=synthetic), ResultsLayout(tmp_path))
+    plan = cohort_plan(StudyConfig(synthetic=synthetic))
     generated = {p: sorted(g.session.unique()) for p, g in truth.groupby("patient")}
     assert plan == generated
-    assert cohort_plan(StudyConfig(cohort={"root": tmp_path / "cohort"}), ResultsLayout(tmp_path)) == plan
+    assert cohort_plan(StudyConfig(cohort={"root": tmp_path / "cohort"})) == plan

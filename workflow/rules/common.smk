@@ -5,7 +5,7 @@ from pathlib import Path
 
 from lesionlocator.config import validate_config
 from lesionlocator.layout import ResultsLayout
-from lesionlocator.pipeline import cohort_plan
+from lesionlocator.plan import cohort_has_groundtruth, cohort_plan
 from lesionlocator.shards import shard_patients
 
 CFG = validate_config(config, source="the Snakemake config")
@@ -14,10 +14,12 @@ LOGS = LAYOUT.root / "logs"
 BENCH = LAYOUT.root / "benchmarks"
 ENV = "../envs/lesionlocator.yaml"
 
-PLAN = cohort_plan(CFG, LAYOUT)  # {patient: [session, ...]} in time order
+PLAN = cohort_plan(CFG)  # {patient: [session, ...]} in time order
 SHARDS = shard_patients(list(PLAN), CFG.workflow.shard_size)
 N_SESSIONS = [max(len(PLAN[p]) for p in shard) for shard in SHARDS]
-HAS_GROUNDTRUTH = CFG.cohort.is_synthetic if CFG.workflow.evaluate == "auto" else CFG.workflow.evaluate == "always"
+HAS_GROUNDTRUTH = (
+    cohort_has_groundtruth(CFG) if CFG.workflow.evaluate == "auto" else CFG.workflow.evaluate == "always"
+)
 SEGMENT_GPU = 1 if CFG.segment.segmenter == "nnunet" and CFG.segment.device in ("cuda", "auto") else 0
 REGISTER_GPU = 1 if CFG.register.backend == "unigradicon" and CFG.register.device in ("cuda", "auto") else 0
 
