@@ -37,7 +37,7 @@ from lesionlocator.io import (
     read_image,
     write_parquet,
 )
-from lesionlocator.prompts import check_prompts_inside, read_prompts
+from lesionlocator.prompts import check_prompt_mask_labels, check_prompts_inside, read_prompts
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def natural_key(label: str) -> list:
 
 
 def check_label(label: str, where: Path, kind: str) -> None:
-    if not LABEL_PATTERN.match(label):
+    if not LABEL_PATTERN.fullmatch(label):  # fullmatch: "$" alone would accept a trailing newline
         raise InputError(where, f"{kind} label {label!r} must match [A-Za-z0-9]+ (no path characters)")
 
 
@@ -339,8 +339,8 @@ def _check_mask(path: Path, image_geometry: Geometry, what: str, verify_pixels: 
     if verify_pixels:
         mask = read_image(path)
         geometry = Geometry.of(mask)
+        array = sitk.GetArrayViewFromImage(mask)
         if mask.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-            array = sitk.GetArrayViewFromImage(mask)
             if not np.array_equal(array, np.round(array)) or array.min() < 0:
                 raise InputError(path, f"{what} must hold non-negative integer lesion IDs")
     else:
@@ -348,6 +348,8 @@ def _check_mask(path: Path, image_geometry: Geometry, what: str, verify_pixels: 
     difference = geometry_difference(geometry, image_geometry, tolerance=1e-3)
     if difference:
         raise InputError(path, f"{what} geometry differs from its image: {difference}")
+    if what == "prompt mask":
+        check_prompt_mask_labels(array, path)
 
 
 def _validate_entry(entry: SessionEntry, index: int, verify_pixels: bool) -> ManifestRow:

@@ -14,9 +14,12 @@ job never leaves a truncated file under the final name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import json
+import logging
 import os
+import re
 import struct
 import tempfile
 import zlib
@@ -28,6 +31,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from lesionlocator.errors import InputError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
@@ -190,6 +195,94 @@ def _check_slice_positions(folder: Path, image: sitk.Image) -> None:
 _NIFTI_FLOAT_TYPES = {16: np.float32, 64: np.float64}
 
 
+def available_memory_bytes(meminfo: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Memory this process may still allocate: ``MemAvailable`` of /proc/meminfo, lowered to the
+    cgroup (v2) limit minus current use when one is set (a SLURM job or a container). None when unknown."""
+    available = None
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            room = max(int(limit) - int((cgroup / "memory.current").read_text()), 0)
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a short human figure (``1.5 GiB``, ``420 B``)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def estimate_image_bytes(path: str | Path) -> tuple[int, int, int]:
+    """``(bytes, voxels, bytes per voxel)`` the voxels of an image file or DICOM folder take in memory,
+    from its header only (for DICOM: the first slice's header times the number of files)."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_dicom_file(p))
+        if not files:
+            return 0, 0, 0
+        reader.SetFileName(str(files[0]))
+        n_files = len(files)
+    else:
+        reader.SetFileName(str(path))
+        n_files = 1
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return 0, 0, 0  # unreadable header: the reader reports it with its own message
+    voxels = int(np.prod([int(s) for s in reader.GetSize()], dtype=np.float64)) * n_files
+    component = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    per_voxel = component * reader.GetNumberOfComponents()
+    return voxels * per_voxel, voxels, per_voxel
+
+
+def check_memory(path: str | Path) -> None:
+    """Raise :class:`InputError` before loading when the image's voxels need more memory than is
+    available (both figures in the message); does nothing when either figure is unknown."""
+    needed, voxels, per_voxel = estimate_image_bytes(path)
+    available = available_memory_bytes()
+    if needed and available is not None and needed > available:
+        raise InputError(
+            path,
+            f"image too large to load: its voxels need {format_bytes(needed)} ({voxels:,} voxels x {per_voxel} bytes, "
+            f"from the header) but only {format_bytes(available)} of memory are available (MemAvailable / cgroup "
+            "limit); run it where more memory is free (raise mem_mb of the rule) or crop/resample the scan",
+        )
+
+
+def _check_nifti_sform(path: Path, header: bytes, endian: str) -> None:
+    """ITK silently replaces a sheared (non-orthogonal) NIfTI sform by the qform or the nearest
+    rotation, which moves every world coordinate: refuse such a file instead."""
+    sform_code = struct.unpack(f"{endian}h", header[254:256])[0]
+    if sform_code <= 0:
+        return
+    rows = np.asarray(struct.unpack(f"{endian}12f", header[280:328]), dtype=float).reshape(3, 4)[:, :3]
+    norms = np.linalg.norm(rows, axis=0)
+    if np.any(norms <= 0):
+        raise InputError(path, "NIfTI sform has a zero-length axis")
+    axes = rows / norms
+    if not np.allclose(axes.T @ axes, np.eye(3), atol=1e-3):
+        raise InputError(
+            path,
+            "direction matrix is not orthonormal (the NIfTI sform axes are sheared; ITK would silently "
+            "use the qform or the nearest rotation instead, moving every world coordinate): resample the scan "
+            "to an orthogonal grid",
+        )
+
+
 def _check_nifti_payload(path: Path, check_finite: bool) -> None:
     """Checks ITK's NIfTI reader skips: a truncated file reads as zeros, and NaN reads as 0.
 
@@ -205,6 +298,7 @@ def _check_nifti_payload(path: Path, check_finite: bool) -> None:
             endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
             if struct.unpack(f"{endian}i", header[:4])[0] != 348:
                 return  # NIfTI-2 or not NIfTI: leave it to ITK
+            _check_nifti_sform(path, header, endian)
             dims = struct.unpack(f"{endian}8h", header[40:56])
             datatype, bitpix = struct.unpack(f"{endian}2h", header[70:74])
             vox_offset = int(struct.unpack(f"{endian}f", header[108:112])[0])
@@ -235,11 +329,15 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar image from a NIfTI/NRRD/MHA file or a DICOM series folder.
 
     Geometry (spacing, origin, direction) is kept exactly as stored. Raises :class:`InputError`
-    naming the file when it cannot be read, is not 3D, or holds NaN/Inf voxels.
+    naming the file when it cannot be read, is not 3D, holds NaN/Inf voxels, has a non-orthonormal
+    direction, or needs more memory than is available (checked from the header, before loading).
     """
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    check_memory(path)
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -249,8 +347,6 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
         else:
             if image_suffix(path) is None and not is_dicom_file(path):
                 raise InputError(path, f"not a supported image file (expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder)")
-            if path.stat().st_size == 0:
-                raise InputError(path, "file is empty (0 bytes)")
             image = sitk.ReadImage(str(path))
     except InputError:
         raise
@@ -302,15 +398,37 @@ def read_geometry(path: str | Path) -> Geometry:
     )
 
 
+def remove_stale_parts(path: Path, suffix: str | None = None) -> list[Path]:
+    """Delete the temporary files an earlier writer of ``path`` left when it was killed mid-write.
+
+    Every output has one writer at a time (one job per output), so a temporary file of the same
+    target found when writing starts belongs to a dead writer. Returns the files removed.
+    """
+    path = Path(path)
+    suffix = suffix if suffix is not None else (image_suffix(path) or "".join(path.suffixes) or ".tmp")
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.part{re.escape(suffix)}$")
+    removed = []
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part*"):
+            if pattern.match(stale.name) and stale.is_file():
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+                log.warning("removed %s, left by a writer of %s that was interrupted", stale.name, path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same suffix); on success rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. A writer killed
+    with SIGKILL cannot clean up: its temporary file (``.<name>.<random>.part<suffix>``, never read by
+    any step) is removed by the next write of the same ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = image_suffix(path) or "".join(path.suffixes) or ".tmp"
+    remove_stale_parts(path, suffix)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

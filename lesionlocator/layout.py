@@ -31,12 +31,12 @@ class ResultsLayout:
         return self.root / "shards" / stage / f"shard-{shard}{suffix}.json"
 
     def patient_dir(self, patient: str) -> Path:
-        if not LABEL_PATTERN.match(patient):
+        if not LABEL_PATTERN.fullmatch(patient):
             raise ValueError(f"patient label {patient!r} must match [A-Za-z0-9]+")
         return self.root / "patients" / f"sub-{patient}"
 
     def session_dir(self, patient: str, session: str) -> Path:
-        if not LABEL_PATTERN.match(session):
+        if not LABEL_PATTERN.fullmatch(session):
             raise ValueError(f"session label {session!r} must match [A-Za-z0-9]+")
         return self.patient_dir(patient) / f"ses-{session}"
 

@@ -154,6 +154,14 @@ def track_shard(
             write_labels(result.labels, reference, layout.labels(patient, scans[t].session))
             write_labels(result.candidates, reference, layout.candidates(patient, scans[t].session))
             write_tracking(result.rows, layout.tracking(patient, scans[t].session))
+            if config.track.qc_figures and t == len(scans) - 1:
+                from lesionlocator.track_qc import write_qc_figures
+
+                all_rows = previous + result.rows
+                write_qc_figures(
+                    [s.image for s in scans], [layout.labels(patient, s.session) for s in scans], all_rows,
+                    [s.session for s in scans], layout.patient_dir(patient) / "qc",
+                )
 
         tasks.append(PatientTask(patient, patient_dir, key, run))
     return run_shard(f"track_t{t}", tasks, report_path, upstream_reports)
@@ -251,10 +259,11 @@ def aggregate_results(
     from lesionlocator.aggregate import aggregate_cohort, write_run_manifest
     from lesionlocator.ingest import read_manifest
     from lesionlocator.response import ResponseCriteria
-    from lesionlocator.shards import failed_patients
+    from lesionlocator.shards import failure_reasons
 
     layout = ResultsLayout(Path(config.results_dir))
-    failed = failed_patients(shard_reports)
+    failures = failure_reasons(shard_reports)
+    failed = set(failures)
     patients = [p for p in patient_sessions(manifest_path) if p not in failed]
     lesion_files = [layout.measurements(p) for p in patients]
     evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
@@ -273,7 +282,12 @@ def aggregate_results(
         run_json,
         config,
         checkpoint=checkpoint,
-        extra={"failed_patients": sorted(failed), "row_counts": counts, "resolved_config": config.model_dump(mode="json")},
+        extra={
+            "failed_patients": sorted(failed),
+            "failures": failures,
+            "row_counts": counts,
+            "resolved_config": config.model_dump(mode="json"),
+        },
     )
     return counts
 

@@ -159,6 +159,24 @@ def check_prompts_inside(prompts: PromptFile, geometry: Geometry, path: str | Pa
                 )
 
 
+MAX_PROMPT_MASK_FRACTION = 0.5
+
+
+def check_prompt_mask_labels(labels: np.ndarray, path: str | Path) -> None:
+    """Raise :class:`InputError` for a baseline prompt mask that marks no lesion (every voxel 0) or
+    whose lesions cover more than half of the image (a body mask or an all-ones image, not lesions)."""
+    nonzero = int(np.count_nonzero(labels))
+    if nonzero == 0:
+        raise InputError(path, "prompt mask is empty (every voxel is 0): it marks no lesion")
+    fraction = nonzero / labels.size
+    if fraction > MAX_PROMPT_MASK_FRACTION:
+        raise InputError(
+            path,
+            f"prompt mask marks {fraction:.0%} of the image as lesion (more than {MAX_PROMPT_MASK_FRACTION:.0%}): "
+            "it must hold lesion instance labels, not a body mask or an all-ones image",
+        )
+
+
 def write_prompts(prompts: PromptFile, path: str | Path) -> Path:
     """Write a prompt file atomically (sorted keys, stable float formatting)."""
     from lesionlocator.io import write_json

@@ -9,9 +9,10 @@ outputs stay per patient, and so does resume:
   version); a rerun of the shard skips the patients whose fingerprint is unchanged, so a changed or
   failed patient is recomputed alone;
 * one patient's failure does not stop its shard: it is recorded in the shard's report (the job's
-  declared output) and the stages after it skip that patient (``upstream_failed``); the cohort
-  report lists such patients. ``snakemake --forcerun <rule>`` retries them (the others are skipped
-  in milliseconds).
+  declared output) and the stages after it skip that patient (``upstream_failed``, carrying the
+  first failure's ``"<stage>: <error>"``); ``run.json`` (``failed_patients``, ``failures``) and the
+  cohort report list such patients with that reason. ``snakemake --forcerun <rule>`` retries them
+  (the others are skipped in milliseconds).
 """
 
 from __future__ import annotations
@@ -68,6 +69,27 @@ def failed_patients(reports: Iterable[str | Path]) -> set[str]:
     return failed
 
 
+def failure_reasons(reports: Iterable[str | Path]) -> dict[str, str]:
+    """Per failed patient, why: ``"<stage>: <error>"`` of the stage that failed. A stage skipped for an
+    upstream failure carries the upstream reason, so the reports of the last stages name the root cause."""
+    reasons: dict[str, str] = {}
+    for report in reports:
+        data = json.loads(Path(report).read_text())
+        for patient, item in data["patients"].items():
+            if item["outcome"] == "failed":
+                reasons[patient] = f"{data['stage']}: {item['error']}"
+            elif item["outcome"] == "upstream_failed":
+                reasons.setdefault(patient, item["error"])
+    return dict(sorted(reasons.items()))
+
+
+def failure_table(reports: Iterable[str | Path]):
+    """:func:`failure_reasons` as a ``pandas.DataFrame`` (patient, reason), as the cohort report lists them."""
+    import pandas as pd
+
+    return pd.DataFrame(list(failure_reasons(reports).items()), columns=["patient", "reason"])
+
+
 @dataclass
 class PatientTask:
     """One patient's work in a stage: ``run()`` writes the outputs; ``key`` fingerprints its inputs."""
@@ -84,11 +106,11 @@ def run_shard(stage: str, tasks: list[PatientTask], report_path: str | Path, ups
     Returns the report (also written atomically to ``report_path``): per patient its outcome and,
     for failures, the error message. The report holds no timings, so reruns are byte-identical.
     """
-    upstream_failed = failed_patients(upstream_reports)
+    upstream_failed = failure_reasons(upstream_reports)
     outcomes: dict[str, dict] = {}
     for task in tasks:
         if task.patient in upstream_failed:
-            outcomes[task.patient] = {"outcome": "upstream_failed", "error": "an earlier stage failed for this patient"}
+            outcomes[task.patient] = {"outcome": "upstream_failed", "error": upstream_failed[task.patient]}
             continue
         if read_done(task.patient_dir, stage) == task.key:
             log.info("%s %s: up to date", stage, task.patient)

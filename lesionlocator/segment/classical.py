@@ -108,7 +108,9 @@ class ClassicalSegmenter:
         offset = np.array([s.start for s in sl])
         grids = np.ogrid[tuple(slice(0, s.stop - s.start) for s in sl)]
         dist_mm = np.sqrt(sum(((g - (c - o)) * sp) ** 2 for g, c, o, sp in zip(grids, p, offset, spacing)))
-        core = dist_mm <= max(1.5 * spacing.max(), 4.0)
+        # The core is measured with the finest spacing: with the coarsest (10 mm slices) it would
+        # reach far beyond a small lesion in-plane and sample the background as 'lesion'.
+        core = dist_mm <= max(1.5 * spacing.min(), 4.0)
         outside = dist_mm >= self.point_radius_mm
         # Weak prior: lesions are compact around the click.
         prior = 0.5 / (1.0 + np.exp((dist_mm - 0.6 * self.point_radius_mm) / (0.1 * self.point_radius_mm)))

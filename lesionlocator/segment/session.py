@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from lesionlocator.config import SegmentConfig
 from lesionlocator.errors import InputError
 from lesionlocator.io import Geometry, image_from_array, read_image, write_image
-from lesionlocator.prompts import read_prompts
+from lesionlocator.prompts import check_prompt_mask_labels, read_prompts
 from lesionlocator.segment.api import Prompt, PromptKind, SegmentationResult, Segmenter, check_prompts
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
 
@@ -75,7 +75,9 @@ def load_session_prompts(
         except ValueError as err:
             raise InputError(prompts_json, str(err)) from None
     if prompt_mask is not None:
-        prompts += prompts_from_mask(prompt_mask, geometry, kind=mask_kind)
+        mask_image = read_image(prompt_mask)
+        check_prompt_mask_labels(sitk.GetArrayViewFromImage(mask_image), prompt_mask)
+        prompts += prompts_from_mask(mask_image, geometry, kind=mask_kind, source=prompt_mask)
     if prompts_json is None and prompt_mask is None:
         raise InputError("prompts", "give a prompt file, a prompt mask, or both")
     source = " + ".join(str(p) for p in (prompts_json, prompt_mask) if p is not None)
