@@ -44,6 +44,10 @@ class ResultsLayout:
         """uint32 lesion instance map of a session (same ID = same lesion in every session)."""
         return self.session_dir(patient, session) / "lesions.nii.gz"
 
+    def dicom_seg(self, patient: str, session: str) -> Path:
+        """DICOM-SEG of the tracked lesions, for sessions whose input was a DICOM series."""
+        return self.session_dir(patient, session) / "lesions_seg.dcm"
+
     def candidates(self, patient: str, session: str) -> Path:
         """uint32 label map of the new-lesion candidates found at a follow-up (flagged for review)."""
         return self.session_dir(patient, session) / "candidates.nii.gz"

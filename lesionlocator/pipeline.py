@@ -54,6 +54,18 @@ def _lazy(factory: Callable[[], object]) -> Callable[[], object]:
     return cache(factory)
 
 
+def _export_dicom_seg(row: dict, labels, reference, layout: ResultsLayout, patient: str, config: StudyConfig) -> None:
+    """For a session read from a DICOM series: the tracked lesions as DICOM-SEG (``track.dicom_seg``)."""
+    if row["image_format"] != "dicom" or not config.track.dicom_seg:
+        return
+    from lesionlocator.dicomseg import write_dicom_seg
+    from lesionlocator.io import image_from_array
+
+    output = layout.dicom_seg(patient, row["session"])
+    output.unlink(missing_ok=True)
+    write_dicom_seg(image_from_array(labels, reference), row["image"], output, patient, row["session"])
+
+
 def segment_baseline_shard(manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path) -> dict:
     """Segment the prompted lesions at every patient's baseline; the segmenter is built once."""
     from lesionlocator.segment.session import build_segmenter
@@ -80,6 +92,7 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
             ids = sorted(int(p.lesion_id) for p in prompts)
             rows = baseline_rows(patient, scan, result.labels, Geometry.of(image), ids, result.scores)
             write_labels(result.labels, image, layout.labels(patient, scan.session))
+            _export_dicom_seg(base, result.labels, image, layout, patient, config)
             write_tracking(rows, layout.tracking(patient, scan.session))
 
         tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run))
@@ -152,6 +165,7 @@ def track_shard(
             )
             reference = read_image(scans[t].image)
             write_labels(result.labels, reference, layout.labels(patient, scans[t].session))
+            _export_dicom_seg(rows[t], result.labels, reference, layout, patient, config)
             write_labels(result.candidates, reference, layout.candidates(patient, scans[t].session))
             write_tracking(result.rows, layout.tracking(patient, scans[t].session))
             if config.track.qc_figures and t == len(scans) - 1:
