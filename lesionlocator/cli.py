@@ -21,6 +21,7 @@ STAGE_MODULES = [
     "lesionlocator.train.cli",
     "lesionlocator.segment.cli",
     "lesionlocator.metrics_cli",
+    "lesionlocator.track_cli",
 ]
 
 

@@ -66,10 +66,11 @@ class CohortConfig(StrictModel):
 class RegisterConfig(StrictModel):
     """Registration of each follow-up scan to the previous one, and prompt propagation."""
 
-    backend: Literal["simpleitk", "unigradicon"] = Field(
+    backend: Literal["simpleitk", "unigradicon", "lesionlocator_track"] = Field(
         "simpleitk",
-        description="Registration backend: simpleitk (CPU, rigid/affine/BSpline) or unigradicon "
-        "(needs the extra lesionlocator[unigradicon] and local weights).",
+        description="Registration backend: simpleitk (CPU, rigid/affine/BSpline), unigradicon (the uniGradICON "
+        "foundation model; needs the extra lesionlocator[unigradicon] and local weights) or lesionlocator_track "
+        "(the registration network of the released LesionLocatorTrack checkpoint; same extra, track_checkpoint).",
     )
     grid_spacing_mm: float = Field(
         4.0, gt=0, description="Both images are resampled onto a coarse isotropic grid of this spacing (mm) for speed."
@@ -123,10 +124,29 @@ class RegisterConfig(StrictModel):
         None, description="Local uniGradICON weights file (state dict); required when backend is unigradicon."
     )
     unigradicon_instance_optimization: bool = Field(
-        False, description="Run uniGradICON instance optimisation (slow on CPU)."
+        False,
+        description="Run uniGradICON instance optimisation (unigradicon_finetune_steps gradient steps per pair); "
+        "refused on CPU unless unigradicon_force_cpu_instance_optimization (one step takes minutes and ~13 GB there).",
+    )
+    unigradicon_finetune_steps: int = Field(
+        50, ge=1, description="Instance-optimisation steps per pair when unigradicon_instance_optimization is on."
+    )
+    unigradicon_force_cpu_instance_optimization: bool = Field(
+        False, description="Allow uniGradICON instance optimisation on CPU despite its cost."
+    )
+    unigradicon_modality: Literal["auto", "ct", "mr"] = Field(
+        "auto",
+        description="Intensity preprocessing of the unigradicon backend: ct (clamp -1000..1000 HU, scale to 0..1), "
+        "mr (clamp min..99th percentile, scale to 0..1) or auto (ct when the 1st percentile is below -500, "
+        "i.e. the image holds air in Hounsfield units).",
+    )
+    track_checkpoint: Path | None = Field(
+        None,
+        description="Released LesionLocatorTrack folder (or the LesionLocatorCheckpoint root holding it); required "
+        "when backend is lesionlocator_track.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Device of the unigradicon backend: auto picks cuda when available."
+        "auto", description="Device of the unigradicon and lesionlocator_track backends: auto picks cuda when available."
     )
 
     @model_validator(mode="after")
@@ -143,6 +163,11 @@ class RegisterConfig(StrictModel):
                 raise ValueError("unigradicon_weights: required when backend is unigradicon (weights are never downloaded)")
             if not Path(self.unigradicon_weights).is_file():
                 raise ValueError(f"unigradicon_weights: file does not exist: {self.unigradicon_weights}")
+        if self.backend == "lesionlocator_track":
+            if self.track_checkpoint is None:
+                raise ValueError("track_checkpoint: required when backend is lesionlocator_track (weights are never downloaded)")
+            if not Path(self.track_checkpoint).is_dir():
+                raise ValueError(f"track_checkpoint: folder does not exist: {self.track_checkpoint}")
         return self
 
 
@@ -419,11 +444,20 @@ class TrackConfig(StrictModel):
         description="A lesion is reported split when its second-largest connected part holds at least this "
         "fraction of its volume.",
     )
+    vanish_contrast_fraction: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="A lesion is reported vanished when both its contrast to its surroundings (median inside minus "
+        "median of a 2-6 mm shell) and its intensity level (matched to the baseline scan) fall below this "
+        "fraction of their baseline values (the segmenter outlines tissue even where the lesion is gone); "
+        "0 disables the test.",
+    )
     candidates: bool = Field(
         True, description="Look for new-lesion candidates at each follow-up (difference to the registered previous scan)."
     )
     candidate_threshold: float = Field(
-        6.0,
+        4.0,
         gt=0,
         description="Blob response of the change since the previous scan (robust standard deviations at the "
         "lesion's scale, after the misregistration normalisation) that a new-lesion candidate must exceed.",
@@ -436,6 +470,22 @@ class TrackConfig(StrictModel):
     )
     candidate_max: int = Field(
         5, ge=0, description="At most this many new-lesion candidates per follow-up (the highest scores)."
+    )
+    candidate_exclusion_mm: float = Field(
+        10.0,
+        ge=0,
+        description="A new-lesion candidate whose centre lies within this distance (mm) of a tracked lesion "
+        "(now or at the previous session) is not reported.",
+    )
+    qc_figures: bool = Field(
+        False,
+        description="Write a QC figure per lesion (PNG strip across sessions: axial slice through the centroid "
+        "with the mask's contour) under the patient's qc/ folder.",
+    )
+    dicom_seg: bool = Field(
+        True,
+        description="For sessions read from a DICOM series, also write the tracked lesions as DICOM-SEG "
+        "(one segment per lesion, the same Tracking UID for the same lesion in every session).",
     )
     candidate_diameter_mm: tuple[float, float] = Field(
         (6.0, 80.0), description="Range (min, max) of the equivalent diameter of a new-lesion candidate, mm."

@@ -13,9 +13,10 @@ For each follow-up session ``t`` (in time order) and each lesion prompted at bas
 4. the lifecycle is read off the prediction: ``present``, ``vanished`` (below ``min_volume_ml``),
    ``out_of_fov``, ``merged`` (its mask now touches another lesion's that it did not touch
    before) and ``split`` (its second-largest connected part holds at least ``split_min_fraction``);
-5. new-lesion candidates: blobs of intensity change between the follow-up and the registered
-   previous scan, away from tracked lesions, reported with their own IDs and flagged for review
-   (they are written to their own label map and not tracked further).
+5. new-lesion candidates: compact blobs that appeared since the registered previous scan, found
+   by :mod:`lesionlocator.candidates` away from tracked lesions (``candidate_exclusion_mm``),
+   reported with their own IDs and scores and flagged for review (they are written to their own
+   label map and not tracked further).
 
 All decisions are deterministic: no random choices, ties broken by lesion ID.
 """
@@ -209,6 +210,89 @@ def _chain_transform(transforms: Sequence[sitk.Transform]) -> sitk.Transform:
     return sitk.CompositeTransform(list(reversed(transforms)))
 
 
+def _dilate_mm(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> np.ndarray:
+    """Voxels within ``margin_mm`` (physical distance, anisotropic spacing) of ``mask``."""
+    if margin_mm <= 0 or not mask.any():
+        return mask
+    spacing = np.asarray(geometry.spacing, float)[::-1]
+    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= margin_mm
+
+
+def lesion_levels(array: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> tuple[float, float] | None:
+    """Median intensity inside ``mask`` and of a shell 2-6 mm outside it (image units); None if empty."""
+    where = np.argwhere(mask)
+    if len(where) == 0:
+        return None
+    pad = np.ceil(6.0 / spacing_zyx).astype(int) + 1
+    lo = np.maximum(where.min(0) - pad, 0)
+    hi = np.minimum(where.max(0) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    local = mask[box]
+    distance = ndimage.distance_transform_edt(~local, sampling=spacing_zyx)
+    shell = (distance > 2.0) & (distance <= 6.0)
+    if not shell.any():
+        return None
+    values = array[box]
+    return float(np.median(values[local])), float(np.median(values[shell]))
+
+
+def _intensity_match(source: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """(scale, offset) mapping ``source`` intensities onto ``target``'s: robust quartiles of the body
+    (voxels above each image's Otsu threshold), which absorbs CT shifts and MR gain changes."""
+    from skimage.filters import threshold_otsu
+
+    def quartiles(array: np.ndarray) -> np.ndarray:
+        sample = array[::2, ::2, ::2].astype(np.float32)
+        return np.percentile(sample[sample > threshold_otsu(sample)], [25, 50, 75])
+
+    s, t = quartiles(source), quartiles(target)
+    scale = float((t[2] - t[0]) / max(s[2] - s[0], 1e-6))
+    return scale, float(t[1] - scale * s[1])
+
+
+def _clear_faded(
+    labels: np.ndarray, image: sitk.Image, baseline: tuple[sitk.Image, np.ndarray], lesion_ids: Sequence[int], fraction: float
+) -> list[int]:
+    """Clear (in place) the lesions that no longer stand out as they did at baseline; their IDs.
+
+    A promptable segmenter given a propagated mask outlines *something* even where the lesion is
+    gone. Two tests must agree before a lesion is called vanished:
+
+    * *contrast*: its contrast to its surroundings now (median inside the predicted mask minus the
+      median of a 2-6 mm shell) is below ``fraction`` of its baseline contrast, or of the other sign;
+    * *level*: its median intensity now, matched to the baseline's intensity scale, lies less than
+      ``fraction`` of the way from the baseline surroundings to the baseline lesion.
+
+    The first alone mistakes a lesion that outgrew its propagated mask (the shell is lesion too) for
+    gone; the second alone suffers from imperfect intensity matching between sessions.
+    """
+    current = sitk.GetArrayFromImage(image)
+    spacing = np.asarray(image.GetSpacing(), float)[::-1]
+    baseline_image, baseline_labels = baseline
+    baseline_array = sitk.GetArrayFromImage(baseline_image)
+    baseline_spacing = np.asarray(baseline_image.GetSpacing(), float)[::-1]
+    scale, offset = None, 0.0
+    cleared = []
+    for lesion_id in lesion_ids:
+        mask = labels == np.uint32(lesion_id)
+        before = lesion_levels(baseline_array, baseline_labels == np.uint32(lesion_id), baseline_spacing)
+        now = lesion_levels(current, mask, spacing)
+        if before is None or now is None or before[0] == before[1]:
+            continue
+        contrast_before = before[0] - before[1]
+        contrast_ratio = (now[0] - now[1]) / contrast_before
+        if contrast_ratio >= fraction:
+            continue
+        if scale is None:
+            scale, offset = _intensity_match(current, baseline_array)
+        position = (scale * now[0] + offset - before[1]) / contrast_before
+        if position < fraction:
+            log.info("lesion %d: contrast %.2f and level %.2f of baseline: vanished", lesion_id, contrast_ratio, position)
+            labels[mask] = 0
+            cleared.append(lesion_id)
+    return cleared
+
+
 def read_labels(path: Path) -> tuple[np.ndarray, Geometry]:
     image = read_image(path)
     return sitk.GetArrayFromImage(image).astype(np.uint32, copy=False), Geometry.of(image)
@@ -280,6 +364,11 @@ def track_followup(
     labels = result.labels.astype(np.uint32, copy=True) if result is not None else np.zeros(geometry.shape_zyx, np.uint32)
     scores = dict(result.scores) if result is not None else {}
 
+    if track.vanish_contrast_fraction > 0 and prompts:
+        baseline = (read_image(scans[0].image), labels_at(0)[0])
+        for lesion_id in _clear_faded(labels, image, baseline, baseline_ids, track.vanish_contrast_fraction):
+            scores[lesion_id] = 0.0
+
     previous_labels, _ = labels_at(t - 1)
     previous_pairs = touching_pairs(previous_labels)
     min_voxels = int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml()))
@@ -301,15 +390,16 @@ def track_followup(
             image_from_array(previous_labels, labels_at(t - 1)[1]), image, transforms[t], sitk.sitkNearestNeighbor, 0
         )
         near |= sitk.GetArrayFromImage(warped_previous) > 0
-        margin = max(1, int(round(5.0 / min(geometry.spacing))))
-        near = ndimage.binary_dilation(near, iterations=margin)
-        blobs = find_candidates(image, warped, valid, near, track)
-        n = int(blobs.max())
+        near = _dilate_mm(near, geometry, track.candidate_exclusion_mm)
+        found = find_candidates(image, warped, valid, near, track)
+        n = len(found.candidates)
         if n:
             ids = [t * CANDIDATE_ID_BASE + k for k in range(1, n + 1)]
-            candidates = np.where(blobs > 0, blobs + np.uint32(t * CANDIDATE_ID_BASE), 0).astype(np.uint32)
+            candidates = np.where(found.labels > 0, found.labels + np.uint32(t * CANDIDATE_ID_BASE), 0).astype(np.uint32)
+            candidate_scores = {i: c.score for i, c in zip(ids, found.candidates)}
             rows += lesion_rows(
-                candidates, geometry, ids, {i: "new_candidate" for i in ids}, {}, {}, {}, patient, scan, is_candidate=True
+                candidates, geometry, ids, {i: "new_candidate" for i in ids}, candidate_scores, {}, {}, patient, scan,
+                is_candidate=True,
             )
             log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, n)
     return FollowupResult(labels=labels, candidates=candidates, rows=rows)

@@ -1,0 +1,82 @@
+"""The new-lesion candidate detector on hand-made image pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from lesionlocator.candidates import find_candidates
+from lesionlocator.config import TrackConfig
+from lesionlocator.io import Geometry
+from tests.helpers import OBLIQUE_DIRECTION
+
+SHAPE = (40, 64, 64)  # z, y, x
+SPACING = (2.0, 2.0, 3.0)  # x, y, z (mm)
+
+
+def _body(seed: int, blob_centre=None, blob_radius_mm=7.0, organ_shift_mm=0.0) -> sitk.Image:
+    """A CT-like body (soft tissue 40 HU in air) with an organ (70 HU) and optionally a new dark blob."""
+    z, y, x = np.indices(SHAPE).astype(float)
+    zm, ym, xm = z * SPACING[2], y * SPACING[1], x * SPACING[0]
+    array = np.full(SHAPE, -1000.0)
+    body = ((ym - 64) / 56) ** 2 + ((xm - 64) / 58) ** 2 <= 1
+    array[body] = 40.0
+    organ = ((ym - 50) / 20) ** 2 + ((xm - 40 - organ_shift_mm) / 18) ** 2 + ((zm - 60) / 30) ** 2 <= 1
+    array[organ] = 70.0
+    if blob_centre is not None:
+        distance = np.sqrt(sum((a - c) ** 2 for a, c in zip((zm, ym, xm), blob_centre)))
+        array[distance <= blob_radius_mm] = -10.0
+    array += np.random.default_rng(seed).normal(0, 8.0, SHAPE)
+    image = sitk.GetImageFromArray(array.astype(np.float32))
+    image.SetSpacing(SPACING)
+    image.SetOrigin((10.0, -20.0, 30.0))
+    image.SetDirection(OBLIQUE_DIRECTION)
+    return image
+
+
+def _run(current, previous, exclude=None, **overrides):
+    valid = np.ones(SHAPE, bool)
+    exclude = np.zeros(SHAPE, bool) if exclude is None else exclude
+    return find_candidates(current, previous, valid, exclude, TrackConfig(**overrides))
+
+
+def test_new_blob_is_found_and_misregistered_edge_is_not():
+    blob = (60.0, 90.0, 90.0)  # z, y, x in mm from the first voxel
+    previous = _body(seed=1)
+    current = _body(seed=2, blob_centre=blob, organ_shift_mm=2.0)  # the organ edge moved by 2 mm
+    result = _run(current, previous)
+    assert len(result.candidates) == 1, [c.score for c in result.candidates]
+    found = result.candidates[0]
+    expected_index = np.array(blob) / np.array(SPACING[::-1])
+    assert np.linalg.norm((np.array(found.centre_zyx) - expected_index) * SPACING[::-1]) < 4.0
+    assert found.sign == -1 and found.score >= 4.0
+    assert result.labels.dtype == np.uint32 and set(np.unique(result.labels)) == {0, 1}
+    volume = (result.labels == 1).sum() * np.prod(SPACING)
+    assert 0.3 * (4 / 3 * np.pi * 7.0**3) < volume < 3 * (4 / 3 * np.pi * 7.0**3)
+
+
+def test_candidate_near_a_tracked_lesion_is_not_reported():
+    blob = (60.0, 90.0, 90.0)
+    exclude = np.zeros(SHAPE, bool)
+    index = np.round(np.array(blob) / np.array(SPACING[::-1])).astype(int)
+    exclude[tuple(slice(i - 4, i + 5) for i in index)] = True
+    result = _run(_body(seed=2, blob_centre=blob), _body(seed=1), exclude=exclude)
+    assert result.candidates == []
+    assert not result.labels.any()
+
+
+def test_no_change_gives_no_candidate_and_output_is_deterministic():
+    previous, current = _body(seed=3), _body(seed=4)
+    assert _run(current, previous).candidates == []
+    previous = _body(seed=1)
+    blob = _body(seed=2, blob_centre=(60.0, 90.0, 90.0))
+    first, second = _run(blob, previous), _run(blob, previous)
+    assert first.candidates == second.candidates
+    assert np.array_equal(first.labels, second.labels)
+    assert Geometry.of(blob).shape_zyx == first.labels.shape
+
+
+def test_cap_keeps_the_highest_scores():
+    previous = _body(seed=1)
+    current = _body(seed=2, blob_centre=(60.0, 90.0, 90.0))
+    assert _run(current, previous, candidate_max=0).candidates == []

@@ -1,0 +1,47 @@
+"""Lifecycle helpers of lesionlocator.track on hand-made label maps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lesionlocator.track import assign_statuses, is_split, touching_pairs
+
+
+def _labels() -> np.ndarray:
+    labels = np.zeros((10, 12, 14), np.uint32)
+    labels[1:4, 1:4, 1:4] = 1
+    labels[1:4, 1:4, 4:7] = 2  # touches 1 face to face
+    labels[6:9, 8:11, 10:13] = 3  # alone
+    labels[9, 7, 9] = 7  # touches 3 only at a corner (26-connectivity)
+    return labels
+
+
+def test_touching_pairs_uses_26_connectivity():
+    assert touching_pairs(_labels()) == {(1, 2), (3, 7)}
+    assert touching_pairs(np.zeros((3, 3, 3), np.uint32)) == set()
+
+
+def test_assign_statuses_merged_only_when_newly_touching():
+    labels = _labels()
+    statuses = assign_statuses(labels, [1, 2, 3, 7], set(), {(3, 7)}, min_voxels=1, split_min_fraction=0.2)
+    assert statuses == {1: "merged", 2: "merged", 3: "present", 7: "present"}
+
+
+def test_assign_statuses_vanished_clears_small_lesions_and_keeps_out_of_fov():
+    labels = _labels()
+    statuses = assign_statuses(labels, [1, 3, 7, 9], {9}, {(1, 2), (3, 7)}, min_voxels=2, split_min_fraction=0.2)
+    assert statuses[7] == "vanished" and not (labels == 7).any()  # one voxel < 2
+    assert statuses[9] == "out_of_fov"
+    assert statuses[1] == statuses[3] == "present"
+    assert (labels == 1).sum() == 27
+
+
+def test_assign_statuses_split_by_second_part_fraction():
+    labels = np.zeros((6, 20, 20), np.uint32)
+    labels[1:5, 2:8, 2:8] = 4  # 144 voxels
+    labels[1:5, 2:6, 12:16] = 4  # 64 voxels, far away: 31% of the lesion
+    labels[1:5, 14:18, 2:8] = 5
+    labels[2, 16, 12] = 5  # a one-voxel fleck: not a split
+    statuses = assign_statuses(labels, [4, 5], set(), set(), min_voxels=1, split_min_fraction=0.2)
+    assert statuses == {4: "split", 5: "present"}
+    assert is_split(labels == 4, 0.3) and not is_split(labels == 4, 0.35)
