@@ -68,3 +68,13 @@ def config_slice(*sections):
     """The config sections a job needs, as its params; changing another section does not rerun it."""
     full = CFG.model_dump(mode="json")
     return {key: full[key] for key in ("schema_version", "results_dir", *sections)}
+
+
+TRAIN_GPU = 1 if CFG.train.device in ("cuda", "auto") else 0
+
+
+def training_dataset():
+    """train.dataset when given, else the nnU-Net export of the synthetic cohort."""
+    if CFG.train.dataset is not None:
+        return str(CFG.train.dataset)
+    return str(LAYOUT.root / "train" / "nnunet_raw")

@@ -1,0 +1,33 @@
+"""Training and held-out data: synthetic longitudinal cohorts exported to nnU-Net raw layout.
+
+A thin layer over the generator (:func:`synthetic.cohort.generate_cohort`) and its export
+(:func:`synthetic.nnunet_export.export_nnunet`): every patient x session becomes one case with a
+binary lesion label (the trainer separates lesions as connected components), and ``cases.json``
+records each case's modality (used by ``evaluate-model``).
+
+``layout="combined"`` gives one dataset with CT and MR cases and channel name ``zscore``
+(per-image z-score for every case, what ``train.normalization: zscore`` expects);
+``"per-modality"`` gives one dataset per modality (channel ``CT`` or ``MR``), for zero-shot
+experiments (train on one modality, test on the other).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def export_dataset(cohort: Path, out_dir: Path, dataset_id: int, name: str, layout: str = "combined") -> list[Path]:
+    """nnU-Net raw dataset folder(s) ``out_dir/DatasetNNN_<name>[CT|MR]`` from a synthetic cohort."""
+    from synthetic.nnunet_export import export_nnunet
+
+    return export_nnunet(cohort, out_dir, dataset_id=dataset_id, name=name, layout=layout, overwrite=True)
+
+
+def generate_dataset(seed: int, n_patients: int, n_sessions: int, cohort_dir: Path, out_dir: Path,
+                     dataset_id: int, name: str, layout: str = "combined") -> list[Path]:
+    """Generate a synthetic cohort (the default real CT and MR sources) and export it."""
+    from lesionlocator.config import SyntheticConfig
+    from synthetic.cohort import generate_cohort
+
+    generate_cohort(SyntheticConfig(seed=seed, n_patients=n_patients, n_sessions=n_sessions), cohort_dir)
+    return export_dataset(Path(cohort_dir), Path(out_dir), dataset_id, name, layout)

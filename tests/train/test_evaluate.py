@@ -1,0 +1,78 @@
+"""evaluate-model plumbing: cases, prompts per lesion, Dice per prompt type, summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from lesionlocator.segment.api import SegmentationResult
+from lesionlocator.train.evaluate import dataset_cases, evaluate_segmenters, lesion_prompts, summarize
+
+
+def _key(image: sitk.Image) -> bytes:
+    return sitk.GetArrayViewFromImage(image).tobytes()
+
+
+class OracleFromLabels:
+    """Returns, per prompt, the connected component of the ground truth the prompt hits (box: all of it)."""
+
+    def __init__(self, labels_by_image):
+        self.labels_by_image = labels_by_image
+
+    def segment(self, image, prompts):
+        truth = self.labels_by_image[_key(image)]
+        out = np.zeros(truth.shape, np.uint32)
+        for p in prompts:
+            lo, hi = p.extent()
+            region = tuple(slice(int(a), int(b) + 1) for a, b in zip(lo, hi))
+            if p.kind == "point":
+                out[truth == truth[tuple(int(v) for v in p.point)]] = p.lesion_id
+            else:
+                hit = np.zeros(truth.shape, bool)
+                hit[region] = True
+                ids = set(np.unique(truth[hit & (truth > 0)]))
+                out[np.isin(truth, list(ids))] = p.lesion_id
+        return SegmentationResult(labels=out, scores={p.lesion_id: 1.0 for p in prompts})
+
+
+def test_every_lesion_gets_three_prompts(raw_dataset):
+    cases = dataset_cases(raw_dataset)
+    assert len(cases) == 3 and {c[3] for c in cases} == {"CT"}
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(cases[0][2])))
+    lesions = lesion_prompts(labels, np.random.default_rng(0))
+    assert len(lesions) >= 2
+    for lesion_id, mask, prompts in lesions:
+        assert mask[tuple(int(v) for v in prompts["point"].point)]
+        lo, hi = (np.asarray(c) for c in prompts["box"].box)
+        where = np.argwhere(mask)
+        assert np.all(lo == where.min(0)) and np.all(hi == where.max(0))
+        assert (prompts["mask"].mask & mask).any()
+
+
+def test_dice_table_and_summary(raw_dataset):
+    import cc3d
+
+    truths = {}
+    for _, image_path, label_path, _ in dataset_cases(raw_dataset):
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path)))
+        truths[_key(sitk.ReadImage(str(image_path)))] = cc3d.connected_components(labels, connectivity=26)
+    table = evaluate_segmenters([raw_dataset], {"oracle": lambda: OracleFromLabels(truths)}, seed=1)
+    assert set(table.prompt) == {"point", "box", "mask"} and set(table.segmenter) == {"oracle"}
+    assert (table[table.prompt == "point"].dice == 1.0).all()
+    assert table.dice.between(0, 1).all()
+    summary = summarize(table)
+    assert list(summary.columns[:3]) == ["cohort", "modality", "segmenter"]
+    assert summary.loc[0, "point"] == 1.0 and summary.loc[0, "lesions"] == len(table) // 3
+    again = evaluate_segmenters([raw_dataset], {"oracle": lambda: OracleFromLabels(truths)}, seed=1)
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_modality_from_cases_json_then_case_name(raw_dataset):
+    import json
+
+    (raw_dataset / "cases.json").write_text(json.dumps({"case000": {"modality": "MR"}}))
+    assert [c[3] for c in dataset_cases(raw_dataset)] == ["MR", "CT", "CT"]
+    (raw_dataset / "labelsTr" / "case001.nii.gz").rename(raw_dataset / "labelsTr" / "mr_case001.nii.gz")
+    (raw_dataset / "imagesTr" / "case001_0000.nii.gz").rename(raw_dataset / "imagesTr" / "mr_case001_0000.nii.gz")
+    assert dict((c[0], c[3]) for c in dataset_cases(raw_dataset))["mr_case001"] == "MR"
