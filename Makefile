@@ -19,7 +19,11 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
 
-test: install
+$(VENV)/.extras-stamp: $(STAMP)
+	$(VENV)/bin/pip install -e '.[test,unigradicon]'
+	touch $(VENV)/.extras-stamp
+
+test: install $(VENV)/.extras-stamp
 	bash tests/system_deps.sh
 	$(VENV)/bin/pytest
 

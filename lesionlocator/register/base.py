@@ -46,6 +46,10 @@ def build_registration(config: RegisterConfig) -> Registration:
         from lesionlocator.register.unigradicon_backend import UniGradICONRegistration
 
         return UniGradICONRegistration(config)
+    if config.backend == "lesionlocator_track":
+        from lesionlocator.register.official_track import build_track_registration
+
+        return build_track_registration(config)
     raise ValueError(f"unknown registration backend {config.backend!r}")
 
 

@@ -38,7 +38,12 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
 
     if config.checkpoint is None:
         raise InputError("segment.checkpoint", "required when segmenter is nnunet")
-    return NnUNetSegmenter(
+    segmenter_class = NnUNetSegmenter
+    from lesionlocator.register.official_track import TrackUNetSegmenter, is_track_checkpoint
+
+    if is_track_checkpoint(config.checkpoint):  # the UNet of a released LesionLocatorTrack folder
+        segmenter_class = TrackUNetSegmenter
+    return segmenter_class(
         checkpoint=Path(config.checkpoint),
         folds=config.folds,
         checkpoint_name=config.checkpoint_name,

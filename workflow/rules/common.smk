@@ -21,7 +21,7 @@ HAS_GROUNDTRUTH = (
     cohort_has_groundtruth(CFG) if CFG.workflow.evaluate == "auto" else CFG.workflow.evaluate == "always"
 )
 SEGMENT_GPU = 1 if CFG.segment.segmenter == "nnunet" and CFG.segment.device in ("cuda", "auto") else 0
-REGISTER_GPU = 1 if CFG.register.backend == "unigradicon" and CFG.register.device in ("cuda", "auto") else 0
+REGISTER_GPU = 1 if CFG.register.backend != "simpleitk" and CFG.register.device in ("cuda", "auto") else 0
 
 
 def cohort_input():
