@@ -135,6 +135,34 @@ class ClassicalSegmenter:
 
     # -- the segmentation of one lesion ------------------------------------------------------
     def predict_lesion(self, array: np.ndarray, spacing: np.ndarray, prompt: Prompt) -> LesionPrediction | None:
+        """One lesion; a mask prompt (the previous session's mask) follows growth beyond its margin.
+
+        A grown lesion reaches the background shell around its previous mask; the prediction then
+        becomes the mask prompt of another pass, at most ``MAX_GROWTH_PASSES`` times.
+        """
+        prediction = self._predict_once(array, spacing, prompt)
+        for _ in range(self.MAX_GROWTH_PASSES):
+            if prompt.kind != "mask" or prediction is None or not self._reaches_shell(prediction, prompt, array.shape, spacing):
+                break
+            grown = np.zeros(array.shape, dtype=bool)
+            grown[prediction.slices] = prediction.mask
+            prompt = Prompt(prompt.lesion_id, "mask", mask=grown)
+            prediction = self._predict_once(array, spacing, prompt)
+        return prediction
+
+    MAX_GROWTH_PASSES = 3
+
+    def _reaches_shell(self, prediction: LesionPrediction, prompt: Prompt, shape, spacing) -> bool:
+        """Whether the predicted mask grew up to the background seeds of its mask prompt."""
+        sl, _, outside, _ = self._mask_model(prompt, shape, spacing)
+        full = np.zeros(shape, dtype=bool)
+        full[prediction.slices] = prediction.mask
+        local = full[sl]
+        grown = local.sum() > 1.1 * prompt.mask[sl].sum()
+        touching = ndimage.binary_dilation(local, iterations=1) & outside
+        return bool(grown and touching.sum() >= max(3, 0.02 * local.sum()))
+
+    def _predict_once(self, array: np.ndarray, spacing: np.ndarray, prompt: Prompt) -> LesionPrediction | None:
         from skimage.segmentation import random_walker
 
         if prompt.kind == "mask" and not prompt.mask.any():

@@ -55,7 +55,14 @@ def result_digests(results: Path) -> dict[str, str]:
         relative = path.relative_to(results)
         if not path.is_file() or relative.parts[0] in ("logs", "benchmarks") or path.name in ("run.json", "report.html"):
             continue
-        if ".done" in relative.parts:
+        if ".done" in relative.parts or path.name == ".snakemake_timestamp":
+            continue
+        if path.name == "manifest.parquet":
+            # the manifest names the input files, which lie under this run's own results folder
+            import pyarrow.parquet as pq
+
+            text = str(pq.read_table(path).to_pylist()).replace(str(results), "<results>")
+            digests[str(relative)] = hashlib.sha256(text.encode()).hexdigest()
             continue
         digests[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
