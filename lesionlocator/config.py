@@ -115,10 +115,11 @@ class RegisterConfig(StrictModel):
         description="Registration fails when less than this fraction of the follow-up's body maps inside the previous scan.",
     )
     min_fraction_inside: float = Field(
-        0.5,
+        0.25,
         ge=0,
         le=1,
-        description="A propagated prompt whose mask has less than this fraction inside the follow-up is marked out_of_fov.",
+        description="A propagated prompt whose mask has less than this fraction inside the follow-up is marked "
+        "out_of_fov; a lesion cut by the field of view but mostly visible is still segmented (its visible part).",
     )
     unigradicon_weights: Path | None = Field(
         None, description="Local uniGradICON weights file (state dict); required when backend is unigradicon."

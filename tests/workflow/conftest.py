@@ -19,8 +19,8 @@ TINY = {
     "synthetic": {
         "n_patients": 2,
         "n_sessions": 3,
-        "seed": 3,
-        "sources": ["mr:data/real/example_mr_sm.nii.gz"],
+        "seed": 0,
+        "sources": ["ct:data/real/example_ct.nii.gz"],
     },
     "workflow": {"shard_size": 1},
 }

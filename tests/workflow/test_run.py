@@ -1,4 +1,4 @@
-"""End-to-end runs of the workflow on a tiny synthetic cohort (2 MR patients x 3 sessions).
+"""End-to-end runs of the workflow on a tiny synthetic cohort (2 patients x 3 sessions from the real CT).
 
 One local run is shared by the tests of this module; the kill-and-resume and SLURM runs must give
 byte-identical masks and tables.
