@@ -140,7 +140,8 @@ class ClassicalSegmenter:
         A grown lesion reaches the background shell around its previous mask; the prediction then
         becomes the mask prompt of another pass, at most ``MAX_GROWTH_PASSES`` times.
         """
-        prediction = self._predict_once(array, spacing, prompt)
+        first = prediction = self._predict_once(array, spacing, prompt)
+        grew = False
         for _ in range(self.MAX_GROWTH_PASSES):
             if prompt.kind != "mask" or prediction is None or not self._reaches_shell(prediction, prompt, array.shape, spacing):
                 break
@@ -148,9 +149,35 @@ class ClassicalSegmenter:
             grown[prediction.slices] = prediction.mask
             prompt = Prompt(prompt.lesion_id, "mask", mask=grown)
             prediction = self._predict_once(array, spacing, prompt)
+            grew = True
+        if grew and prediction is not None:
+            # Keep the growth only for a lesion that stands out from its new surroundings: where the
+            # lesion has faded into the tissue (vanished), the walker spreads over the organ instead.
+            final = np.zeros(array.shape, dtype=bool)
+            final[prediction.slices] = prediction.mask
+            if not final.any() or self._contrast_to_noise(array, spacing, final) < self.MIN_GROWTH_CONTRAST:
+                return first
         return prediction
 
     MAX_GROWTH_PASSES = 3
+    MIN_GROWTH_CONTRAST = 1.5
+
+    def _contrast_to_noise(self, array: np.ndarray, spacing: np.ndarray, mask: np.ndarray) -> float:
+        """|median inside - median of a 2-6 mm shell| over the shell's robust spread."""
+        where = np.argwhere(mask)
+        pad = np.ceil(6.0 / spacing).astype(int) + 1
+        lo = np.maximum(where.min(0) - pad, 0)
+        hi = np.minimum(where.max(0) + pad + 1, array.shape)
+        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+        local = mask[sl]
+        outside_mm = ndimage.distance_transform_edt(~local, sampling=spacing)
+        shell = (outside_mm > 2.0) & (outside_mm <= 6.0)
+        if shell.sum() < 8:
+            return np.inf
+        image = self._smooth(array[sl], spacing)
+        inner, ring = image[local], image[shell]
+        spread = 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) or 1.0
+        return abs(float(np.median(inner)) - float(np.median(ring))) / spread
 
     def _reaches_shell(self, prediction: LesionPrediction, prompt: Prompt, shape, spacing) -> bool:
         """Whether the predicted mask grew up to the background seeds of its mask prompt."""
