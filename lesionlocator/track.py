@@ -39,6 +39,7 @@ from lesionlocator.config import RegisterConfig, TrackConfig
 from lesionlocator.io import Geometry, image_from_array, read_image, write_image, write_parquet
 from lesionlocator.prompts import read_prompts
 from lesionlocator.propagate import OutOfFov, propagate_prompt
+from lesionlocator.regions import shell_around
 from lesionlocator.register.base import load_transform
 from lesionlocator.segment.api import Prompt, Segmenter
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
@@ -220,18 +221,10 @@ def _dilate_mm(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> np.nda
 
 def lesion_levels(array: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> tuple[float, float] | None:
     """Median intensity inside ``mask`` and of a shell 2-6 mm outside it (image units); None if empty."""
-    where = np.argwhere(mask)
-    if len(where) == 0:
+    region = shell_around(mask, spacing_zyx)
+    if region is None or not region[2].any():
         return None
-    pad = np.ceil(6.0 / spacing_zyx).astype(int) + 1
-    lo = np.maximum(where.min(0) - pad, 0)
-    hi = np.minimum(where.max(0) + pad + 1, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    local = mask[box]
-    distance = ndimage.distance_transform_edt(~local, sampling=spacing_zyx)
-    shell = (distance > 2.0) & (distance <= 6.0)
-    if not shell.any():
-        return None
+    box, local, shell = region
     values = array[box]
     return float(np.median(values[local])), float(np.median(values[shell]))
 

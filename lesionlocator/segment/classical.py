@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lesionlocator.regions import shell_around
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 
 log = logging.getLogger(__name__)
@@ -164,16 +165,10 @@ class ClassicalSegmenter:
 
     def _contrast_to_noise(self, array: np.ndarray, spacing: np.ndarray, mask: np.ndarray) -> float:
         """|median inside - median of a 2-6 mm shell| over the shell's robust spread."""
-        where = np.argwhere(mask)
-        pad = np.ceil(6.0 / spacing).astype(int) + 1
-        lo = np.maximum(where.min(0) - pad, 0)
-        hi = np.minimum(where.max(0) + pad + 1, array.shape)
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        local = mask[sl]
-        outside_mm = ndimage.distance_transform_edt(~local, sampling=spacing)
-        shell = (outside_mm > 2.0) & (outside_mm <= 6.0)
-        if shell.sum() < 8:
+        region = shell_around(mask, spacing)
+        if region is None or region[2].sum() < 8:
             return np.inf
+        sl, local, shell = region
         image = self._smooth(array[sl], spacing)
         inner, ring = image[local], image[shell]
         spread = 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) or 1.0
