@@ -23,6 +23,7 @@ SCHEMA_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.json"
+BUNDLED_MODEL = REPO_ROOT / "models" / "lesionlocator_small"
 
 
 class StrictModel(BaseModel):
@@ -178,12 +179,14 @@ class SegmentConfig(StrictModel):
     segmenter: Literal["classical", "nnunet"] = Field(
         "classical",
         description="classical: prompt-driven intensity model and random-walker refinement, needs no weights "
-        "(the default until a trained model is bundled); nnunet: a promptable nnU-Net v2 network.",
+        "(the default while it scores above the bundled network); nnunet: a promptable nnU-Net v2 network "
+        "(segment.checkpoint, or the bundled CPU-sized model when that is null).",
     )
     checkpoint: Path | None = Field(
         None,
         description="nnU-Net trained-model folder (plans.json, dataset.json, fold_N/), or the released "
-        "LesionLocatorCheckpoint (or its LesionLocatorSeg/) folder; required when segmenter is nnunet.",
+        "LesionLocatorCheckpoint (or its LesionLocatorSeg/) folder; null: the bundled model "
+        "models/lesionlocator_small (see its MODEL_CARD.md).",
     )
     checkpoint_name: str = Field("checkpoint_final.pth", description="Checkpoint file name inside each fold folder.")
     folds: list[int | Literal["all"]] | None = Field(
@@ -198,7 +201,8 @@ class SegmentConfig(StrictModel):
     point_radius: float = Field(
         5.0,
         gt=0,
-        description="Radius (network voxels) of the ball that encodes a point prompt (the released models use 5).",
+        description="Radius (network voxels) of the ball that encodes a point prompt (the released models use 5); "
+        "a model trained here records its own radius in lesionlocator.json, which takes precedence.",
     )
     mask_prompt_encoding: Literal["mask", "box"] = Field(
         "mask",
@@ -223,13 +227,18 @@ class SegmentConfig(StrictModel):
         130.0, gt=0, description="Classical segmenter: random-walker edge weight (higher follows edges more strictly)."
     )
 
+    @property
+    def model_folder(self) -> Path | None:
+        """The network's folder: ``checkpoint``, or the bundled model when it is null (None for classical)."""
+        if self.segmenter != "nnunet":
+            return None
+        return Path(self.checkpoint) if self.checkpoint is not None else BUNDLED_MODEL
+
     @model_validator(mode="after")
     def _checkpoint_when_nnunet(self) -> "SegmentConfig":
-        if self.segmenter == "nnunet":
-            if self.checkpoint is None:
-                raise ValueError("checkpoint: required when segmenter is nnunet (weights are never downloaded)")
-            if not Path(self.checkpoint).is_dir():
-                raise ValueError(f"checkpoint: folder does not exist: {self.checkpoint}")
+        if self.segmenter == "nnunet" and not self.model_folder.is_dir():
+            what = "folder does not exist" if self.checkpoint is not None else "the bundled model is missing"
+            raise ValueError(f"checkpoint: {what}: {self.model_folder} (weights are never downloaded)")
         return self
 
 
@@ -372,10 +381,12 @@ class TrainConfig(StrictModel):
     features_base: int = Field(8, ge=1, description="Small architecture: feature maps of the first stage (doubled per stage).")
     features_max: int = Field(64, ge=1, description="Small architecture: cap on the feature maps of a stage.")
     batch_size: int | None = Field(2, ge=1, description="Patches per iteration (null: the planner's).")
-    normalization: Literal["zscore", "auto"] = Field(
-        "zscore",
-        description="zscore: per-image z-score for every channel (modality-agnostic, needed for mixed CT+MR "
-        "cohorts); auto: nnU-Net's choice from the channel name (CT clipping and dataset statistics for CT).",
+    normalization: Literal["body", "zscore", "auto"] = Field(
+        "body",
+        description="body: per image, clip to the body's 0.5-99.5 intensity percentiles and z-score on the body "
+        "(Otsu's threshold finds it; modality-agnostic, for mixed CT+MR cohorts); zscore: nnU-Net's per-image "
+        "z-score (a CT's air squeezes soft-tissue contrast); auto: nnU-Net's choice from the channel name "
+        "(CT clipping and dataset statistics for CT).",
     )
     epochs: int = Field(20, ge=1, description="Epochs of training.")
     iterations_per_epoch: int = Field(50, ge=1, description="Training iterations per epoch.")
@@ -391,7 +402,14 @@ class TrainConfig(StrictModel):
         description="Weight of each simulated prompt kind (normalised to probabilities).",
     )
     point_radius: float = Field(
-        5.0, gt=0, description="Radius (network voxels) of a point prompt's ball; keep equal to segment.point_radius."
+        2.0, gt=0, description="Radius (network voxels) of a point prompt's ball; recorded in the model's "
+        "lesionlocator.json, which the segmentation engine follows (a ball as large as the lesion lets the "
+        "network copy it instead of reading the image).",
+    )
+    augmentation: Literal["nnunet", "light"] = Field(
+        "light",
+        description="nnunet: nnU-Net's full training augmentation; light: without its intensity degradations "
+        "(noise, blur, simulated low resolution, gamma), which erase small low-contrast lesions at 3 mm.",
     )
     foreground_oversample: float = Field(
         0.9, ge=0, le=1, description="Fraction of patches centred on a lesion voxel (the rest are random)."

@@ -291,7 +291,7 @@ def aggregate_results(
         radius_mm=config.metrics.cpm_radius_mm,
         files_per_partition=config.metrics.files_per_partition,
     )
-    checkpoint = config.segment.checkpoint if config.segment.segmenter == "nnunet" else None
+    checkpoint = config.segment.model_folder
     write_run_manifest(
         run_json,
         config,

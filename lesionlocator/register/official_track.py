@@ -32,7 +32,6 @@ serves the ``unet.*`` weights as a segment-engine model (``LoadedModel``, every 
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from lesionlocator.errors import InputError
 from lesionlocator.segment.model import (
     LoadedModel,
     _check_architecture,
+    build_fold_networks,
     _read_json,
     find_folds,
     load_checkpoint,
@@ -199,7 +199,6 @@ def load_track_unet(
     checkpoint: TrackCheckpoint | None = None,
 ) -> LoadedModel:
     """The ``unet.*`` weights of every fold as a :class:`LoadedModel` (network built from plans.json)."""
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     checkpoint = checkpoint or read_track_checkpoint(folder, folds, checkpoint_name)
@@ -224,20 +223,9 @@ def load_track_unet(
     channels = dataset_json.get("channel_names", dataset_json.get("modality")) or {}
     if len(channels) != 1:
         raise InputError(folder / "dataset.json", f"{len(channels)} image channels; the tracking UNet takes one image channel")
-    network = get_network_from_plans(
-        cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import,
-        2, plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
-        allow_init=False, deep_supervision=False,
-    )
-    networks = []
-    for fold, state in zip(checkpoint.folds, checkpoint.unet_states):
-        fold_network = network if not networks else copy.deepcopy(network)
-        try:
-            fold_network.load_state_dict(state)
-        except RuntimeError as err:
-            path = folder / f"fold_{fold}" / checkpoint_name
-            raise InputError(path, f"unet.* weights do not fit the network of plans.json ({str(err).splitlines()[0][:200]})") from None
-        networks.append(fold_network.eval())
+    states = [(folder / f"fold_{fold}" / checkpoint_name, state)
+              for fold, state in zip(checkpoint.folds, checkpoint.unet_states)]
+    networks = build_fold_networks(plans_manager, cm, dataset_json, 2, states)
     log.info("loaded the tracking UNet of %s (folds %s, patch %s)", folder, checkpoint.folds, list(cm.patch_size))
     return LoadedModel(
         folder=folder, plans=plans, dataset_json=dataset_json, configuration=checkpoint.configuration,

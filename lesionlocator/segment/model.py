@@ -141,10 +141,39 @@ class LoadedModel:
     plans_manager: object = field(repr=False)
     configuration_manager: object = field(repr=False)
     num_image_channels: int = 1
+    point_radius: float | None = None  # from lesionlocator.json (models trained here); None: the engine's setting
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
         return tuple(int(p) for p in self.configuration_manager.patch_size)
+
+
+def build_fold_networks(plans_manager, configuration_manager, dataset_json: dict, input_channels: int,
+                        states: Sequence[tuple[Path, dict]]) -> list[torch.nn.Module]:
+    """The plans' network (no deep supervision) with each ``(path, state_dict)`` loaded, in eval mode.
+
+    Weights that do not fit the network raise :class:`InputError` naming the checkpoint file.
+    """
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    network = get_network_from_plans(
+        configuration_manager.network_arch_class_name,
+        configuration_manager.network_arch_init_kwargs,
+        configuration_manager.network_arch_init_kwargs_req_import,
+        input_channels,
+        plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+        allow_init=False,
+        deep_supervision=False,
+    )
+    networks = []
+    for path, state in states:
+        fold_network = network if not networks else copy.deepcopy(network)
+        try:
+            fold_network.load_state_dict(state)
+        except RuntimeError as err:
+            raise InputError(path, f"weights do not fit the network of plans.json ({str(err).splitlines()[0][:200]})") from None
+        networks.append(fold_network.eval())
+    return networks
 
 
 def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoint_name: str = "checkpoint_final.pth") -> LoadedModel:
@@ -153,7 +182,6 @@ def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoin
     Raises :class:`InputError` naming the file for a missing plans/dataset/checkpoint, a truncated
     checkpoint, a network that does not take image + prompt channels, or weights that do not fit.
     """
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     folder = Path(folder)
@@ -201,31 +229,20 @@ def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoin
         )
     if num_image_channels != 1:
         raise InputError(folder / "dataset.json", f"{num_image_channels} image channels; only single-channel images are supported")
-    label_manager = plans_manager.get_label_manager(dataset_json)
-    network = get_network_from_plans(
-        configuration_manager.network_arch_class_name,
-        configuration_manager.network_arch_init_kwargs,
-        configuration_manager.network_arch_init_kwargs_req_import,
-        weights_in,
-        label_manager.num_segmentation_heads,
-        allow_init=False,
-        deep_supervision=False,
+    networks = build_fold_networks(
+        plans_manager, configuration_manager, dataset_json, weights_in,
+        [(folder / f"fold_{f}" / checkpoint_name, c["network_weights"]) for f, c in zip(folds, checkpoints)],
     )
-    networks = []
-    for fold, checkpoint in zip(folds, checkpoints):
-        path = folder / f"fold_{fold}" / checkpoint_name
-        fold_network = network if not networks else copy.deepcopy(network)
-        try:
-            fold_network.load_state_dict(checkpoint["network_weights"])
-        except RuntimeError as err:
-            raise InputError(path, f"weights do not fit the network of plans.json ({str(err).splitlines()[0][:200]})") from None
-        networks.append(fold_network.eval())
     mirror = first.get("inference_allowed_mirroring_axes")
     log.info(
         "loaded %s (%s, folds %s, trainer %s, patch %s)",
         folder, configuration, list(folds), first.get("trainer_name"), list(configuration_manager.patch_size),
     )
+    sidecar_path = folder / "lesionlocator.json"
+    sidecar = _read_json(sidecar_path) if sidecar_path.is_file() else {}
+    point_radius = (sidecar.get("settings") or {}).get("point_radius")
     return LoadedModel(
+        point_radius=float(point_radius) if point_radius else None,
         folder=folder,
         plans=plans,
         dataset_json=dataset_json,

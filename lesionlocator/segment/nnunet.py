@@ -61,7 +61,8 @@ class InferenceStats:
     by_lesion: list[float] = field(default_factory=list)
 
 
-_NORMALIZERS = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization")
+_NORMALIZERS = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
+                "BodyZScoreNormalization")
 
 
 def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Preprocessed:
@@ -69,6 +70,8 @@ def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[
     from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+
+    import lesionlocator.train.normalization  # noqa: F401 (registers BodyZScoreNormalization with nnU-Net)
 
     pm, cm = model.plans_manager, model.configuration_manager
     transpose = tuple(int(t) for t in pm.transpose_forward)
@@ -214,7 +217,8 @@ class NnUNetSegmenter:
         """The foreground probability of one lesion on the input grid (None for an empty prompt)."""
         if prompt.kind == "mask" and not prompt.mask.any():
             return None
-        encoded = encode_prompt(prompt, pre.grid, self.point_radius, mask_as_box=self.mask_as_box)
+        radius = model.point_radius or self.point_radius  # a model trained here says how it saw points
+        encoded = encode_prompt(prompt, pre.grid, radius, mask_as_box=self.mask_as_box)
         if encoded.array.size == 0 or not encoded.array.any():
             return None
         patch = np.asarray(model.patch_size)

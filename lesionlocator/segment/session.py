@@ -36,15 +36,16 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
         )
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
-    if config.checkpoint is None:
-        raise InputError("segment.checkpoint", "required when segmenter is nnunet")
+    folder = config.model_folder
+    if not folder.is_dir():
+        raise InputError(folder, "segment.checkpoint: model folder not found")
     segmenter_class = NnUNetSegmenter
     from lesionlocator.register.official_track import TrackUNetSegmenter, is_track_checkpoint
 
-    if is_track_checkpoint(config.checkpoint):  # the UNet of a released LesionLocatorTrack folder
+    if is_track_checkpoint(folder):  # the UNet of a released LesionLocatorTrack folder
         segmenter_class = TrackUNetSegmenter
     return segmenter_class(
-        checkpoint=Path(config.checkpoint),
+        checkpoint=folder,
         folds=config.folds,
         checkpoint_name=config.checkpoint_name,
         device=config.device,

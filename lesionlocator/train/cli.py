@@ -76,7 +76,7 @@ def add_cli(subparsers) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--iterations-per-epoch", dest="iterations_per_epoch", type=int)
     train.add_argument("--prompt-mix", help='JSON weights, e.g. \'{"point": 0.4, "box": 0.3, "mask": 0.3}\'')
-    train.add_argument("--normalization", choices=["zscore", "auto"])
+    train.add_argument("--normalization", choices=["body", "zscore", "auto"])
     train.add_argument("--time-limit-minutes", dest="time_limit_minutes", type=float,
                        help="wall-clock budget; the epoch count shrinks to fit")
     train.add_argument("--seed", type=int)

@@ -5,8 +5,8 @@ A thin layer over the generator (:func:`synthetic.cohort.generate_cohort`) and i
 binary lesion label (the trainer separates lesions as connected components), and ``cases.json``
 records each case's modality (used by ``evaluate-model``).
 
-``layout="combined"`` gives one dataset with CT and MR cases and channel name ``zscore``
-(per-image z-score for every case, what ``train.normalization: zscore`` expects);
+``layout="combined"`` gives one dataset with CT and MR cases and channel name ``zscore`` (not
+nnU-Net's CT scheme; ``train.normalization``, ``body`` by default, sets the scheme of training);
 ``"per-modality"`` gives one dataset per modality (channel ``CT`` or ``MR``), for zero-shot
 experiments (train on one modality, test on the other).
 """

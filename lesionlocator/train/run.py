@@ -6,9 +6,11 @@ duration of the run only (:func:`nnunet_paths`), never globally.
 
 Normalisation (``TrainConfig.normalization``): nnU-Net picks one scheme per input channel from
 ``dataset.json``'s channel name (``CT`` -> CT clipping + dataset statistics, anything else ->
-per-image z-score). A cohort that mixes CT and MR in one channel cannot be served by the CT scheme,
-so the default ``zscore`` forces per-image z-score for every channel (modality-agnostic: a
-CT-trained model can be applied to MR and vice versa); ``auto`` keeps nnU-Net's choice.
+per-image z-score). A cohort that mixes CT and MR in one channel cannot be served by the CT scheme.
+The default ``body`` uses :class:`~lesionlocator.train.normalization.BodyZScoreNormalization` (per
+image: clip to the body's 0.5-99.5 percentiles, z-score on the body; modality-agnostic, and CT
+soft-tissue contrast stays as large as with nnU-Net's CT scheme); ``zscore`` forces nnU-Net's
+per-image z-score (a CT's air then squeezes soft-tissue contrast); ``auto`` keeps nnU-Net's choice.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from lesionlocator.errors import InputError
+from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ PLANNERS = {
 }
 _DATASET_NAME = re.compile(r"^Dataset(\d{3})_[A-Za-z0-9_\-]+$")
 MODEL_SIDECAR = "lesionlocator.json"
+NORMALIZATION_SCHEMES = {"body": SCHEME_NAME, "zscore": "ZScoreNormalization"}
 
 
 @contextlib.contextmanager
@@ -134,10 +138,11 @@ def _plan_and_preprocess(settings, dataset_id: int, plans_path: Path, workers: i
         if name != CONFIGURATION:
             del plans["configurations"][name]
     conf = plans["configurations"][CONFIGURATION]
-    if settings.normalization == "zscore":
+    if settings.normalization in NORMALIZATION_SCHEMES:
         n_channels = len(conf["normalization_schemes"])
-        conf["normalization_schemes"] = ["ZScoreNormalization"] * n_channels
+        conf["normalization_schemes"] = [NORMALIZATION_SCHEMES[settings.normalization]] * n_channels
         conf["use_mask_for_norm"] = [False] * n_channels
+        conf["preprocessor_name"] = PREPROCESSOR_NAME
     if settings.architecture == "small":
         conf = small_architecture(conf, tuple(settings.patch_size), settings.features_base,
                                   settings.features_max, settings.batch_size)
@@ -206,7 +211,7 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
             val_iterations_per_epoch=settings.val_iterations_per_epoch, prompt_mix=settings.prompt_mix,
             foreground_oversample=settings.foreground_oversample, seed=settings.seed,
             initial_lr=settings.initial_lr, save_every=settings.save_every,
-            point_radius=settings.point_radius,
+            point_radius=settings.point_radius, augmentation=settings.augmentation,
             time_limit_s=settings.time_limit_minutes * 60 if settings.time_limit_minutes else None,
         )
         _seed_everything(settings.seed)

@@ -8,7 +8,12 @@ nnU-Net's own. What differs:
   truth, a simulated prompt of a kind drawn from the configured mix, and a target reduced to that
   lesion alone, at every deep-supervision scale (downsampled like nnU-Net does, nearest-exact);
 * a patch without any lesion gets an empty prompt channel and an empty target ("no prompt, no
-  lesion"); foreground oversampling keeps these rare.
+  lesion"); foreground oversampling keeps these rare;
+* with ``augmentation="light"`` nnU-Net's intensity degradations (Gaussian noise, Gaussian blur,
+  simulated low resolution, gamma) are left out of its training transforms; spatial transforms,
+  mirroring, brightness and contrast stay. At 3 mm a small lesion differs from its surroundings by a
+  few tenths of a standard deviation: the degradations erase it in a good share of the patches and
+  teach the network to copy the prompt instead of reading the image.
 
 The saved ``trainer_name`` is this class's name; :func:`build_network_architecture` is a static
 method, so an engine that finds this class (``lesionlocator.train.trainer``) rebuilds the network
@@ -23,12 +28,15 @@ from typing import Mapping
 
 import numpy as np
 import torch
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn.functional import interpolate
 
 from lesionlocator.train.simulate import SimulationParams, encode_prompt, sample_kind, simulate_prompt
 
 PROMPT_CHANNELS = 1
+LIGHT_AUGMENTATION_DROPS = ("GaussianNoiseTransform", "GaussianBlurTransform", "SimulateLowResolutionTransform",
+                            "GammaTransform")
 
 
 class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds trainers by this name pattern)
@@ -43,6 +51,7 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
         self.num_val_iterations_per_epoch = 5
         self.point_radius = 5.0
         self.time_limit_s: float | None = None
+        self.augmentation = "nnunet"
         self._rng = np.random.default_rng(0)
         self._val_seed = 1
 
@@ -60,6 +69,7 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
         simulation: SimulationParams | None = None,
         point_radius: float = 5.0,
         time_limit_s: float | None = None,
+        augmentation: str = "nnunet",
     ) -> None:
         """Training length, prompt mix and seed (call before :meth:`initialize`)."""
         self.num_epochs = int(epochs)
@@ -75,10 +85,14 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
             self.simulation = simulation
         self.point_radius = float(point_radius)
         self.time_limit_s = time_limit_s
+        if augmentation not in ("nnunet", "light"):
+            raise ValueError(f"augmentation: use nnunet or light, got {augmentation!r}")
+        self.augmentation = augmentation
         self._rng = np.random.default_rng(seed)
         self._val_seed = seed + 1
         self.print_to_log_file(
-            f"LesionLocator prompts: mix {self.prompt_mix}, simulation {asdict(self.simulation)}, seed {seed}"
+            f"LesionLocator prompts: mix {self.prompt_mix}, simulation {asdict(self.simulation)}, seed {seed}, "
+            f"augmentation {augmentation}"
         )
 
     @staticmethod
@@ -89,6 +103,15 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
             plans_manager, configuration_manager, num_input_channels + PROMPT_CHANNELS,
             num_output_channels, enable_deep_supervision,
         )
+
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training transforms, without its intensity degradations when augmentation is light."""
+        composed = nnUNetTrainer.get_training_transforms(*args, **kwargs)
+        if self.augmentation != "light":
+            return composed
+        kept = [t for t in composed.transforms
+                if type(getattr(t, "transform", t)).__name__ not in LIGHT_AUGMENTATION_DROPS]
+        return ComposeTransforms(kept)
 
     def plot_network_architecture(self) -> None:  # nnU-Net's plot assumes the image channels only
         return

@@ -114,3 +114,10 @@ def test_pickled_code_is_never_run(tmp_path, toy_model):
     torch.save({"network_weights": {}, "payload": Evil()}, folder / "fold_0" / "checkpoint_final.pth")
     with pytest.raises(InputError, match="cannot read checkpoint"):
         load_checkpoint(folder / "fold_0" / "checkpoint_final.pth")
+
+
+def test_point_radius_comes_from_the_models_sidecar(tmp_path):
+    folder = write_toy_model(tmp_path / "m", plans=toy_plans(patch_size=(16, 16, 16), features=(4, 8)))
+    assert load_model(folder).point_radius is None  # not trained here: the engine's segment.point_radius
+    (folder / "lesionlocator.json").write_text(json.dumps({"settings": {"point_radius": 2.0}}))
+    assert load_model(folder).point_radius == 2.0

@@ -148,12 +148,14 @@ def test_overlaps_go_to_the_higher_probability():
 
 
 def test_config_requires_an_existing_checkpoint_for_nnunet(tmp_path):
-    with pytest.raises(ConfigError, match="checkpoint"):
-        validate_config({"segment": {"segmenter": "nnunet"}})
+    from lesionlocator.config import BUNDLED_MODEL
+
     with pytest.raises(ConfigError, match="does not exist"):
         validate_config({"segment": {"segmenter": "nnunet", "checkpoint": str(tmp_path / "none")}})
-    assert validate_config({"segment": {"segmenter": "nnunet", "checkpoint": str(tmp_path)}}).segment.checkpoint == tmp_path
-    assert SegmentConfig().segmenter == "classical"
+    given = validate_config({"segment": {"segmenter": "nnunet", "checkpoint": str(tmp_path)}}).segment
+    assert given.checkpoint == tmp_path and given.model_folder == tmp_path
+    assert SegmentConfig(segmenter="nnunet").model_folder == BUNDLED_MODEL  # no checkpoint: the bundled model
+    assert SegmentConfig(segmenter="classical").model_folder is None
 
 
 def test_nnunet_session_with_released_layout(tmp_path, case_files):

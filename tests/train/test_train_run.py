@@ -30,7 +30,8 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
     first = next(v for v in checkpoint["network_weights"].values() if v.ndim == 5)
     assert first.shape[1] == 2  # image + prompt
     plans = json.loads((model / "plans.json").read_text())
-    assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["ZScoreNormalization"]
+    assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["BodyZScoreNormalization"]
+    assert plans["configurations"]["3d_fullres"]["preprocessor_name"] == "LesionLocatorPreprocessor"
 
     from lesionlocator.segment.api import Prompt
     from lesionlocator.segment.nnunet import NnUNetSegmenter

@@ -90,3 +90,21 @@ def test_time_budget_shrinks_and_regrows_the_epoch_count():
     fit(fake, 0, 10.0)  # plenty of time: back to the configured count, not beyond
     assert fake.num_epochs == 50
     assert logs
+
+
+def test_light_augmentation_drops_only_the_intensity_degradations():
+    from lesionlocator.train.trainer import LIGHT_AUGMENTATION_DROPS
+
+    trainer = nnUNetTrainerLesionLocator.__new__(nnUNetTrainerLesionLocator)
+    args = dict(patch_size=(16, 16, 16), rotation_for_DA=(-0.5, 0.5), deep_supervision_scales=None,
+                mirror_axes=(0, 1, 2), do_dummy_2d_data_aug=False)
+
+    def names(augmentation):
+        trainer.augmentation = augmentation
+        return [type(getattr(t, "transform", t)).__name__ for t in trainer.get_training_transforms(**args).transforms]
+
+    full, light = names("nnunet"), names("light")
+    assert set(LIGHT_AUGMENTATION_DROPS) <= set(full)
+    assert not set(LIGHT_AUGMENTATION_DROPS) & set(light)
+    assert [n for n in full if n not in LIGHT_AUGMENTATION_DROPS] == light
+    assert {"SpatialTransform", "MirrorTransform", "MultiplicativeBrightnessTransform", "ContrastTransform"} <= set(light)

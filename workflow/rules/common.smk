@@ -20,7 +20,11 @@ N_SESSIONS = [max(len(PLAN[p]) for p in shard) for shard in SHARDS]
 HAS_GROUNDTRUTH = (
     cohort_has_groundtruth(CFG) if CFG.workflow.evaluate == "auto" else CFG.workflow.evaluate == "always"
 )
-SEGMENT_GPU = 1 if CFG.segment.segmenter == "nnunet" and CFG.segment.device in ("cuda", "auto") else 0
+# A GPU is requested for a network on cuda, or on auto unless it is the CPU-sized bundled model.
+SEGMENT_GPU = int(
+    CFG.segment.segmenter == "nnunet"
+    and (CFG.segment.device == "cuda" or (CFG.segment.device == "auto" and CFG.segment.checkpoint is not None))
+)
 REGISTER_GPU = 1 if CFG.register.backend != "simpleitk" and CFG.register.device in ("cuda", "auto") else 0
 
 

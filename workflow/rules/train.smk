@@ -1,5 +1,5 @@
 rule export_training_data:
-    """The synthetic cohort in nnU-Net raw layout (one combined CT + MR dataset, z-score channel)."""
+    """The synthetic cohort in nnU-Net raw layout (one combined CT + MR dataset, one modality-agnostic channel)."""
     input:
         cohort=LAYOUT.synthetic_cohort,
     output:
