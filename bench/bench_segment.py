@@ -1,11 +1,13 @@
 """Benchmark of the segmenters on the shared real CT with simulated lesions (CPU figures).
 
-    .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|nnunet|both]
+    .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all]
 
-Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical),
-and for an nnU-Net-format ResEnc network with random weights the share of time spent in the
-network's forward passes (the rest is preprocessing, prompt encoding, stitching, back-mapping).
-Each segmenter runs in its own process so peak memory figures are separate.
+Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical and
+the bundled model ``models/lesionlocator_small``, with and without mirroring TTA, on the same
+lesions: ``insert_lesions`` is a simpler lesion model than the synthetic generator the bundled
+model was trained on), and for an nnU-Net-format ResEnc network with random weights the share of
+time spent in the network's forward passes (the rest is preprocessing, prompt encoding, stitching,
+back-mapping). Each segmenter runs in its own process so peak memory figures are separate.
 """
 
 from __future__ import annotations
@@ -54,7 +56,28 @@ def prompts_of(c, kind: str) -> list[Prompt]:
 def run_classical(args) -> dict:
     from lesionlocator.segment.classical import ClassicalSegmenter
 
-    out = {"segmenter": "classical"}
+    return score_segmenter(args, "classical", ClassicalSegmenter)
+
+
+def run_bundled(args) -> dict:
+    import torch
+
+    from lesionlocator.segment.nnunet import NnUNetSegmenter
+
+    torch.set_num_threads(args.threads)
+    folder = REPO / "models" / "lesionlocator_small"
+    out = {}
+    for mirroring in (False, True):
+        name = f"bundled {folder.name}, mirroring {'on' if mirroring else 'off'}, {args.threads} thread(s)"
+        segmenter = NnUNetSegmenter(folder, device="cpu", mirroring=mirroring)
+        out[name] = score_segmenter(args, name, lambda segmenter=segmenter: segmenter)
+    out["peak_rss_mb"] = round(peak_mb())
+    return out
+
+
+def score_segmenter(args, name: str, factory) -> dict:
+    """Dice per prompt kind and seconds per lesion of ``factory()`` on simulated lesions in the real CT."""
+    out = {"segmenter": name}
     for contrast, tag in (((40.0, 90.0), ""), ((20.0, 40.0), "_low_contrast")):
         dices = {"box": [], "point": [], "mask": []}
         seconds, lesions = 0.0, 0
@@ -62,7 +85,7 @@ def run_classical(args) -> dict:
             image = sitk.ReadImage(str(REPO / "data" / "real" / "example_ct.nii.gz"))
             c = insert_lesions(image, n_lesions=args.lesions, seed=seed, contrast_hu=contrast)
             for kind in dices:
-                segmenter = ClassicalSegmenter()
+                segmenter = factory()
                 t0 = time.perf_counter()
                 result = segmenter.segment(c.image, prompts_of(c, kind))
                 seconds += time.perf_counter() - t0
@@ -112,19 +135,19 @@ def run_nnunet(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segmenter", choices=["classical", "nnunet", "both"], default="both")
+    parser.add_argument("--segmenter", choices=["classical", "bundled", "nnunet", "all"], default="all")
     parser.add_argument("--lesions", type=int, default=8, help="simulated lesions per scan")
     parser.add_argument("--scans", type=int, default=2, help="simulated scans (classical)")
     parser.add_argument("--patch", type=int, default=64, help="patch edge of the random nnU-Net")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
-    if args.segmenter == "both":
-        for name in ("classical", "nnunet"):
+    if args.segmenter == "all":
+        for name in ("classical", "bundled", "nnunet"):
             argv = [sys.executable, __file__, "--segmenter", name, "--lesions", str(args.lesions),
                     "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads)]
             subprocess.run(argv, check=True)
         return
-    result = run_classical(args) if args.segmenter == "classical" else run_nnunet(args)
+    result = {"classical": run_classical, "bundled": run_bundled, "nnunet": run_nnunet}[args.segmenter](args)
     print(json.dumps(result, indent=2))
 
 

@@ -12,8 +12,8 @@ nnU-Net's own. What differs:
 * with ``augmentation="light"`` nnU-Net's intensity degradations (Gaussian noise, Gaussian blur,
   simulated low resolution, gamma) are left out of its training transforms; spatial transforms,
   mirroring, brightness and contrast stay. At 3 mm a small lesion differs from its surroundings by a
-  few tenths of a standard deviation: the degradations erase it in a good share of the patches and
-  teach the network to copy the prompt instead of reading the image.
+  few tenths of a standard deviation: the degradations erase it in a good share of the patches, where
+  only the prompt is left to learn from.
 
 The saved ``trainer_name`` is this class's name; :func:`build_network_architecture` is a static
 method, so an engine that finds this class (``lesionlocator.train.trainer``) rebuilds the network

@@ -1,0 +1,66 @@
+"""The bundled default model: it is what the default config segments with, and its card's scores reproduce."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from lesionlocator.config import BUNDLED_MODEL, REPO_ROOT, validate_config
+from lesionlocator.segment.api import Prompt
+from lesionlocator.segment.nnunet import NnUNetSegmenter
+from lesionlocator.segment.session import build_segmenter
+from lesionlocator.segment.simulate import dice, insert_lesions
+
+SCORES = BUNDLED_MODEL / "heldout_scores.tsv"
+
+
+def test_bundled_model_is_a_small_nnunet_folder():
+    sidecar = json.loads((BUNDLED_MODEL / "lesionlocator.json").read_text())
+    assert sidecar["trainer_name"] == "nnUNetTrainerLesionLocator"
+    size = sum(p.stat().st_size for p in BUNDLED_MODEL.rglob("*") if p.is_file())
+    assert size <= 20 * 2**20
+    assert (BUNDLED_MODEL / "MODEL_CARD.md").is_file() and SCORES.is_file()
+
+
+def test_nnunet_without_checkpoint_segments_with_the_bundled_model():
+    segment = validate_config({"segment": {"segmenter": "nnunet", "device": "cpu"}}).segment
+    assert segment.checkpoint is None and segment.model_folder == BUNDLED_MODEL
+    segmenter = build_segmenter(segment)
+    assert isinstance(segmenter, NnUNetSegmenter)
+
+    # A lesion model other than the one it was trained on, in the real CT (HU), oblique geometry kept.
+    case = insert_lesions(sitk.ReadImage(str(REPO_ROOT / "data" / "real" / "example_ct.nii.gz")), n_lesions=3, seed=4)
+    prompts = [Prompt(i, "box", box=b) for i, b in case.boxes.items()]
+    result = segmenter.segment(case.image, prompts)
+    scores = [dice(result.labels == i, case.labels == i) for i in case.boxes]
+    assert np.mean(scores) > 0.7 and min(scores) > 0.5, scores
+
+
+def test_missing_bundled_model_is_a_clear_config_error(monkeypatch, tmp_path):
+    import lesionlocator.config as config
+
+    monkeypatch.setattr(config, "BUNDLED_MODEL", tmp_path / "gone")
+    with pytest.raises(config.ConfigError, match="bundled model is missing"):
+        config.validate_config({"segment": {"segmenter": "nnunet"}})
+    assert config.validate_config({"segment": {"segmenter": "classical"}}).segment.model_folder is None
+
+
+@pytest.mark.slow
+def test_model_card_scores_reproduce(tmp_path):
+    """``evaluate-model`` on the regenerated held-out cohort gives the card's table (deterministic on CPU)."""
+    from lesionlocator.train.data import generate_dataset
+    from lesionlocator.train.evaluate import evaluate_models
+
+    card = pd.read_csv(SCORES, sep="\t")
+    (dataset,) = generate_dataset(2003, 16, 1, tmp_path / "cohort", tmp_path, 820, "SynthHeldout")
+    summary = evaluate_models([dataset], None, tmp_path / "eval.parquet", seed=0,
+                              models={"lesionlocator_small": BUNDLED_MODEL})
+    merged = card.merge(summary, on=["cohort", "modality", "segmenter"], suffixes=("_card", ""))
+    assert len(merged) == len(card) == 4
+    for kind in ("point", "box", "mask"):
+        np.testing.assert_allclose(merged[kind], merged[f"{kind}_card"], atol=0.005, err_msg=kind)
+    assert (merged["lesions"] == merged["lesions_card"]).all()
