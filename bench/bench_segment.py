@@ -62,10 +62,11 @@ def run_classical(args) -> dict:
 def run_bundled(args) -> dict:
     import torch
 
+    from lesionlocator.config import BUNDLED_MODEL
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
     torch.set_num_threads(args.threads)
-    folder = REPO / "models" / "lesionlocator_small"
+    folder = BUNDLED_MODEL
     out = {}
     for mirroring in (False, True):
         name = f"bundled {folder.name}, mirroring {'on' if mirroring else 'off'}, {args.threads} thread(s)"

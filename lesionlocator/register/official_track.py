@@ -45,8 +45,8 @@ from lesionlocator.errors import InputError
 from lesionlocator.segment.model import (
     LoadedModel,
     _check_architecture,
-    build_fold_networks,
     _read_json,
+    build_fold_networks,
     find_folds,
     load_checkpoint,
 )

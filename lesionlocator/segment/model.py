@@ -126,6 +126,9 @@ def _check_architecture(arch: dict, source: Path) -> None:
             raise InputError(source, f"architecture option {key}={value!r} is not a torch.nn class (refused)")
 
 
+MODEL_SIDECAR = "lesionlocator.json"  # written by `lesionlocator train` next to plans.json: settings, trainer
+
+
 @dataclass
 class LoadedModel:
     """One trained-model folder, loaded: one network per fold (on CPU until moved)."""
@@ -238,7 +241,7 @@ def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoin
         "loaded %s (%s, folds %s, trainer %s, patch %s)",
         folder, configuration, list(folds), first.get("trainer_name"), list(configuration_manager.patch_size),
     )
-    sidecar_path = folder / "lesionlocator.json"
+    sidecar_path = folder / MODEL_SIDECAR
     sidecar = _read_json(sidecar_path) if sidecar_path.is_file() else {}
     point_radius = (sidecar.get("settings") or {}).get("point_radius")
     return LoadedModel(

@@ -36,9 +36,7 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
         )
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
-    folder = config.model_folder
-    if not folder.is_dir():
-        raise InputError(folder, "segment.checkpoint: model folder not found")
+    folder = config.model_folder  # a missing folder: the config and NnUNetSegmenter both say so
     segmenter_class = NnUNetSegmenter
     from lesionlocator.register.official_track import TrackUNetSegmenter, is_track_checkpoint
 

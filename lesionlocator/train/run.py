@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from lesionlocator.errors import InputError
+from lesionlocator.segment.model import MODEL_SIDECAR
 from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ PLANNERS = {
     "resenc_l": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
 }
 _DATASET_NAME = re.compile(r"^Dataset(\d{3})_[A-Za-z0-9_\-]+$")
-MODEL_SIDECAR = "lesionlocator.json"
 NORMALIZATION_SCHEMES = {"body": SCHEME_NAME, "zscore": "ZScoreNormalization"}
 
 

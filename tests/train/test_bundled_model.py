@@ -1,4 +1,4 @@
-"""The bundled default model: it is what the default config segments with, and its card's scores reproduce."""
+"""The bundled model: segmenter nnunet without a checkpoint uses it, and its card's scores reproduce."""
 
 from __future__ import annotations
 
