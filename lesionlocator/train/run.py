@@ -171,8 +171,11 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
     """Train a promptable model on an nnU-Net raw ``dataset``; returns the exported model folder.
 
     ``settings`` is a :class:`lesionlocator.config.TrainConfig`. With ``settings.resume`` the run
-    continues from the run folder's latest checkpoint (nnU-Net's ``--c``): a finished run is only
-    re-exported, an interrupted one goes on from its last saved epoch.
+    continues from the run folder's checkpoint (nnU-Net's ``--c``; ``checkpoint_final.pth``, else
+    ``checkpoint_latest.pth``): an interrupted run goes on from its last saved epoch; a finished
+    run that reached its configured epochs is only re-exported, one that a time budget stopped
+    earlier goes on towards them (its poly learning rate restarts from where that epoch falls on
+    the longer schedule).
     """
     from lesionlocator.train.trainer import nnUNetTrainerLesionLocator
 
