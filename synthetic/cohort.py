@@ -52,6 +52,7 @@ GENERATOR_NAME = "lesionlocator-synthetic"
 MIN_VISIBLE_DIAMETER_MM = 5.0
 MAX_SCALE = 2.5
 PLANNING_SPACING_MM = 3.0
+PATIENT_DRAWS = 10  # draws of a patient before its lesions are declared not to fit (plan_patient)
 SITE_DEPTH = {"lung": 0.9, "body": 0.5}  # fraction of the radius the centre lies inside its site
 ORGAN_DEPTH = 0.7
 
@@ -253,8 +254,27 @@ def _session_geometry(source: Geometry, config: SyntheticConfig, rng: np.random.
 def plan_patient(
     patient_index: int, spec: SourceSpec, source: SourceScan, config: SyntheticConfig, room: _Room
 ) -> PatientPlan:
-    """Draw everything random for one patient (lesions, trajectories, sessions)."""
-    seq = np.random.SeedSequence(entropy=config.seed, spawn_key=(patient_index,))
+    """Draw everything random for one patient (lesions, trajectories, sessions).
+
+    A draw whose lesions do not all fit the source (large lesions in a thin scan) is redrawn from
+    the patient's next random stream, up to ``PATIENT_DRAWS`` times. The first stream is the
+    patient's own, so a cohort whose draws all fit is the same as without redraws."""
+    failure = ""
+    for attempt in range(PATIENT_DRAWS):
+        plan, failure = _draw_patient(patient_index, attempt, spec, source, config, room)
+        if plan is not None:
+            if attempt:
+                log.info("synthetic %s: redrawn %d time(s), lesions did not fit %s", plan.patient, attempt, source.name)
+            return plan
+    raise ConfigError(f"{failure} (in {PATIENT_DRAWS} draws)")
+
+
+def _draw_patient(
+    patient_index: int, attempt: int, spec: SourceSpec, source: SourceScan, config: SyntheticConfig, room: _Room
+) -> tuple[PatientPlan | None, str]:
+    """One draw of a patient from stream ``attempt`` (0: the patient's own); (None, why) if a lesion finds no room."""
+    key = (patient_index,) if attempt == 0 else (patient_index, attempt)
+    seq = np.random.SeedSequence(entropy=config.seed, spawn_key=key)
     rng = np.random.default_rng(seq)
     patient = f"P{patient_index + 1:03d}"
     lesions: list[LesionPlan] = []
@@ -291,7 +311,7 @@ def plan_patient(
     for lesion in to_place:
         if not _place(lesion, room, placed, config, rng, source, _weighted_order(config.site_weights, rng)):
             what = "baseline" if lesion.first_session == 0 else f"new (session {lesion.first_session + 1})"
-            raise ConfigError(
+            return None, (
                 f"synthetic.lesions_per_patient / synthetic.diameter_mm: cannot place {what} lesion {lesion.lesion_id} "
                 f"of patient {patient} (diameter {2 * lesion.shape.radius:.0f} mm, up to {2 * lesion.footprint:.0f} mm "
                 f"over the sessions) in source {source.name}: no room left inside the body and its sites with "
@@ -322,7 +342,7 @@ def plan_patient(
             session.noise_sd = config.mr_noise * p99 * float(rng.uniform(0.7, 1.3))
         sessions.append(session)
     lesions.sort(key=lambda les: les.lesion_id)
-    return PatientPlan(patient, spec, int(seq.generate_state(1)[0]), lesions, sessions)
+    return PatientPlan(patient, spec, int(seq.generate_state(1)[0]), lesions, sessions), ""
 
 
 # ----------------------------------------------------------------------------------------------

@@ -143,3 +143,24 @@ def test_existing_foreign_output_folder_is_not_replaced(tmp_path):
     with pytest.raises(InputError, match="not a synthetic cohort"):
         generate_cohort(phantom_config(n_patients=1), out)
     assert (out / "data.txt").read_text() == "keep me"
+
+
+def test_a_patient_whose_lesions_do_not_fit_is_redrawn_and_the_others_are_unchanged():
+    from lesionlocator.config import REPO_ROOT
+    from synthetic.cohort import _draw_patient, _Room, plan_patient
+    from synthetic.sources import expand_sources
+
+    # Seed 1002 on the thin real MR (20 slices, 60 mm): P039's own draw has a 38 mm lesion that
+    # grows to 54 mm, with no room for it; P038's fits.
+    config = SyntheticConfig(seed=1002, sources=[f"mr:{REPO_ROOT / 'data/real/example_mr_sm.nii.gz'}"], organ_labels={})
+    spec = expand_sources(config)[0]
+    source = load_source(spec, config, np.random.default_rng(0))
+    room = _Room(source)
+    own, why = _draw_patient(38, 0, spec, source, config, room)
+    assert own is None and "P039" in why and "no room" in why
+    redrawn = plan_patient(38, spec, source, config, room)
+    second, _ = _draw_patient(38, 1, spec, source, config, room)
+    assert redrawn.patient == "P039" and redrawn.source_seed == second.source_seed
+    assert [les.shape.radius for les in redrawn.lesions] == [les.shape.radius for les in second.lesions]
+    fits, _ = _draw_patient(37, 0, spec, source, config, room)
+    assert plan_patient(37, spec, source, config, room).source_seed == fits.source_seed
