@@ -420,6 +420,12 @@ class TrainConfig(StrictModel):
     num_threads: int | None = Field(None, ge=1, description="Torch CPU threads (null: torch's default).")
     data_workers: int = Field(1, ge=1, description="nnU-Net data-augmentation worker processes (nnUNet_n_proc_DA).")
     resume: bool = Field(False, description="Continue the run in output_dir from its latest checkpoint (nnU-Net's --c).")
+    init_from: Path | None = Field(
+        None, description="Fine-tune a trained-model folder (such as models/lesionlocator_small): its plans "
+        "preprocess the dataset (spacing, patch, network and normalisation; the settings above for them are "
+        "ignored) and all its weights start the run, with a fresh optimiser and poly schedule (give a lower "
+        "initial_lr). Like nnU-Net's plan transfer with -pretrained_weights.",
+    )
 
     @model_validator(mode="after")
     def _valid_train(self) -> "TrainConfig":

@@ -45,7 +45,7 @@ from lesionlocator.errors import InputError
 from lesionlocator.segment.model import (
     LoadedModel,
     _check_architecture,
-    _read_json,
+    read_model_json,
     build_fold_networks,
     find_folds,
     load_checkpoint,
@@ -146,7 +146,7 @@ def nnunet_normalizer(folder: Path, configuration: str) -> Callable[[np.ndarray]
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    plans_manager = PlansManager(_read_json(folder / "plans.json"))
+    plans_manager = PlansManager(read_model_json(folder / "plans.json"))
     if configuration not in plans_manager.available_configurations:
         raise InputError(folder / "plans.json", f"configuration {configuration!r} (from the checkpoint) not in the plans")
     cm = plans_manager.get_configuration(configuration)
@@ -203,8 +203,8 @@ def load_track_unet(
 
     checkpoint = checkpoint or read_track_checkpoint(folder, folds, checkpoint_name)
     folder = checkpoint.folder
-    plans = _read_json(folder / "plans.json")
-    dataset_json = _read_json(folder / "dataset.json")
+    plans = read_model_json(folder / "plans.json")
+    dataset_json = read_model_json(folder / "dataset.json")
     plans_manager = PlansManager(plans)
     if checkpoint.configuration not in plans.get("configurations", {}):
         raise InputError(folder / "plans.json", f"configuration {checkpoint.configuration!r} (from the checkpoint) not in the plans")

@@ -65,7 +65,8 @@ def load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def _read_json(path: Path) -> dict:
+def read_model_json(path: Path) -> dict:
+    """A trained-model folder's plans.json or dataset.json; :class:`InputError` when missing or not JSON."""
     if not path.is_file():
         raise InputError(path, "file not found (an nnU-Net trained-model folder needs plans.json and dataset.json)")
     try:
@@ -188,8 +189,8 @@ def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoin
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     folder = Path(folder)
-    plans = _read_json(folder / "plans.json")
-    dataset_json = _read_json(folder / "dataset.json")
+    plans = read_model_json(folder / "plans.json")
+    dataset_json = read_model_json(folder / "dataset.json")
     channels = dataset_json.get("channel_names", dataset_json.get("modality"))
     if not isinstance(channels, dict) or not channels:
         raise InputError(folder / "dataset.json", "no channel_names")
@@ -242,7 +243,7 @@ def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoin
         folder, configuration, list(folds), first.get("trainer_name"), list(configuration_manager.patch_size),
     )
     sidecar_path = folder / MODEL_SIDECAR
-    sidecar = _read_json(sidecar_path) if sidecar_path.is_file() else {}
+    sidecar = read_model_json(sidecar_path) if sidecar_path.is_file() else {}
     point_radius = (sidecar.get("settings") or {}).get("point_radius")
     return LoadedModel(
         point_radius=float(point_radius) if point_radius else None,

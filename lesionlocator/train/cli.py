@@ -15,7 +15,7 @@ def _train_settings(args: argparse.Namespace):
     base = load_config(args.configfile).train if args.configfile else validate_config({}).train
     overrides = {}
     for key in ("dataset", "output_dir", "architecture", "epochs", "iterations_per_epoch", "seed", "device",
-                "num_threads", "batch_size", "normalization", "time_limit_minutes"):
+                "num_threads", "batch_size", "normalization", "time_limit_minutes", "init_from", "initial_lr"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -83,6 +83,9 @@ def add_cli(subparsers) -> None:
     train.add_argument("--device", choices=["auto", "cpu", "cuda"])
     train.add_argument("--num-threads", dest="num_threads", type=int)
     train.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    train.add_argument("--init-from", dest="init_from", metavar="MODEL_FOLDER",
+                       help="fine-tune: start from this trained-model folder's plans and weights")
+    train.add_argument("--initial-lr", dest="initial_lr", type=float, help="initial learning rate (poly schedule)")
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser(

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from lesionlocator.errors import InputError
-from lesionlocator.segment.model import MODEL_SIDECAR
+from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,55 @@ def _plan_and_preprocess(settings, dataset_id: int, plans_path: Path, workers: i
                        show_progress_bar=False)
 
 
+@dataclass
+class InitialModel:
+    """A trained-model folder that starts a fine-tuning run: its plans and one fold's network weights."""
+
+    folder: Path
+    plans: dict
+    checkpoint: Path
+    weights: dict
+
+
+def read_initial_model(folder: Path, fold: int | str, dataset_meta: dict, dataset: Path) -> InitialModel:
+    """Check that the trained-model ``folder`` can start a run on ``dataset`` (same image channels and
+    labels) and read its plans and weights (fold ``fold`` if it has it, else its first fold)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(folder, "train.init_from: trained-model folder not found")
+    plans = read_model_json(folder / "plans.json")
+    model_meta = read_model_json(folder / "dataset.json")
+    if CONFIGURATION not in plans.get("configurations", {}):
+        raise InputError(folder / "plans.json", f"no {CONFIGURATION} configuration to fine-tune")
+    for key in ("channel_names", "labels"):
+        if len(model_meta.get(key, {})) != len(dataset_meta.get(key, {})):
+            raise InputError(dataset / "dataset.json", f"{key} {dataset_meta.get(key)} do not match the "
+                             f"initial model's {model_meta.get(key)} ({folder / 'dataset.json'})")
+    folds = find_folds(folder, "checkpoint_final.pth")
+    if not folds:
+        raise InputError(folder, "no fold_*/checkpoint_final.pth to start from")
+    chosen = fold if fold in folds else folds[0]
+    checkpoint = folder / f"fold_{chosen}" / "checkpoint_final.pth"
+    return InitialModel(folder, plans, checkpoint, load_checkpoint(checkpoint)["network_weights"])
+
+
+def _transfer_plans(initial: InitialModel, dataset_id: int, dataset_name: str, plans_path: Path, workers: int) -> None:
+    """Preprocess with the initial model's plans (spacing, patch, network, normalisation), as nnU-Net's
+    plan transfer does, so that its weights fit and see images prepared as in its own training."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess_dataset
+
+    extract_fingerprints([dataset_id], num_processes=workers, check_dataset_integrity=True, verbose=False,
+                         show_progress_bar=False)
+    shutil.copyfile(Path(os.environ["nnUNet_raw"]) / dataset_name / "dataset.json", plans_path.parent / "dataset.json")
+    plans = {**initial.plans, "dataset_name": dataset_name}
+    plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
+    plans_path.write_text(json.dumps(plans, indent=2))
+    log.info("plans of %s (patch %s, features %s)", initial.folder, plans["configurations"][CONFIGURATION]["patch_size"],
+             plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"].get("features_per_stage"))
+    preprocess_dataset(dataset_id, plans["plans_name"], configurations=(CONFIGURATION,), num_processes=(workers,),
+                       show_progress_bar=False)
+
+
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -175,17 +225,19 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
     ``checkpoint_latest.pth``): an interrupted run goes on from its last saved epoch; a finished
     run that reached its configured epochs is only re-exported, one that a time budget stopped
     earlier goes on towards them (its poly learning rate restarts from where that epoch falls on
-    the longer schedule).
+    the longer schedule). With ``settings.init_from`` (a trained-model folder) the run fine-tunes
+    that model: the dataset is preprocessed with its plans and training starts from its weights.
     """
     from lesionlocator.train.trainer import nnUNetTrainerLesionLocator
 
     dataset = Path(dataset).resolve()
     run_dir = Path(run_dir).resolve()
-    dataset_id, dataset_name, _ = check_dataset(dataset)
+    dataset_id, dataset_name, meta = check_dataset(dataset)
     device = _resolve_device(settings.device)
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
-    planner, plans_name = PLANNERS[settings.architecture]
+    initial = read_initial_model(settings.init_from, settings.fold, meta, dataset) if settings.init_from else None
+    plans_name = initial.plans["plans_name"] if initial else PLANNERS[settings.architecture][1]
     started = time.perf_counter()
     with nnunet_paths(run_dir, settings.data_workers) as paths:
         link = paths["nnUNet_raw"] / dataset_name
@@ -200,7 +252,10 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
         if not (settings.resume and ready):
             if pre.exists():
                 shutil.rmtree(pre)
-            _plan_and_preprocess(settings, dataset_id, plans_path, settings.data_workers)
+            if initial:
+                _transfer_plans(initial, dataset_id, dataset_name, plans_path, settings.data_workers)
+            else:
+                _plan_and_preprocess(settings, dataset_id, plans_path, settings.data_workers)
         plans = json.loads(plans_path.read_text())
         dataset_json = json.loads((pre / "dataset.json").read_text())
         fold = settings.fold if settings.fold == "all" else int(settings.fold)
@@ -218,12 +273,17 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
             time_limit_s=settings.time_limit_minutes * 60 if settings.time_limit_minutes else None,
         )
         _seed_everything(settings.seed)
+        resumed = False
         if settings.resume:
             for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth"):
                 if (out / name).is_file():
                     log.info("resuming from %s", out / name)
                     trainer.load_checkpoint(str(out / name))
+                    resumed = True
                     break
+        if initial and not resumed:
+            log.info("starting from the weights of %s", initial.checkpoint)
+            trainer.load_initial_weights(initial.weights, initial.checkpoint)
         trainer.run_training()
         seconds = time.perf_counter() - started
         model_dir = export_model(Path(trainer.output_folder_base), run_dir / "model", settings, seconds)

@@ -141,6 +141,20 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
         data = torch.cat([data, torch.from_numpy(prompt).to(data.dtype)], dim=1)
         return {**batch, "data": data, "target": new_targets if isinstance(target, list) else new_targets[0]}
 
+    def load_initial_weights(self, weights: Mapping[str, torch.Tensor], source) -> None:
+        """Start from another run's network weights, every layer (fine-tuning on the same task; the
+        optimiser, epoch count and logs start afresh). :class:`InputError` names ``source`` when they do not fit."""
+        from lesionlocator.errors import InputError
+
+        if not self.was_initialized:
+            self.initialize()
+        network = self.network.module if self.is_ddp else self.network
+        network = getattr(network, "_orig_mod", network)  # torch.compile wrapper (GPU)
+        try:
+            network.load_state_dict(weights)
+        except RuntimeError as err:
+            raise InputError(source, f"weights do not fit this run's network ({str(err).splitlines()[0][:200]})") from None
+
     def train_step(self, batch: dict) -> dict:
         return super().train_step(self.add_prompts(batch, self._rng))
 

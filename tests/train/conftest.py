@@ -13,16 +13,16 @@ SPACING = (1.5, 1.0, 2.0)  # x, y, z (mm)
 DIRECTION = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 
-def _image(array: np.ndarray) -> sitk.Image:
+def _image(array: np.ndarray, spacing=SPACING) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
-    image.SetSpacing(SPACING)
+    image.SetSpacing(spacing)
     image.SetDirection(DIRECTION)
     image.SetOrigin((-10.0, 5.0, 20.0))
     return image
 
 
 def make_raw_dataset(root: Path, n_cases: int = 3, shape=(24, 40, 36), seed: int = 0,
-                     name: str = "Dataset990_TinyLesions") -> Path:
+                     name: str = "Dataset990_TinyLesions", spacing=SPACING) -> Path:
     """An nnU-Net raw dataset with 2-3 bright ellipsoid lesions per case (labels 0/1)."""
     rng = np.random.default_rng(seed)
     folder = root / name
@@ -38,8 +38,8 @@ def make_raw_dataset(root: Path, n_cases: int = 3, shape=(24, 40, 36), seed: int
             inside = ((zz - c[0]) / r[0]) ** 2 + ((yy - c[1]) / r[1]) ** 2 + ((xx - c[2]) / r[2]) ** 2 <= 1
             label[inside] = 1
             image[inside] += 120
-        sitk.WriteImage(_image(image), str(folder / "imagesTr" / f"case{case:03d}_0000.nii.gz"))
-        sitk.WriteImage(_image(label), str(folder / "labelsTr" / f"case{case:03d}.nii.gz"))
+        sitk.WriteImage(_image(image, spacing), str(folder / "imagesTr" / f"case{case:03d}_0000.nii.gz"))
+        sitk.WriteImage(_image(label, spacing), str(folder / "labelsTr" / f"case{case:03d}.nii.gz"))
     meta = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "lesion": 1},
             "numTraining": n_cases, "file_ending": ".nii.gz"}
     (folder / "dataset.json").write_text(json.dumps(meta))

@@ -11,7 +11,8 @@ import torch
 
 from lesionlocator.cli import main
 from lesionlocator.errors import InputError
-from lesionlocator.train.run import check_dataset
+from lesionlocator.train.run import check_dataset, read_initial_model
+from tests.train.conftest import make_raw_dataset
 
 
 @pytest.mark.slow
@@ -49,6 +50,23 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
     resumed = torch.load(model / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert resumed["current_epoch"] == 2
 
+    # --init-from fine-tunes that model on another dataset (other spacing, fewer cases): the run takes
+    # the model's plans (the patch size given here is ignored) and starts from its weights, which a
+    # tiny learning rate leaves as they were.
+    other = make_raw_dataset(tmp_path / "raw2", n_cases=2, seed=1, name="Dataset992_MoreLesions", spacing=(1.0, 1.0, 3.0))
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--dataset", str(other), "-o", str(tuned), "--init-from", str(model), "--epochs", "1",
+                 "--iterations-per-epoch", "1", "--initial-lr", "1e-9", "--patch-size", "8", "8", "8",
+                 "--num-threads", "2", "--device", "cpu"]) == 0
+    tuned_plans = json.loads((tuned / "model" / "plans.json").read_text())
+    assert tuned_plans == {**plans, "dataset_name": "Dataset992_MoreLesions"}
+    start = resumed["network_weights"]
+    weights = torch.load(tuned / "model" / "fold_all" / "checkpoint_final.pth", map_location="cpu",
+                         weights_only=False)["network_weights"]
+    assert weights.keys() == start.keys()
+    assert all(torch.allclose(weights[k].float(), start[k].float(), atol=1e-5) for k in start)
+    assert json.loads((tuned / "model" / "lesionlocator.json").read_text())["settings"]["init_from"] == str(model)
+
 
 def test_dataset_checks_name_labels_and_cases(raw_dataset, tmp_path):
     assert check_dataset(raw_dataset)[:2] == (990, "Dataset990_TinyLesions")
@@ -70,3 +88,19 @@ def test_train_config_rejects_bad_settings():
                 {"features_base": 32, "features_max": 16}, {"architecture": "huge"}):
         with pytest.raises(ConfigError):
             validate_config({"train": bad})
+
+
+def test_init_from_checks_the_model_folder_before_any_work(raw_dataset, tmp_path):
+    meta = json.loads((raw_dataset / "dataset.json").read_text())
+    with pytest.raises(InputError, match="trained-model folder not found"):
+        read_initial_model(tmp_path / "nope", "all", meta, raw_dataset)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "plans.json").write_text(json.dumps({"plans_name": "nnUNetPlans", "configurations": {"3d_fullres": {}}}))
+    (folder / "dataset.json").write_text(json.dumps({**meta, "channel_names": {"0": "T1", "1": "T2"}}))
+    with pytest.raises(InputError, match="channel_names") as err:
+        read_initial_model(folder, "all", meta, raw_dataset)
+    assert str(raw_dataset / "dataset.json") in str(err.value)
+    (folder / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="no fold_"):
+        read_initial_model(folder, "all", meta, raw_dataset)
