@@ -3,7 +3,7 @@
 # their sessions in time order — without opening an image; patients are batched into shards.
 from pathlib import Path
 
-from lesionlocator.config import validate_config
+from lesionlocator.config import BUNDLED_MODEL, validate_config
 from lesionlocator.layout import ResultsLayout
 from lesionlocator.plan import cohort_has_groundtruth, cohort_plan
 from lesionlocator.shards import shard_patients
@@ -23,7 +23,10 @@ HAS_GROUNDTRUTH = (
 # A GPU is requested for a network on cuda, or on auto unless it is the CPU-sized bundled model.
 SEGMENT_GPU = int(
     CFG.segment.segmenter == "nnunet"
-    and (CFG.segment.device == "cuda" or (CFG.segment.device == "auto" and CFG.segment.checkpoint is not None))
+    and (
+        CFG.segment.device == "cuda"
+        or (CFG.segment.device == "auto" and CFG.segment.model_folder.resolve() != BUNDLED_MODEL.resolve())
+    )
 )
 REGISTER_GPU = 1 if CFG.register.backend != "simpleitk" and CFG.register.device in ("cuda", "auto") else 0
 
