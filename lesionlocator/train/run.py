@@ -126,40 +126,6 @@ def small_architecture(configuration: dict, patch_size: tuple[int, int, int], ba
     return new
 
 
-def _plan_and_preprocess(settings, dataset_id: int, plans_path: Path, workers: int) -> None:
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprints, plan_experiments, preprocess_dataset)
-
-    planner, plans_name = PLANNERS[settings.architecture]
-    extract_fingerprints([dataset_id], num_processes=workers, check_dataset_integrity=True, verbose=False,
-                         show_progress_bar=False)
-    plan_experiments([dataset_id], planner)
-    plans = json.loads(plans_path.read_text())
-    for name in list(plans["configurations"]):
-        if name != CONFIGURATION:
-            del plans["configurations"][name]
-    conf = plans["configurations"][CONFIGURATION]
-    if settings.normalization in NORMALIZATION_SCHEMES:
-        n_channels = len(conf["normalization_schemes"])
-        conf["normalization_schemes"] = [NORMALIZATION_SCHEMES[settings.normalization]] * n_channels
-        conf["use_mask_for_norm"] = [False] * n_channels
-        conf["preprocessor_name"] = PREPROCESSOR_NAME
-    if settings.architecture == "small":
-        conf = small_architecture(conf, tuple(settings.patch_size), settings.features_base,
-                                  settings.features_max, settings.batch_size)
-    else:
-        if settings.patch_size is not None:
-            log.warning("patch_size is only used by the small architecture; %s keeps the planner's", settings.architecture)
-        conf["batch_size"] = int(settings.batch_size) if settings.batch_size else conf["batch_size"]
-    plans["configurations"][CONFIGURATION] = conf
-    plans_path.write_text(json.dumps(plans, indent=2))
-    log.info("plans: patch %s, features %s, batch %s, normalisation %s", conf["patch_size"],
-             conf["architecture"]["arch_kwargs"]["features_per_stage"], conf["batch_size"],
-             conf["normalization_schemes"])
-    preprocess_dataset(dataset_id, plans_name, configurations=(CONFIGURATION,), num_processes=(workers,),
-                       show_progress_bar=False)
-
-
 @dataclass
 class InitialModel:
     """A trained-model folder that starts a fine-tuning run: its plans and one fold's network weights."""
@@ -192,21 +158,54 @@ def read_initial_model(folder: Path, fold: int | str, dataset_meta: dict, datase
     return InitialModel(folder, plans, checkpoint, load_checkpoint(checkpoint)["network_weights"])
 
 
-def _transfer_plans(initial: InitialModel, dataset_id: int, dataset_name: str, plans_path: Path, workers: int) -> None:
-    """Preprocess with the initial model's plans (spacing, patch, network, normalisation), as nnU-Net's
-    plan transfer does, so that its weights fit and see images prepared as in its own training."""
+def _plan_and_preprocess(settings, dataset_id: int, dataset_name: str, plans_path: Path, workers: int,
+                         initial: InitialModel | None = None) -> None:
+    """Fingerprint, plan and preprocess the dataset. Plans come from nnU-Net's planner adjusted by
+    ``settings``, or with ``initial`` from that model (nnU-Net's plan transfer), so that its weights
+    fit and see images prepared as in its own training."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess_dataset
 
     extract_fingerprints([dataset_id], num_processes=workers, check_dataset_integrity=True, verbose=False,
                          show_progress_bar=False)
-    shutil.copyfile(Path(os.environ["nnUNet_raw"]) / dataset_name / "dataset.json", plans_path.parent / "dataset.json")
-    plans = {**initial.plans, "dataset_name": dataset_name}
-    plans["configurations"] = {CONFIGURATION: plans["configurations"][CONFIGURATION]}
+    plans = _transferred_plans(initial, dataset_name, plans_path) if initial else _planned(settings, dataset_id, plans_path)
     plans_path.write_text(json.dumps(plans, indent=2))
-    log.info("plans of %s (patch %s, features %s)", initial.folder, plans["configurations"][CONFIGURATION]["patch_size"],
-             plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"].get("features_per_stage"))
+    conf = plans["configurations"][CONFIGURATION]
+    log.info("plans%s: patch %s, features %s, batch %s, normalisation %s", f" of {initial.folder}" if initial else "",
+             conf["patch_size"], conf["architecture"]["arch_kwargs"]["features_per_stage"], conf["batch_size"],
+             conf["normalization_schemes"])
     preprocess_dataset(dataset_id, plans["plans_name"], configurations=(CONFIGURATION,), num_processes=(workers,),
                        show_progress_bar=False)
+
+
+def _planned(settings, dataset_id: int, plans_path: Path) -> dict:
+    """nnU-Net's plans for the dataset (its planner writes ``plans_path``), reduced to 3d_fullres and
+    adjusted to ``settings`` (normalisation; small architecture or batch size)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments
+
+    plan_experiments([dataset_id], PLANNERS[settings.architecture][0])
+    plans = json.loads(plans_path.read_text())
+    conf = plans["configurations"][CONFIGURATION]
+    if settings.normalization in NORMALIZATION_SCHEMES:
+        n_channels = len(conf["normalization_schemes"])
+        conf["normalization_schemes"] = [NORMALIZATION_SCHEMES[settings.normalization]] * n_channels
+        conf["use_mask_for_norm"] = [False] * n_channels
+        conf["preprocessor_name"] = PREPROCESSOR_NAME
+    if settings.architecture == "small":
+        conf = small_architecture(conf, tuple(settings.patch_size), settings.features_base,
+                                  settings.features_max, settings.batch_size)
+    else:
+        if settings.patch_size is not None:
+            log.warning("patch_size is only used by the small architecture; %s keeps the planner's", settings.architecture)
+        conf["batch_size"] = int(settings.batch_size) if settings.batch_size else conf["batch_size"]
+    plans["configurations"] = {CONFIGURATION: conf}
+    return plans
+
+
+def _transferred_plans(initial: InitialModel, dataset_name: str, plans_path: Path) -> dict:
+    """The initial model's plans for this dataset; copies dataset.json beside them, as nnU-Net's planner does."""
+    shutil.copyfile(Path(os.environ["nnUNet_raw"]) / dataset_name / "dataset.json", plans_path.parent / "dataset.json")
+    return {**initial.plans, "dataset_name": dataset_name,
+            "configurations": {CONFIGURATION: initial.plans["configurations"][CONFIGURATION]}}
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -252,10 +251,7 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
         if not (settings.resume and ready):
             if pre.exists():
                 shutil.rmtree(pre)
-            if initial:
-                _transfer_plans(initial, dataset_id, dataset_name, plans_path, settings.data_workers)
-            else:
-                _plan_and_preprocess(settings, dataset_id, plans_path, settings.data_workers)
+            _plan_and_preprocess(settings, dataset_id, dataset_name, plans_path, settings.data_workers, initial)
         plans = json.loads(plans_path.read_text())
         dataset_json = json.loads((pre / "dataset.json").read_text())
         fold = settings.fold if settings.fold == "all" else int(settings.fold)
