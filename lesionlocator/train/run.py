@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from lesionlocator.aggregate import file_sha256
 from lesionlocator.errors import InputError
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
@@ -282,7 +283,8 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
             trainer.load_initial_weights(initial.weights, initial.checkpoint)
         trainer.run_training()
         seconds = time.perf_counter() - started
-        model_dir = export_model(Path(trainer.output_folder_base), run_dir / "model", settings, seconds)
+        model_dir = export_model(Path(trainer.output_folder_base), run_dir / "model", settings, seconds,
+                                 initial.checkpoint if initial and not resumed else None)
     log.info("trained in %.0f s -> %s", seconds, model_dir)
     return model_dir
 
@@ -292,12 +294,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def export_model(trained: Path, target: Path, settings, seconds: float) -> Path:
+def export_model(trained: Path, target: Path, settings, seconds: float,
+                 initial_checkpoint: Path | None = None) -> Path:
     """Copy a trained-model folder to ``target`` with slim checkpoints (no optimiser state).
 
     The result is a standard nnU-Net v2 trained-model folder (plans.json, dataset.json,
     fold_N/checkpoint_final.pth) plus ``lesionlocator.json`` naming the trainer module and the
-    prompt channel.
+    prompt channel. A fine-tuned model also records the checkpoint it started from with its SHA-256,
+    so its lineage can be checked after the starting folder has moved or gone.
     """
     staging = target.with_name(f".{target.name}.part")
     if staging.exists():
@@ -329,6 +333,8 @@ def export_model(trained: Path, target: Path, settings, seconds: float) -> Path:
         "training_seconds": round(seconds, 1),
         "torch": torch.__version__,
     }
+    if initial_checkpoint is not None:
+        sidecar["init_checkpoint"] = {"path": str(initial_checkpoint), "sha256": file_sha256(initial_checkpoint)}
     (staging / MODEL_SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     if target.exists():
         shutil.rmtree(target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -65,7 +66,12 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
                          weights_only=False)["network_weights"]
     assert weights.keys() == start.keys()
     assert all(torch.allclose(weights[k].float(), start[k].float(), atol=1e-5) for k in start)
-    assert json.loads((tuned / "model" / "lesionlocator.json").read_text())["settings"]["init_from"] == str(model)
+    sidecar = json.loads((tuned / "model" / "lesionlocator.json").read_text())
+    assert sidecar["settings"]["init_from"] == str(model)
+    started_from = model / "fold_all" / "checkpoint_final.pth"
+    assert sidecar["init_checkpoint"] == {"path": str(started_from),
+                                          "sha256": hashlib.sha256(started_from.read_bytes()).hexdigest()}
+    assert "init_checkpoint" not in json.loads((model / "lesionlocator.json").read_text())
 
 
 def test_dataset_checks_name_labels_and_cases(raw_dataset, tmp_path):
