@@ -209,6 +209,13 @@ class SegmentConfig(StrictModel):
         description="How a mask prompt enters the network: the mask itself, or its bounding box "
         "(for box-trained checkpoints).",
     )
+    box_margin_mm: float | None = Field(
+        0.0,
+        ge=0,
+        description="A box prompt bounds its lesion: the network's mask is cut to the box's voxels grown by "
+        "this margin (mm) on every side (the classical segmenter keeps to the box too); null keeps the "
+        "network's mask as it is, which may reach past the box.",
+    )
     mirroring: bool = Field(True, description="Mirroring test-time augmentation (up to 8 forward passes per patch).")
     step_size: float = Field(
         0.5, gt=0, le=1, description="Sliding-window step as a fraction of the patch size (lesions larger than a patch)."

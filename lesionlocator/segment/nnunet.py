@@ -6,7 +6,9 @@ encoded as the second input channel; when the prompt fits in a patch, one patch 
 predicted, otherwise sliding windows (Gaussian-weighted) over the prompt's extent only. Mirroring
 TTA and fold ensembling average logits. The foreground probability is mapped back onto the input
 voxel grid by linear interpolation (exactly inverting the resampling); voxels no patch covered are
-background.
+background. A box prompt bounds its lesion: the probability outside the box (grown by
+``box_margin_mm``; None keeps the network's output as it is) is set to zero, as the classical
+segmenter does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -136,6 +138,19 @@ def window(array: np.ndarray, start: np.ndarray, size: np.ndarray) -> np.ndarray
     return out
 
 
+def cut_to_box(pred: LesionPrediction, box, margin_vox) -> LesionPrediction:
+    """``pred`` with zero probability outside the voxel box ``box`` ((z, y, x) min and max voxel
+    centres, inclusive) grown by ``margin_vox`` voxels per axis (0.5: the box's own voxels)."""
+    lo = np.asarray(box[0], float) - margin_vox
+    hi = np.asarray(box[1], float) + margin_vox
+    inside = np.ones(pred.probability.shape, bool)
+    for axis, sl in enumerate(pred.slices):
+        index = np.arange(sl.start, sl.start + pred.probability.shape[axis])
+        keep = (index >= lo[axis] - 1e-6) & (index <= hi[axis] + 1e-6)
+        inside &= keep.reshape([-1 if a == axis else 1 for a in range(3)])
+    return replace(pred, probability=np.where(inside, pred.probability, 0.0).astype(np.float32))
+
+
 class NnUNetSegmenter:
     """A promptable nnU-Net v2 model (or the released point/box pair), loaded once, reused per scan."""
 
@@ -150,6 +165,7 @@ class NnUNetSegmenter:
         mirroring: bool = True,
         step_size: float = 0.5,
         cpu_threads: int | None = None,
+        box_margin_mm: float | None = 0.0,
     ):
         self.device = resolve_device(device)
         if cpu_threads:
@@ -171,6 +187,7 @@ class NnUNetSegmenter:
         self.mask_as_box = mask_prompt_encoding == "box"
         self.mirroring = bool(mirroring)
         self.step_size = float(step_size)
+        self.box_margin_mm = None if box_margin_mm is None else float(box_margin_mm)
         self._models: dict[Path, LoadedModel] = {}
         self.stats = InferenceStats()
         if "any" in self.folders:
@@ -288,6 +305,8 @@ class NnUNetSegmenter:
                 cache[model.folder] = preprocess(model, array, spacing_zyx)
                 self.stats.preprocess += time.perf_counter() - t0
             pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
+            if pred is not None and prompt.kind == "box" and self.box_margin_mm is not None:
+                pred = cut_to_box(pred, prompt.box, 0.5 + self.box_margin_mm / np.asarray(spacing_zyx))
             if pred is not None:
                 predictions.append(pred)
             self.stats.lesions += 1

@@ -52,6 +52,7 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
         mirroring=config.mirroring,
         step_size=config.step_size,
         cpu_threads=config.cpu_threads,
+        box_margin_mm=config.box_margin_mm,
     )
 
 

@@ -31,6 +31,19 @@ def _train_settings(args: argparse.Namespace):
         raise ConfigError(f"invalid train settings: {err}") from None
 
 
+def _box_margin(text: str) -> float | None:
+    """``--box-margin-mm``: a margin in mm (>= 0), or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a margin in mm (a number >= 0) or 'none'")
+    return value
+
+
 def run_train(args: argparse.Namespace) -> None:
     from lesionlocator.train.run import train_model
 
@@ -55,6 +68,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         [Path(p) for p in args.cohort], model=None, models=models,
         output=Path(args.output), seed=args.seed, max_lesions=args.max_lesions,
         classical=not args.no_classical, device=args.device, mirroring=args.mirroring,
+        box_margin_mm=args.box_margin_mm,
     )
     print(table.to_string(index=False))
 
@@ -104,6 +118,9 @@ def add_cli(subparsers) -> None:
     evaluate.add_argument("-o", "--output", required=True, help="per-lesion Dice table (Parquet)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the simulated prompts")
     evaluate.add_argument("--max-lesions", type=int, default=None, help="at most this many lesions per dataset")
+    evaluate.add_argument("--box-margin-mm", type=_box_margin, default=0.0, metavar="MM|none",
+                          help="cut the networks' masks for box prompts to the box grown by MM "
+                          "(segment.box_margin_mm; default 0); none: no cut")
     evaluate.add_argument("--no-classical", action="store_true", help="skip the classical segmenter")
     evaluate.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     evaluate.set_defaults(func=run_evaluate)

@@ -124,11 +124,11 @@ def classical_segmenter():
     return build_segmenter(SegmentConfig(segmenter="classical"))
 
 
-def model_segmenter(folder: Path, device: str = "cpu", mirroring: bool = False):
+def model_segmenter(folder: Path, device: str = "cpu", mirroring: bool = False, box_margin_mm: float | None = 0.0):
     """The engine's nnU-Net segmenter for a trained-model folder."""
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
-    return NnUNetSegmenter(Path(folder), device=device, mirroring=mirroring)
+    return NnUNetSegmenter(Path(folder), device=device, mirroring=mirroring, box_margin_mm=box_margin_mm)
 
 
 def evaluate_segmenters(
@@ -204,8 +204,11 @@ def evaluate_models(
     device: str = "cpu",
     models: Mapping[str, Path] | None = None,
     mirroring: bool = False,
+    box_margin_mm: float | None = 0.0,
 ) -> pd.DataFrame:
     """Score ``model`` (and ``models``, by name) and the classical segmenter; write per-lesion Dice.
+
+    ``box_margin_mm`` is the networks' box cut (``segment.box_margin_mm``; None: no cut).
 
     Writes ``output`` (Parquet, one row per lesion x segmenter x prompt) and ``<output>.summary.tsv``;
     returns the summary.
@@ -217,7 +220,7 @@ def evaluate_models(
     if model is not None:
         named.setdefault("model", model)
     for name, folder in named.items():
-        factories[name] = lambda folder=folder: model_segmenter(folder, device, mirroring)
+        factories[name] = lambda folder=folder: model_segmenter(folder, device, mirroring, box_margin_mm)
     if classical:
         factories["classical"] = classical_segmenter
     if not factories:

@@ -44,6 +44,31 @@ def test_box_prompt_comes_back_where_it_was(echo_segmenter, small_ct):
     assert same_geometry(Geometry.of(result.to_image(small_ct)), Geometry.of(small_ct))
 
 
+class Everywhere(torch.nn.Module):
+    """A stand-in network that calls every voxel of its patch foreground: a mask spilling past any box."""
+
+    def forward(self, x):
+        fg = torch.full_like(x[:, :1], 10.0)
+        return torch.cat([-fg, fg], dim=1)
+
+
+@pytest.mark.parametrize("margin_mm", [0.0, 5.0, None])
+def test_box_prompt_bounds_the_mask_by_its_margin(toy_model, small_ct, margin_mm):
+    segmenter = NnUNetSegmenter(toy_model, folds=[0], device="cpu", mirroring=False, box_margin_mm=margin_mm)
+    segmenter._model_for("box").networks = [Everywhere()]
+    box = ((10.0, 12.0, 15.0), (16.0, 20.0, 22.0))
+    mask = segmenter.segment(small_ct, [Prompt(5, "box", box=box)]).labels == 5
+    lo, hi = np.array(box[0], int), np.array(box[1], int)
+    where = np.argwhere(mask)
+    if margin_mm is None:  # the network's mask as it is: the whole patch, far past the box
+        assert np.all(where.min(0) < lo - 1) and np.all(where.max(0) > hi + 1)
+        return
+    spacing_zyx = np.array(small_ct.GetSpacing()[::-1])  # 3.1, 2.2, 1.7 mm
+    grown = np.floor(0.5 + margin_mm / spacing_zyx).astype(int)  # 0 voxels; for 5 mm: 2, 2, 3
+    assert where.min(0).tolist() == (lo - grown).tolist() and where.max(0).tolist() == (hi + grown).tolist()
+    assert mask.sum() == np.prod(hi - lo + 1 + 2 * grown)  # every voxel of the grown box, nothing else
+
+
 def test_mask_prompt_round_trip(echo_segmenter, small_ct):
     shape = sitk.GetArrayFromImage(small_ct).shape
     grid = np.indices(shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 
 from lesionlocator.segment.api import SegmentationResult
@@ -76,3 +77,15 @@ def test_modality_from_cases_json_then_case_name(raw_dataset):
     (raw_dataset / "labelsTr" / "case001.nii.gz").rename(raw_dataset / "labelsTr" / "mr_case001.nii.gz")
     (raw_dataset / "imagesTr" / "case001_0000.nii.gz").rename(raw_dataset / "imagesTr" / "mr_case001_0000.nii.gz")
     assert dict((c[0], c[3]) for c in dataset_cases(raw_dataset))["mr_case001"] == "MR"
+
+
+def test_box_margin_option(raw_dataset, tmp_path, capsys):
+    from lesionlocator.cli import main
+    from lesionlocator.train.cli import _box_margin
+
+    assert _box_margin("none") is None and _box_margin("2.5") == 2.5 and _box_margin("0") == 0.0
+    for bad in ("-1", "wide", "nan"):
+        with pytest.raises(SystemExit):
+            main(["evaluate-model", str(raw_dataset), "-o", str(tmp_path / "x.parquet"), "--box-margin-mm", bad])
+        assert "not a margin in mm" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
