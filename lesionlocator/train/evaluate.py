@@ -137,7 +137,9 @@ def evaluate_segmenters(
     seed: int = 0,
     max_lesions: int | None = None,
 ) -> pd.DataFrame:
-    """One row per cohort x case x lesion x segmenter x prompt type, with the lesion's Dice."""
+    """One row per cohort x case x lesion x segmenter x prompt type, with the lesion's Dice and the
+    segmented voxel count next to the true one (``predicted_voxels`` / ``voxels``: under- or
+    over-segmentation)."""
     rows = []
     built = {name: factory() for name, factory in segmenters.items()}
     for cohort in cohorts:
@@ -160,14 +162,17 @@ def evaluate_segmenters(
                 for name, segmenter in built.items():
                     result = segmenter.segment(image, prompts)
                     for lesion_id, mask, lesion_prompt in lesions:
+                        predicted = result.labels == lesion_id
                         rows.append({
                             "cohort": Path(cohort).name, "modality": modality, "case": case,
                             "lesion": int(lesion_id), "voxels": int(mask.sum()), "segmenter": name,
-                            "prompt": kind, "dice": round(dice(result.labels == lesion_id, mask), 6),
+                            "prompt": kind, "dice": round(dice(predicted, mask), 6),
                             "prompt_dice": _prompt_dice(lesion_prompt[kind], mask),
+                            "predicted_voxels": int(predicted.sum()),
                         })
             log.info("%s %s: %d lesion(s) scored", Path(cohort).name, case, len(lesions))
-    columns = ["cohort", "modality", "case", "lesion", "voxels", "segmenter", "prompt", "dice", "prompt_dice"]
+    columns = ["cohort", "modality", "case", "lesion", "voxels", "segmenter", "prompt", "dice", "prompt_dice",
+               "predicted_voxels"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -61,6 +61,11 @@ def test_dice_table_and_summary(raw_dataset):
     table = evaluate_segmenters([raw_dataset], {"oracle": lambda: OracleFromLabels(truths)}, seed=1)
     assert set(table.prompt) == {"point", "box", "mask"} and set(table.segmenter) == {"oracle"}
     assert (table[table.prompt == "point"].dice == 1.0).all()
+    points = table[table.prompt == "point"]
+    assert (points.predicted_voxels == points.voxels).all()  # the oracle's point answer is the lesion
+    # Dice can reach no higher than the two sizes allow.
+    bound = 2 * np.minimum(table.predicted_voxels, table.voxels) / (table.predicted_voxels + table.voxels)
+    assert (table.dice <= bound + 1e-6).all() and (table.predicted_voxels != table.voxels).any()
     assert table.dice.between(0, 1).all()
     summary = summarize(table)
     assert list(summary.columns[:3]) == ["cohort", "modality", "segmenter"]
