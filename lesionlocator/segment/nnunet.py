@@ -305,9 +305,9 @@ class NnUNetSegmenter:
                 cache[model.folder] = preprocess(model, array, spacing_zyx)
                 self.stats.preprocess += time.perf_counter() - t0
             pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
-            if pred is not None and prompt.kind == "box" and self.box_margin_mm is not None:
-                pred = cut_to_box(pred, prompt.box, 0.5 + self.box_margin_mm / np.asarray(spacing_zyx))
             if pred is not None:
+                if prompt.kind == "box" and self.box_margin_mm is not None:
+                    pred = cut_to_box(pred, prompt.box, 0.5 + self.box_margin_mm / np.asarray(spacing_zyx))
                 predictions.append(pred)
             self.stats.lesions += 1
             self.stats.by_lesion.append(time.perf_counter() - t_lesion)
