@@ -284,7 +284,7 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
         trainer.run_training()
         seconds = time.perf_counter() - started
         model_dir = export_model(Path(trainer.output_folder_base), run_dir / "model", settings, seconds,
-                                 initial.checkpoint if initial and not resumed else None)
+                                 initial.checkpoint if initial else None)
     log.info("trained in %.0f s -> %s", seconds, model_dir)
     return model_dir
 

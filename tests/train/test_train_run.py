@@ -73,6 +73,13 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
                                           "sha256": hashlib.sha256(started_from.read_bytes()).hexdigest()}
     assert "init_checkpoint" not in json.loads((model / "lesionlocator.json").read_text())
 
+    # Resuming the fine-tuning run keeps its lineage: the weights still came from that checkpoint.
+    assert main(["train", "--dataset", str(other), "-o", str(tuned), "--init-from", str(model), "--epochs", "2",
+                 "--iterations-per-epoch", "1", "--initial-lr", "1e-9", "--num-threads", "2", "--device", "cpu",
+                 "--resume"]) == 0
+    resumed_tuned = json.loads((tuned / "model" / "lesionlocator.json").read_text())
+    assert resumed_tuned["init_checkpoint"] == sidecar["init_checkpoint"]
+
 
 def test_dataset_checks_name_labels_and_cases(raw_dataset, tmp_path):
     assert check_dataset(raw_dataset)[:2] == (990, "Dataset990_TinyLesions")
