@@ -408,6 +408,15 @@ class TrainConfig(StrictModel):
         default_factory=lambda: {"point": 0.4, "box": 0.3, "mask": 0.3},
         description="Weight of each simulated prompt kind (normalised to probabilities).",
     )
+    box_noise: float = Field(
+        0.15, ge=0, description="Simulated box prompts: each face moves outwards by up to this fraction of the "
+        "lesion's extent (at least one voxel).",
+    )
+    box_shrink: float = Field(
+        0.0, ge=0, lt=0.5, description="Simulated box prompts: each face may also move inwards, by up to this "
+        "fraction of the lesion's extent (0: boxes always contain the lesion, so the network learns to expect it "
+        "inside the faces; > 0: a tight box is the middle of the noise, as drawn boxes and ground-truth boxes are).",
+    )
     point_radius: float = Field(
         2.0, gt=0, description="Radius (network voxels) of a point prompt's ball; recorded in the model's "
         "lesionlocator.json, which the segmentation engine follows (a ball as large as the lesion lets the "

@@ -15,7 +15,7 @@ def _train_settings(args: argparse.Namespace):
     base = load_config(args.configfile).train if args.configfile else validate_config({}).train
     overrides = {}
     for key in ("dataset", "output_dir", "architecture", "epochs", "iterations_per_epoch", "seed", "device",
-                "num_threads", "batch_size", "normalization", "time_limit_minutes", "init_from", "initial_lr"):
+                "num_threads", "batch_size", "normalization", "time_limit_minutes", "init_from", "initial_lr", "box_noise", "box_shrink"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -90,6 +90,10 @@ def add_cli(subparsers) -> None:
     train.add_argument("--epochs", type=int)
     train.add_argument("--iterations-per-epoch", dest="iterations_per_epoch", type=int)
     train.add_argument("--prompt-mix", help='JSON weights, e.g. \'{"point": 0.4, "box": 0.3, "mask": 0.3}\'')
+    train.add_argument("--box-noise", dest="box_noise", type=float,
+                       help="simulated boxes: faces move outwards by up to this fraction of the lesion's extent")
+    train.add_argument("--box-shrink", dest="box_shrink", type=float,
+                       help="simulated boxes: faces may move inwards by up to this fraction (0: never)")
     train.add_argument("--normalization", choices=["body", "zscore", "auto"])
     train.add_argument("--time-limit-minutes", dest="time_limit_minutes", type=float,
                        help="wall-clock budget; the epoch count shrinks to fit")

@@ -7,8 +7,11 @@ one kind is drawn for it:
 
 * ``point``: one voxel inside the lesion, drawn with probability proportional to the squared
   distance to the lesion border (clicks land near the middle, but not always at the centre);
-* ``box``: the lesion's bounding box with each face pushed outwards by a random 0..``box_noise``
-  fraction of the lesion's extent (so the box always contains the lesion);
+* ``box``: the lesion's bounding box with each face moved by a random whole number of voxels, up to
+  a ``box_noise`` fraction of the lesion's extent outwards (at least one voxel) and up to a
+  ``box_shrink`` fraction inwards (0, the default: the box always contains the lesion). Inward
+  noise keeps the tight box the middle of what the network sees, so that it learns to follow a
+  box's faces instead of expecting the lesion a voxel or two inside them;
 * ``mask``: the lesion dilated or eroded by 0-2 voxels, warped by a smooth random displacement of up
   to ``mask_warp`` voxels and shifted by up to ``mask_shift`` voxels, as a previous time point's mask
   propagated by an imperfect registration would be.
@@ -35,6 +38,7 @@ class SimulationParams:
     """Noise levels of the simulated prompts (voxels of the preprocessed patch)."""
 
     box_noise: float = 0.15
+    box_shrink: float = 0.0
     mask_morph: int = 2
     mask_warp: float = 1.5
     mask_shift: int = 2
@@ -94,15 +98,23 @@ def simulate_point(lesion: np.ndarray, rng: np.random.Generator) -> tuple[int, i
 
 
 def simulate_box(
-    lesion: np.ndarray, rng: np.random.Generator, noise: float = 0.15
+    lesion: np.ndarray, rng: np.random.Generator, noise: float = 0.15, shrink: float = 0.0
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """The bounding box of ``lesion`` with each face moved outwards at random (inclusive corners)."""
+    """The bounding box of ``lesion`` with each face moved at random (inclusive corners).
+
+    Each face moves outwards by up to ``max(1, ceil(noise * extent))`` voxels and, when ``shrink``
+    > 0, inwards by up to ``ceil(shrink * extent)`` voxels, never past the middle of the extent.
+    """
     lo, hi = _bbox(lesion)
     extent = hi - lo + 1
-    max_pad = np.maximum(1, np.ceil(noise * extent)).astype(int)
-    lo = np.maximum(0, lo - rng.integers(0, max_pad + 1))
-    hi = np.minimum(np.asarray(lesion.shape) - 1, hi + rng.integers(0, max_pad + 1))
-    return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
+    grow = np.maximum(1, np.ceil(noise * extent)).astype(int)
+    inward = np.ceil(shrink * extent).astype(int) if shrink > 0 else np.zeros(3, int)
+    new_lo = lo - rng.integers(-inward, grow + 1)
+    new_hi = hi + rng.integers(-inward, grow + 1)
+    # A face moving inwards stops at the middle of the lesion's extent, so the box keeps it.
+    new_lo = np.clip(new_lo, 0, (lo + hi) // 2)
+    new_hi = np.clip(new_hi, (lo + hi + 1) // 2, np.asarray(lesion.shape) - 1)
+    return tuple(int(v) for v in new_lo), tuple(int(v) for v in new_hi)
 
 
 def _warp(mask: np.ndarray, rng: np.random.Generator, amplitude: float) -> np.ndarray:
@@ -171,7 +183,7 @@ def simulate_prompt(
     if kind == "point":
         return SimulatedPrompt(kind, lesion, point=simulate_point(lesion, rng))
     if kind == "box":
-        return SimulatedPrompt(kind, lesion, box=simulate_box(lesion, rng, params.box_noise))
+        return SimulatedPrompt(kind, lesion, box=simulate_box(lesion, rng, params.box_noise, params.box_shrink))
     if kind == "mask":
         mask = simulate_mask(lesion, rng, params.mask_morph, params.mask_warp, params.mask_shift)
         return SimulatedPrompt(kind, lesion, mask=mask)

@@ -30,6 +30,37 @@ def test_box_contains_lesion(seed, two_lesions):
     assert grew, "box jitter never moved a face"
 
 
+def test_box_shrink_moves_faces_both_ways_within_bounds():
+    lesion = np.zeros((40, 40, 40), bool)
+    lesion[10:30, 12:22, 5:35] = True  # extents 20, 10, 30 (z, y, x)
+    lo0, hi0 = np.array([10, 12, 5]), np.array([29, 21, 34])
+    extent = hi0 - lo0 + 1
+    grow, inward = np.ceil(0.1 * extent), np.ceil(0.2 * extent)
+    moves = []
+    for i in range(200):
+        lo, hi = (np.asarray(c) for c in simulate_box(lesion, np.random.default_rng(i), noise=0.1, shrink=0.2))
+        out_lo, out_hi = lo0 - lo, hi - hi0  # > 0: the face moved outwards
+        for move in (out_lo, out_hi):
+            assert np.all(move <= grow) and np.all(move >= -inward)
+        moves.append(np.concatenate([out_lo, out_hi]))
+    moves = np.array(moves)
+    assert (moves < 0).any(axis=0).all() and (moves > 0).any(axis=0).all()  # every face went both ways
+    # The default (no shrink) keeps every box around the lesion: the case above is covered by
+    # test_box_contains_lesion; here, the same draws without shrink never cut the lesion.
+    for i in range(50):
+        lo, hi = simulate_box(lesion, np.random.default_rng(i), noise=0.1)
+        assert np.all(np.asarray(lo) <= lo0) and np.all(np.asarray(hi) >= hi0)
+
+
+def test_box_shrink_never_empties_a_small_box():
+    lesion = np.zeros((10, 10, 10), bool)
+    lesion[4:6, 4, 3:7] = True  # extents 2, 1, 4
+    for i in range(200):
+        lo, hi = simulate_box(lesion, np.random.default_rng(i), noise=0.0, shrink=0.49)
+        assert np.all(np.asarray(lo) <= np.asarray(hi))
+        assert lesion[tuple(slice(a, b + 1) for a, b in zip(lo, hi))].any()
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_mask_prompt_overlaps_lesion_but_differs(seed, two_lesions):
     lesion = choose_lesion(two_lesions(seed), np.random.default_rng(seed))
