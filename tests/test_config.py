@@ -74,3 +74,10 @@ def test_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(data))
     assert cfg.load_config(path).cohort.root == tmp_path
+
+
+@pytest.mark.parametrize("path", sorted(cfg.DEFAULT_CONFIG_PATH.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    """Every config under config/ (the training recipes the model card quotes) loads against the model."""
+    loaded = cfg.load_config(path)
+    assert isinstance(loaded, cfg.StudyConfig)
