@@ -68,7 +68,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         [Path(p) for p in args.cohort], model=None, models=models,
         output=Path(args.output), seed=args.seed, max_lesions=args.max_lesions,
         classical=not args.no_classical, device=args.device, mirroring=args.mirroring,
-        box_margin_mm=args.box_margin_mm,
+        box_margin_mm=args.box_margin_mm, box_grow=args.box_grow,
     )
     print(table.to_string(index=False))
 
@@ -125,6 +125,9 @@ def add_cli(subparsers) -> None:
     evaluate.add_argument("--box-margin-mm", type=_box_margin, default=0.0, metavar="MM|none",
                           help="cut the networks' masks for box prompts to the box grown by MM "
                           "(segment.box_margin_mm; default 0); none: no cut")
+    evaluate.add_argument("--box-grow", type=int, default=0, metavar="VOXELS",
+                          help="move every box prompt's faces this many voxels outwards (negative: inwards, at "
+                          "most to the lesion's middle); default 0, tight boxes")
     evaluate.add_argument("--no-classical", action="store_true", help="skip the classical segmenter")
     evaluate.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     evaluate.set_defaults(func=run_evaluate)

@@ -7,7 +7,9 @@ voxel frame (z, y, x):
 
 * ``point``: the lesion's most interior voxel (the engine's :func:`interior_point`, as a reader's
   click near the middle);
-* ``box``: the lesion's tight bounding box (inclusive voxel corners);
+* ``box``: the lesion's tight bounding box (inclusive voxel corners); ``box_grow`` moves every
+  face outwards (> 0) or inwards (< 0, never past the middle of the extent) by that many voxels, to
+  measure how a model responds to loose or tight boxes;
 * ``mask``: the lesion mask perturbed like a previous time point's mask propagated by a good
   registration (:data:`EVAL_MASK_NOISE`: dilated/eroded by up to 1 voxel, warped by up to 1
   voxel, shifted by up to 1 voxel; seeded). Training uses stronger noise (twice these levels).
@@ -93,8 +95,13 @@ def _case_modality(case: str) -> str | None:
     return match.group(1).upper() if match else None
 
 
-def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: SimulationParams = EVAL_MASK_NOISE):
-    """Per lesion: (id, mask, {"point": Prompt, "box": Prompt, "mask": Prompt}) in voxel frame (z, y, x)."""
+def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: SimulationParams = EVAL_MASK_NOISE,
+                   box_grow: int = 0):
+    """Per lesion: (id, mask, {"point": Prompt, "box": Prompt, "mask": Prompt}) in voxel frame (z, y, x).
+
+    The box is the tight bounding box with each face moved ``box_grow`` voxels outwards (clipped to
+    the image; a negative value moves faces inwards, at most to the middle of the extent).
+    """
     from lesionlocator.segment.api import Prompt
     from lesionlocator.segment.prompting import interior_point
 
@@ -105,7 +112,10 @@ def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: Simulat
         if not mask.any():
             continue
         where = np.argwhere(mask)
-        box = (tuple(map(float, where.min(0))), tuple(map(float, where.max(0))))
+        lo, hi = where.min(0), where.max(0)
+        box_lo = np.clip(lo - box_grow, 0, (lo + hi) // 2)
+        box_hi = np.clip(hi + box_grow, (lo + hi + 1) // 2, np.asarray(labels.shape) - 1)
+        box = (tuple(map(float, box_lo)), tuple(map(float, box_hi)))
         prompts = {
             "point": Prompt(lesion_id, "point", point=tuple(map(float, interior_point(mask)))),
             "box": Prompt(lesion_id, "box", box=box),
@@ -136,6 +146,7 @@ def evaluate_segmenters(
     segmenters: Mapping[str, Callable[[], object]],
     seed: int = 0,
     max_lesions: int | None = None,
+    box_grow: int = 0,
 ) -> pd.DataFrame:
     """One row per cohort x case x lesion x segmenter x prompt type, with the lesion's Dice and the
     segmented voxel count next to the true one (``predicted_voxels`` / ``voxels``: under- or
@@ -151,7 +162,7 @@ def evaluate_segmenters(
                 break
             image = read_image(image_path)
             labels = sitk.GetArrayFromImage(read_image(label_path))
-            lesions = lesion_prompts(labels, rng)
+            lesions = lesion_prompts(labels, rng, box_grow=box_grow)
             if max_lesions is not None:
                 lesions = lesions[: max_lesions - n_lesions]
             n_lesions += len(lesions)
@@ -210,10 +221,12 @@ def evaluate_models(
     models: Mapping[str, Path] | None = None,
     mirroring: bool = False,
     box_margin_mm: float | None = 0.0,
+    box_grow: int = 0,
 ) -> pd.DataFrame:
     """Score ``model`` (and ``models``, by name) and the classical segmenter; write per-lesion Dice.
 
-    ``box_margin_mm`` is the networks' box cut (``segment.box_margin_mm``; None: no cut).
+    ``box_margin_mm`` is the networks' box cut (``segment.box_margin_mm``; None: no cut);
+    ``box_grow`` moves the box prompts' faces (voxels; 0: tight boxes).
 
     Writes ``output`` (Parquet, one row per lesion x segmenter x prompt) and ``<output>.summary.tsv``;
     returns the summary.
@@ -230,7 +243,7 @@ def evaluate_models(
         factories["classical"] = classical_segmenter
     if not factories:
         raise InputError(output, "nothing to evaluate: give a model or keep the classical segmenter")
-    table = evaluate_segmenters(cohorts, factories, seed=seed, max_lesions=max_lesions)
+    table = evaluate_segmenters(cohorts, factories, seed=seed, max_lesions=max_lesions, box_grow=box_grow)
     write_parquet(pa.Table.from_pandas(table, preserve_index=False), output)
     summary = summarize(table)
     summary_path = Path(str(output) + ".summary.tsv")

@@ -51,6 +51,24 @@ def test_every_lesion_gets_three_prompts(raw_dataset):
         assert (prompts["mask"].mask & mask).any()
 
 
+def test_box_grow_moves_box_faces(raw_dataset):
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset_cases(raw_dataset)[0][2])))
+    tight = {i: p["box"].box for i, _, p in lesion_prompts(labels, np.random.default_rng(0))}
+    shape = np.asarray(labels.shape)
+    for grow in (2, -1, -50):
+        for lesion_id, mask, prompts in lesion_prompts(labels, np.random.default_rng(0), box_grow=grow):
+            lo, hi = (np.asarray(c) for c in prompts["box"].box)
+            t_lo, t_hi = (np.asarray(c) for c in tight[lesion_id])
+            assert np.all(lo <= hi)
+            if grow > 0:  # every face out by `grow` voxels, unless the image ends first
+                assert np.all(lo == np.maximum(t_lo - grow, 0)) and np.all(hi == np.minimum(t_hi + grow, shape - 1))
+            else:  # inside the tight box, never smaller than its middle voxel(s)
+                assert np.all(lo >= t_lo) and np.all(hi <= t_hi)
+                assert np.all(lo <= (t_lo + t_hi) // 2) and np.all(hi >= (t_lo + t_hi + 1) // 2)
+                if grow == -1:
+                    assert np.all(lo == np.minimum(t_lo + 1, (t_lo + t_hi) // 2))
+
+
 def test_dice_table_and_summary(raw_dataset):
     import cc3d
 
@@ -93,4 +111,7 @@ def test_box_margin_option(raw_dataset, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["evaluate-model", str(raw_dataset), "-o", str(tmp_path / "x.parquet"), "--box-margin-mm", bad])
         assert "not a margin in mm" in capsys.readouterr().err
+    assert not (tmp_path / "x.parquet").exists()
+    with pytest.raises(SystemExit):
+        main(["evaluate-model", str(raw_dataset), "-o", str(tmp_path / "x.parquet"), "--box-grow", "1.5"])
     assert not (tmp_path / "x.parquet").exists()
