@@ -15,7 +15,8 @@ def _train_settings(args: argparse.Namespace):
     base = load_config(args.configfile).train if args.configfile else validate_config({}).train
     overrides = {}
     for key in ("dataset", "output_dir", "architecture", "epochs", "iterations_per_epoch", "seed", "device",
-                "num_threads", "batch_size", "normalization", "time_limit_minutes", "init_from", "initial_lr", "box_noise", "box_shrink"):
+                "num_threads", "batch_size", "normalization", "time_limit_minutes", "init_from", "initial_lr",
+                "box_noise", "box_shrink"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value

@@ -39,7 +39,7 @@ import SimpleITK as sitk
 
 from lesionlocator.errors import InputError
 from lesionlocator.io import read_image, write_parquet
-from lesionlocator.train.simulate import SimulationParams, simulate_mask
+from lesionlocator.train.simulate import SimulationParams, move_box_faces, simulate_mask
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,7 @@ def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: Simulat
         if not mask.any():
             continue
         where = np.argwhere(mask)
-        lo, hi = where.min(0), where.max(0)
-        box_lo = np.clip(lo - box_grow, 0, (lo + hi) // 2)
-        box_hi = np.clip(hi + box_grow, (lo + hi + 1) // 2, np.asarray(labels.shape) - 1)
+        box_lo, box_hi = move_box_faces(where.min(0), where.max(0), box_grow, box_grow, labels.shape)
         box = (tuple(map(float, box_lo)), tuple(map(float, box_hi)))
         prompts = {
             "point": Prompt(lesion_id, "point", point=tuple(map(float, interior_point(mask)))),

@@ -108,12 +108,19 @@ def simulate_box(
     lo, hi = _bbox(lesion)
     extent = hi - lo + 1
     grow = np.maximum(1, np.ceil(noise * extent)).astype(int)
-    inward = np.ceil(shrink * extent).astype(int) if shrink > 0 else np.zeros(3, int)
-    new_lo = lo - rng.integers(-inward, grow + 1)
-    new_hi = hi + rng.integers(-inward, grow + 1)
-    # A face moving inwards stops at the middle of the lesion's extent, so the box keeps it.
-    new_lo = np.clip(new_lo, 0, (lo + hi) // 2)
-    new_hi = np.clip(new_hi, (lo + hi + 1) // 2, np.asarray(lesion.shape) - 1)
+    inward = np.ceil(shrink * extent).astype(int)
+    return move_box_faces(lo, hi, rng.integers(-inward, grow + 1), rng.integers(-inward, grow + 1), lesion.shape)
+
+
+def move_box_faces(lo, hi, out_lo, out_hi, shape) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The inclusive box ``lo``..``hi`` (z, y, x) with its lower faces moved ``out_lo`` and its upper
+    faces ``out_hi`` voxels outwards (negative: inwards), clipped to an image of ``shape``.
+
+    A face moving inwards stops at the middle of the box's extent, so the box keeps its middle.
+    """
+    lo, hi = np.asarray(lo), np.asarray(hi)
+    new_lo = np.clip(lo - out_lo, 0, (lo + hi) // 2)
+    new_hi = np.clip(hi + out_hi, (lo + hi + 1) // 2, np.asarray(shape) - 1)
     return tuple(int(v) for v in new_lo), tuple(int(v) for v in new_hi)
 
 
