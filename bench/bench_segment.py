@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all]
 
+``--device cuda`` runs the networks on the GPU (classical always runs on the CPU).
 Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical and
 the bundled model ``models/lesionlocator_small``, with and without mirroring TTA, on the same
 lesions: ``insert_lesions`` is a simpler lesion model than the synthetic generator the bundled
@@ -30,6 +31,22 @@ sys.path.insert(0, str(REPO))
 
 from lesionlocator.segment.api import Prompt  # noqa: E402
 from lesionlocator.segment.simulate import dice, insert_lesions  # noqa: E402
+
+
+def where(args) -> str:
+    """The device a network runs on, as the figures should name it."""
+    if args.device == "cuda":
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu, {args.threads} thread(s)"
+
+
+def gpu_peak_mb() -> dict:
+    """Peak GPU memory of this process (empty on the CPU)."""
+    import torch
+
+    return {"peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20)} if torch.cuda.is_available() else {}
 
 
 def peak_mb() -> float:
@@ -69,10 +86,11 @@ def run_bundled(args) -> dict:
     folder = BUNDLED_MODEL
     out = {}
     for mirroring in (False, True):
-        name = f"bundled {folder.name}, mirroring {'on' if mirroring else 'off'}, {args.threads} thread(s)"
-        segmenter = NnUNetSegmenter(folder, device="cpu", mirroring=mirroring)
+        name = f"bundled {folder.name}, mirroring {'on' if mirroring else 'off'}, {where(args)}"
+        segmenter = NnUNetSegmenter(folder, device=args.device, mirroring=mirroring)
         out[name] = score_segmenter(args, name, lambda segmenter=segmenter: segmenter)
     out["peak_rss_mb"] = round(peak_mb())
+    out.update(gpu_peak_mb())
     return out
 
 
@@ -112,7 +130,7 @@ def run_nnunet(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         plans = toy_plans(patch_size=(args.patch,) * 3, spacing_zyx=(2.0, 2.0, 2.0), features=(16, 32, 64, 128))
         folder = write_toy_model(Path(tmp) / "m", plans=plans)
-        segmenter = NnUNetSegmenter(folder, device="cpu", mirroring=False)
+        segmenter = NnUNetSegmenter(folder, device=args.device, mirroring=False)
         segmenter.segment(c.image, prompts_of(c, "point")[:1])  # warm-up
         segmenter.stats = type(segmenter.stats)()
         t0 = time.perf_counter()
@@ -120,7 +138,7 @@ def run_nnunet(args) -> dict:
         wall = time.perf_counter() - t0
         s = segmenter.stats
     return {
-        "segmenter": f"nnunet random ResEnc, patch {args.patch}^3, 2 mm target spacing, no TTA, 1 fold",
+        "segmenter": f"nnunet random ResEnc, patch {args.patch}^3, 2 mm target spacing, no TTA, 1 fold, {where(args)}",
         "seconds_per_scan": round(wall, 2),
         "seconds_per_lesion": round(wall / len(c.boxes), 3),
         "preprocess_s": round(s.preprocess, 2),
@@ -130,6 +148,7 @@ def run_nnunet(args) -> dict:
         "overhead_beyond_forward": round(1 - s.forward / wall, 3),
         "overhead_excluding_once_per_scan_preprocessing": round(1 - s.forward / (wall - s.preprocess), 3),
         "peak_rss_mb": round(peak_mb()),
+        **gpu_peak_mb(),
         "threads": args.threads,
     }
 
@@ -141,11 +160,13 @@ def main() -> None:
     parser.add_argument("--scans", type=int, default=2, help="simulated scans (classical)")
     parser.add_argument("--patch", type=int, default=64, help="patch edge of the random nnU-Net")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the networks run")
     args = parser.parse_args()
     if args.segmenter == "all":
         for name in ("classical", "bundled", "nnunet"):
             argv = [sys.executable, __file__, "--segmenter", name, "--lesions", str(args.lesions),
-                    "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads)]
+                    "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads),
+                    "--device", args.device]
             subprocess.run(argv, check=True)
         return
     result = {"classical": run_classical, "bundled": run_bundled, "nnunet": run_nnunet}[args.segmenter](args)
