@@ -417,6 +417,18 @@ class TrainConfig(StrictModel):
         "fraction of the lesion's extent (0: boxes always contain the lesion, so the network learns to expect it "
         "inside the faces; > 0: a tight box is the middle of the noise, as drawn boxes and ground-truth boxes are).",
     )
+    mask_morph: int = Field(
+        2, ge=0, description="Simulated mask prompts (a previous time point's mask): dilated or eroded by up to "
+        "this many network voxels (growth or shrinkage between sessions).",
+    )
+    mask_warp: float = Field(
+        1.5, ge=0, description="Simulated mask prompts: smooth random warp of up to this many network voxels "
+        "(registration error in the mask's shape).",
+    )
+    mask_shift: int = Field(
+        2, ge=0, description="Simulated mask prompts: shifted by up to this many network voxels per axis "
+        "(registration error in the mask's position).",
+    )
     point_radius: float = Field(
         2.0, gt=0, description="Radius (network voxels) of a point prompt's ball; recorded in the model's "
         "lesionlocator.json, which the segmentation engine follows (a ball as large as the lesion lets the "

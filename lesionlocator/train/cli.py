@@ -16,7 +16,7 @@ def _train_settings(args: argparse.Namespace):
     overrides = {}
     for key in ("dataset", "output_dir", "architecture", "epochs", "iterations_per_epoch", "seed", "device",
                 "num_threads", "batch_size", "normalization", "time_limit_minutes", "init_from", "initial_lr",
-                "box_noise", "box_shrink"):
+                "box_noise", "box_shrink", "mask_morph", "mask_warp", "mask_shift"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
@@ -95,6 +95,12 @@ def add_cli(subparsers) -> None:
                        help="simulated boxes: faces move outwards by up to this fraction of the lesion's extent")
     train.add_argument("--box-shrink", dest="box_shrink", type=float,
                        help="simulated boxes: faces may move inwards by up to this fraction (0: never)")
+    train.add_argument("--mask-morph", dest="mask_morph", type=int,
+                       help="simulated masks: dilated or eroded by up to this many network voxels")
+    train.add_argument("--mask-warp", dest="mask_warp", type=float,
+                       help="simulated masks: warped by up to this many network voxels")
+    train.add_argument("--mask-shift", dest="mask_shift", type=int,
+                       help="simulated masks: shifted by up to this many network voxels per axis")
     train.add_argument("--normalization", choices=["body", "zscore", "auto"])
     train.add_argument("--time-limit-minutes", dest="time_limit_minutes", type=float,
                        help="wall-clock budget; the epoch count shrinks to fit")

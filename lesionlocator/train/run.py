@@ -268,7 +268,9 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
             foreground_oversample=settings.foreground_oversample, seed=settings.seed,
             initial_lr=settings.initial_lr, save_every=settings.save_every,
             point_radius=settings.point_radius, augmentation=settings.augmentation,
-            simulation=SimulationParams(box_noise=settings.box_noise, box_shrink=settings.box_shrink),
+            simulation=SimulationParams(box_noise=settings.box_noise, box_shrink=settings.box_shrink,
+                                        mask_morph=settings.mask_morph, mask_warp=settings.mask_warp,
+                                        mask_shift=settings.mask_shift),
             time_limit_s=settings.time_limit_minutes * 60 if settings.time_limit_minutes else None,
         )
         _seed_everything(settings.seed)

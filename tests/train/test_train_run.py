@@ -58,7 +58,8 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
     tuned = tmp_path / "tuned"
     assert main(["train", "--dataset", str(other), "-o", str(tuned), "--init-from", str(model), "--epochs", "1",
                  "--iterations-per-epoch", "1", "--initial-lr", "1e-9", "--patch-size", "8", "8", "8",
-                 "--box-noise", "0.1", "--box-shrink", "0.2", "--num-threads", "2", "--device", "cpu"]) == 0
+                 "--box-noise", "0.1", "--box-shrink", "0.2", "--mask-morph", "1", "--mask-warp", "0.5",
+                 "--mask-shift", "0", "--num-threads", "2", "--device", "cpu"]) == 0
     tuned_plans = json.loads((tuned / "model" / "plans.json").read_text())
     assert tuned_plans == {**plans, "dataset_name": "Dataset992_MoreLesions"}
     start = resumed["network_weights"]
@@ -69,8 +70,10 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
     sidecar = json.loads((tuned / "model" / "lesionlocator.json").read_text())
     assert sidecar["settings"]["init_from"] == str(model)
     assert (sidecar["settings"]["box_noise"], sidecar["settings"]["box_shrink"]) == (0.1, 0.2)
+    assert [sidecar["settings"][k] for k in ("mask_morph", "mask_warp", "mask_shift")] == [1, 0.5, 0]
     logs = list((tuned / "nnUNet_results").rglob("training_log_*.txt"))
-    assert logs and "'box_noise': 0.1, 'box_shrink': 0.2" in logs[0].read_text()  # the trainer simulated with them
+    assert logs and ("'box_noise': 0.1, 'box_shrink': 0.2, 'mask_morph': 1, 'mask_warp': 0.5, 'mask_shift': 0"
+                     in logs[0].read_text())  # the trainer simulated with them
     started_from = model / "fold_all" / "checkpoint_final.pth"
     assert sidecar["init_checkpoint"] == {"path": str(started_from),
                                           "sha256": hashlib.sha256(started_from.read_bytes()).hexdigest()}
@@ -102,7 +105,7 @@ def test_train_config_rejects_bad_settings():
     assert validate_config({"train": {"epochs": 3}}).train.epochs == 3
     for bad in ({"patch_size": [32, 32]}, {"prompt_mix": {"point": 0.0}}, {"prompt_mix": {"click": 1.0}},
                 {"features_base": 32, "features_max": 16}, {"architecture": "huge"}, {"box_shrink": 0.5},
-                {"box_noise": -0.1}):
+                {"box_noise": -0.1}, {"mask_morph": -1}, {"mask_shift": 1.5}, {"mask_warp": -0.5}):
         with pytest.raises(ConfigError):
             validate_config({"train": bad})
 
