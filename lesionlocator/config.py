@@ -178,9 +178,11 @@ class SegmentConfig(StrictModel):
 
     segmenter: Literal["classical", "nnunet"] = Field(
         "classical",
-        description="classical: prompt-driven intensity model and random-walker refinement, needs no weights "
-        "(the default while it scores above the bundled network); nnunet: a promptable nnU-Net v2 network "
-        "(segment.checkpoint, or the bundled CPU-sized model when that is null).",
+        description="classical: prompt-driven intensity model and random-walker refinement on the scan's own "
+        "grid, needs no weights (the default: the bundled network beats it on held-out segmentation but misses "
+        "follow-up lesions of a few voxels, which tracking would then call vanished); nnunet: a promptable "
+        "nnU-Net v2 network (segment.checkpoint, or the bundled CPU-sized model models/lesionlocator_small when "
+        "that is null).",
     )
     checkpoint: Path | None = Field(
         None,
