@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import SimpleITK as sitk
 import torch
 
 from lesionlocator.cli import main
 from lesionlocator.config import BUNDLED_MODEL
+from tests.train.conftest import segment_first_case
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -26,15 +26,7 @@ def test_train_on_cuda_writes_a_model_that_loads_on_the_cpu(raw_dataset, tmp_pat
     assert main(args[:5] + ["--epochs", "2"] + args[7:] + ["--resume"]) == 0  # resume on the GPU
     resumed = torch.load(run / "model" / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert resumed["current_epoch"] == 2
-
-    from lesionlocator.segment.api import Prompt
-    from lesionlocator.segment.nnunet import NnUNetSegmenter
-
-    image = sitk.ReadImage(str(raw_dataset / "imagesTr" / "case000_0000.nii.gz"))
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(raw_dataset / "labelsTr" / "case000.nii.gz")))
-    where = np.argwhere(labels)
-    box = Prompt(3, "box", box=(tuple(map(float, where.min(0))), tuple(map(float, where.max(0)))))
-    result = NnUNetSegmenter(run / "model", device="cpu", mirroring=False).segment(image, [box])
+    result, labels = segment_first_case(run / "model", raw_dataset)  # on the CPU
     assert result.labels.shape == labels.shape and set(np.unique(result.labels)) <= {0, 3}
 
 

@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from lesionlocator.cli import main
 from lesionlocator.errors import InputError
 from lesionlocator.train.run import check_dataset, read_initial_model
-from tests.train.conftest import make_raw_dataset
+from tests.train.conftest import make_raw_dataset, segment_first_case
 
 
 @pytest.mark.slow
@@ -35,14 +34,7 @@ def test_train_cli_writes_a_model_the_engine_loads(raw_dataset, tmp_path):
     assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["BodyZScoreNormalization"]
     assert plans["configurations"]["3d_fullres"]["preprocessor_name"] == "LesionLocatorPreprocessor"
 
-    from lesionlocator.segment.api import Prompt
-    from lesionlocator.segment.nnunet import NnUNetSegmenter
-
-    image = sitk.ReadImage(str(raw_dataset / "imagesTr" / "case000_0000.nii.gz"))
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(raw_dataset / "labelsTr" / "case000.nii.gz")))
-    where = np.argwhere(labels)
-    segmenter = NnUNetSegmenter(model, device="cpu", mirroring=False)
-    result = segmenter.segment(image, [Prompt(3, "box", box=(tuple(map(float, where.min(0))), tuple(map(float, where.max(0)))))])
+    result, labels = segment_first_case(model, raw_dataset)
     assert result.labels.shape == labels.shape and result.labels.dtype == np.uint32
     assert set(np.unique(result.labels)) <= {0, 3}
 
