@@ -177,12 +177,18 @@ class SegmentConfig(StrictModel):
     """Promptable lesion segmentation: the classical baseline or an nnU-Net-format network."""
 
     segmenter: Literal["classical", "nnunet"] = Field(
+        "nnunet",
+        description="nnunet (the default): a promptable nnU-Net v2 network, segment.checkpoint, or the bundled "
+        "CPU-sized model models/lesionlocator_small when that is null (it beats the classical segmenter on held-out "
+        "CT and MR for every prompt type, see its MODEL_CARD.md); classical: prompt-driven intensity model and "
+        "random-walker refinement on the scan's own grid, needs no weights.",
+    )
+    fallback: Literal["classical", "none"] = Field(
         "classical",
-        description="classical: prompt-driven intensity model and random-walker refinement on the scan's own "
-        "grid, needs no weights (the default: the bundled network beats it on held-out segmentation but misses "
-        "follow-up lesions of a few voxels, which tracking would then call vanished); nnunet: a promptable "
-        "nnU-Net v2 network (segment.checkpoint, or the bundled CPU-sized model models/lesionlocator_small when "
-        "that is null).",
+        description="With segmenter nnunet: a lesion whose prompt is not empty but whose network mask is (a "
+        "follow-up lesion of a few voxels can stay below the network's threshold, which tracking would call "
+        "vanished) is segmented again by the classical segmenter (classical_* settings), its voxels kept where "
+        "no other lesion is; none keeps the empty mask.",
     )
     checkpoint: Path | None = Field(
         None,

@@ -90,7 +90,7 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
             result = segmenter().segment(image, prompts)
             scan = _scans(sessions[patient])[0]
             ids = sorted(int(p.lesion_id) for p in prompts)
-            rows = baseline_rows(patient, scan, result.labels, Geometry.of(image), ids, result.scores)
+            rows = baseline_rows(patient, scan, result.labels, Geometry.of(image), ids, result.scores, result.by_fallback)
             write_labels(result.labels, image, layout.labels(patient, scan.session))
             _export_dicom_seg(base, result.labels, image, layout, patient, config)
             write_tracking(rows, layout.tracking(patient, scan.session))

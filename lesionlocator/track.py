@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import cc3d
 import numpy as np
@@ -66,6 +66,7 @@ TRACKING_SCHEMA = pa.schema(
         ("score", pa.float64()),
         ("fraction_in_fov", pa.float64()),
         ("prompt_session", pa.string()),
+        ("by_fallback", pa.bool_()),
     ]
 )
 
@@ -142,8 +143,12 @@ def lesion_rows(
     patient: str,
     scan: SessionScan,
     is_candidate: bool = False,
+    by_fallback: Collection[int] = (),
 ) -> list[dict]:
-    """One tracking-table row per lesion: status, size and centroid (world mm, LPS)."""
+    """One tracking-table row per lesion: status, size and centroid (world mm, LPS).
+
+    ``by_fallback``: the lesions whose mask the fallback segmenter made (the network's was empty).
+    """
     rows = []
     voxel_ml = geometry.voxel_volume_ml()
     for lesion_id in lesion_ids:
@@ -166,6 +171,7 @@ def lesion_rows(
                 "score": float(scores.get(lesion_id, 0.0)),
                 "fraction_in_fov": float(fractions.get(lesion_id, 1.0)),
                 "prompt_session": prompt_sessions.get(lesion_id),
+                "by_fallback": int(lesion_id) in by_fallback,
             }
         )
     return rows
@@ -356,6 +362,7 @@ def track_followup(
     result = segmenter.segment(image, prompts) if prompts else None
     labels = result.labels.astype(np.uint32, copy=True) if result is not None else np.zeros(geometry.shape_zyx, np.uint32)
     scores = dict(result.scores) if result is not None else {}
+    by_fallback = result.by_fallback if result is not None else frozenset()
 
     if track.vanish_contrast_fraction > 0 and prompts:
         baseline = (read_image(scans[0].image), labels_at(0)[0])
@@ -369,7 +376,9 @@ def track_followup(
     for lesion_id in baseline_ids:
         if lesion_id not in last_present:
             statuses[lesion_id] = "not_found"  # the baseline prompt gave an empty mask
-    rows = lesion_rows(labels, geometry, baseline_ids, statuses, scores, fractions, prompt_sessions, patient, scan)
+    rows = lesion_rows(
+        labels, geometry, baseline_ids, statuses, scores, fractions, prompt_sessions, patient, scan, by_fallback=by_fallback
+    )
 
     candidates = np.zeros(geometry.shape_zyx, dtype=np.uint32)
     if track.candidates:
@@ -398,10 +407,14 @@ def track_followup(
     return FollowupResult(labels=labels, candidates=candidates, rows=rows)
 
 
-def baseline_rows(patient: str, scan: SessionScan, labels: np.ndarray, geometry: Geometry, lesion_ids: Sequence[int], scores: dict[int, float]) -> list[dict]:
+def baseline_rows(
+    patient: str, scan: SessionScan, labels: np.ndarray, geometry: Geometry, lesion_ids: Sequence[int],
+    scores: dict[int, float], by_fallback: Collection[int] = (),
+) -> list[dict]:
     """Tracking rows of the baseline: present, or not_found when the prompt gave an empty mask."""
     statuses = {i: ("present" if (labels == np.uint32(i)).any() else "not_found") for i in lesion_ids}
-    return lesion_rows(labels, geometry, lesion_ids, statuses, scores, {}, {i: scan.session for i in lesion_ids}, patient, scan)
+    sessions = {i: scan.session for i in lesion_ids}
+    return lesion_rows(labels, geometry, lesion_ids, statuses, scores, {}, sessions, patient, scan, by_fallback=by_fallback)
 
 
 def write_tracking(rows: list[dict], path: Path) -> Path:

@@ -79,10 +79,13 @@ class SegmentationResult:
 
     ``scores[id]`` is the mean foreground probability inside the lesion's final mask (0 when the
     mask is empty, e.g. a lesion that lost every voxel to a neighbour with a higher probability).
+    ``by_fallback`` holds the IDs whose mask a fallback segmenter made (see
+    :mod:`lesionlocator.segment.fallback`).
     """
 
     labels: np.ndarray
     scores: dict[int, float] = field(default_factory=dict)
+    by_fallback: frozenset[int] = frozenset()
 
     def to_image(self, reference: sitk.Image) -> sitk.Image:
         """The label map as a uint32 image with exactly the geometry of ``reference``."""

@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def build_segmenter(config: SegmentConfig) -> Segmenter:
-    """The segmenter the config asks for; build it once per job and reuse it for every scan."""
+    """The segmenter the config asks for; build it once per job and reuse it for every scan.
+
+    A network comes wrapped in :class:`~lesionlocator.segment.fallback.WithFallback` (the classical
+    segmenter for the lesions it leaves empty) unless ``config.fallback`` is ``none``.
+    """
     if config.segmenter == "classical":
         from lesionlocator.segment.classical import ClassicalSegmenter
 
@@ -42,7 +46,7 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
 
     if is_track_checkpoint(folder):  # the UNet of a released LesionLocatorTrack folder
         segmenter_class = TrackUNetSegmenter
-    return segmenter_class(
+    network = segmenter_class(
         checkpoint=folder,
         folds=config.folds,
         checkpoint_name=config.checkpoint_name,
@@ -54,6 +58,11 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
         cpu_threads=config.cpu_threads,
         box_margin_mm=config.box_margin_mm,
     )
+    if config.fallback == "none":
+        return network
+    from lesionlocator.segment.fallback import WithFallback
+
+    return WithFallback(network, build_segmenter(config.model_copy(update={"segmenter": "classical"})))
 
 
 @dataclass

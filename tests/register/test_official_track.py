@@ -135,7 +135,9 @@ def test_registration_uses_its_network_and_nnunet_normalisation(track_checkpoint
 
 def test_unet_serves_as_a_segment_engine_model(track_checkpoint):
     root, weights = track_checkpoint
-    config = SegmentConfig(segmenter="nnunet", checkpoint=root / "LesionLocatorTrack", device="cpu", mirroring=False)
+    config = SegmentConfig(
+        segmenter="nnunet", checkpoint=root / "LesionLocatorTrack", device="cpu", mirroring=False, fallback="none"
+    )
     segmenter = build_segmenter(config)
     assert isinstance(segmenter, TrackUNetSegmenter)
     model = segmenter._model_for("mask")

@@ -16,15 +16,16 @@ from tests.helpers import OBLIQUE_DIRECTION
 class MaskEcho:
     """A segmenter that returns each mask prompt as the lesion's mask (isolates the propagation)."""
 
-    def __init__(self):
+    def __init__(self, by_fallback=frozenset()):
         self.calls = []
+        self.by_fallback = frozenset(by_fallback)
 
     def segment(self, image, prompts):
         self.calls.append(sorted(int(p.lesion_id) for p in prompts))
         labels = np.zeros(image.GetSize()[::-1], np.uint32)
         for prompt in prompts:
             labels[prompt.mask] = prompt.lesion_id
-        return SegmentationResult(labels, {int(p.lesion_id): 1.0 for p in prompts})
+        return SegmentationResult(labels, {int(p.lesion_id): 1.0 for p in prompts}, by_fallback=self.by_fallback)
 
 
 def _image(seed: int) -> sitk.Image:
@@ -63,7 +64,7 @@ def test_lesion_out_of_view_at_previous_session_is_propagated_from_last_seen(tmp
     labels_paths.append(write_labels(at1, images[1], tmp_path / "l1.nii.gz"))
     rows += lesion_rows(at1, geometry, [1, 2], {1: "out_of_fov", 2: "present"}, {}, {1: 0.0}, {}, "P1", scans[1])
 
-    segmenter = MaskEcho()
+    segmenter = MaskEcho(by_fallback={2})  # as if the network had left lesion 2 to the classical fallback
     track = TrackConfig(candidates=False, vanish_contrast_fraction=0.0)
     result = track_followup("P1", scans, 2, labels_paths, transform_paths, rows, segmenter, track, RegisterConfig())
 
@@ -71,6 +72,7 @@ def test_lesion_out_of_view_at_previous_session_is_propagated_from_last_seen(tmp
     by_id = {r["lesion_id"]: r for r in result.rows}
     assert by_id[1]["prompt_session"] == "01" and by_id[2]["prompt_session"] == "02"
     assert by_id[1]["status"] == "present"
+    assert by_id[2]["by_fallback"] is True and by_id[1]["by_fallback"] is False
     # x2 -> T2 -> x1 -> T1 -> x0: the baseline centroid mapped back through both inverses
     expected = np.asarray(second.GetInverse().TransformPoint(first.GetInverse().TransformPoint(_centroid(base, 1, geometry).tolist())))
     np.testing.assert_allclose(_centroid(result.labels, 1, geometry), expected, atol=1.0)

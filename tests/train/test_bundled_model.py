@@ -11,6 +11,8 @@ import SimpleITK as sitk
 
 from lesionlocator.config import BUNDLED_MODEL, REPO_ROOT, validate_config
 from lesionlocator.segment.api import Prompt
+from lesionlocator.segment.classical import ClassicalSegmenter
+from lesionlocator.segment.fallback import WithFallback
 from lesionlocator.segment.nnunet import NnUNetSegmenter
 from lesionlocator.segment.session import build_segmenter
 from lesionlocator.segment.simulate import dice, insert_lesions
@@ -26,8 +28,17 @@ def test_bundled_model_is_a_small_nnunet_folder():
     assert (BUNDLED_MODEL / "MODEL_CARD.md").is_file() and SCORES.is_file()
 
 
+def test_the_default_segmenter_is_the_bundled_model_with_a_classical_fallback():
+    segment = validate_config({"segment": {"device": "cpu"}}).segment
+    assert segment.segmenter == "nnunet" and segment.checkpoint is None and segment.model_folder == BUNDLED_MODEL
+    segmenter = build_segmenter(segment)
+    assert isinstance(segmenter, WithFallback)
+    assert isinstance(segmenter.primary, NnUNetSegmenter) and isinstance(segmenter.fallback, ClassicalSegmenter)
+    assert list(segmenter.primary.folders.values()) == [BUNDLED_MODEL]
+
+
 def test_nnunet_without_checkpoint_segments_with_the_bundled_model():
-    segment = validate_config({"segment": {"segmenter": "nnunet", "device": "cpu"}}).segment
+    segment = validate_config({"segment": {"segmenter": "nnunet", "device": "cpu", "fallback": "none"}}).segment
     assert segment.checkpoint is None and segment.model_folder == BUNDLED_MODEL
     segmenter = build_segmenter(segment)
     assert isinstance(segmenter, NnUNetSegmenter)
