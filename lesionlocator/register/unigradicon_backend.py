@@ -54,6 +54,7 @@ import SimpleITK as sitk
 import torch
 
 from lesionlocator.config import RegisterConfig
+from lesionlocator.devices import resolve_device
 from lesionlocator.errors import InputError
 from lesionlocator.register.base import RegistrationError
 
@@ -78,15 +79,6 @@ def require_extra() -> None:
             "register.backend",
             f"the uniGradICON backends need the optional extra: pip install 'lesionlocator[unigradicon]' ({err})",
         ) from None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; an unavailable cuda is an error naming the key."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("register.device", "cuda requested but no CUDA device is available")
-    return torch.device(name)
 
 
 # -- intensities -------------------------------------------------------------------------------
@@ -258,7 +250,7 @@ class UniGradICONRegistration:
         require_extra()
         self.config = config
         self.name = name
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, "register.device")
         self.finetune_steps: int | None = None
         if config.unigradicon_instance_optimization:
             if self.device.type == "cpu" and not config.unigradicon_force_cpu_instance_optimization:

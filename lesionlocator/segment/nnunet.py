@@ -28,20 +28,10 @@ from scipy import ndimage
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 from lesionlocator.segment.encode import GridMap, encode_prompt
 from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders
+from lesionlocator.devices import resolve_device
 from lesionlocator.errors import InputError
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; an unavailable explicit device is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("segment.device", "cuda requested but no CUDA device is available")
-    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise InputError("segment.device", "mps requested but not available")
-    return torch.device(name)
 
 
 @dataclass
@@ -167,7 +157,7 @@ class NnUNetSegmenter:
         cpu_threads: int | None = None,
         box_margin_mm: float | None = 0.0,
     ):
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "segment.device")
         if cpu_threads:
             torch.set_num_threads(int(cpu_threads))
         self.folders = resolve_model_folders(Path(checkpoint))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from lesionlocator.aggregate import file_sha256
+from lesionlocator.devices import resolve_device
 from lesionlocator.errors import InputError
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
@@ -210,14 +211,6 @@ def _transferred_plans(initial: InitialModel, dataset_name: str, plans_path: Pat
             "configurations": {CONFIGURATION: initial.plans["configurations"][CONFIGURATION]}}
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("train.device", "cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def train_model(settings, dataset: Path, run_dir: Path) -> Path:
     """Train a promptable model on an nnU-Net raw ``dataset``; returns the exported model folder.
 
@@ -234,7 +227,7 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
     dataset = Path(dataset).resolve()
     run_dir = Path(run_dir).resolve()
     dataset_id, dataset_name, meta = check_dataset(dataset)
-    device = _resolve_device(settings.device)
+    device = resolve_device(settings.device, "train.device")
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     initial = read_initial_model(settings.init_from, settings.fold, meta, dataset) if settings.init_from else None
