@@ -46,6 +46,7 @@ def synthetic_patient(rng: np.random.Generator, patient: str, n_lesions: int, n_
             "session_index": session.astype(np.int32),
             "lesion_id": lesion.astype(np.int64),
             "status": np.where(present, "present", "vanished"),
+            "by_fallback": np.zeros(n, bool),
             "organ": pa.nulls(n, pa.string()),
             "n_fragments": present.astype(np.int32),
             "voxel_count": voxels,

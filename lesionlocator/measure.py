@@ -45,6 +45,7 @@ LESION_SCHEMA = pa.schema(
         pa.field("session_index", pa.int32(), nullable=False),
         pa.field("lesion_id", pa.int64(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
+        pa.field("by_fallback", pa.bool_(), nullable=False),  # the mask is the fallback segmenter's
         pa.field("organ", pa.string()),
         pa.field("n_fragments", pa.int32(), nullable=False),
         pa.field("voxel_count", pa.int64(), nullable=False),
@@ -59,7 +60,7 @@ LESION_SCHEMA = pa.schema(
     ]
 )
 
-#: Columns of the optional status table the tracking stage writes.
+#: Columns of the optional status table the tracking stage writes (it may add organ and by_fallback).
 STATUS_COLUMNS = ("lesion_id", "session", "status")
 
 
@@ -167,7 +168,7 @@ def measure_labels(
     """
     if labels.shape != tuple(geometry.shape_zyx):
         raise ValueError(f"label array shape {labels.shape} does not match geometry {geometry.shape_zyx} (z, y, x)")
-    columns = [f.name for f in LESION_SCHEMA if f.name not in ("patient", "session", "session_index", "status", "organ")]
+    columns = [f.name for f in LESION_SCHEMA if f.name not in ("patient", "session", "session_index", "status", "by_fallback", "organ")]
     foreground = labels > 0
     values = labels[foreground]
     ids = np.unique(values)
@@ -265,7 +266,7 @@ def measure_patient(
 
     ``sessions`` lists ``(session, image_path or None, labels_path)`` in time order (the position is
     ``session_index``). ``status`` is the tracking status table (columns lesion_id, session, status
-    and optionally organ) as a frame or a Parquet/TSV path, or None.
+    and optionally organ and by_fallback) as a frame or a Parquet/TSV path, or None.
 
     Rows: a lesion gets a row at every session from its first appearance on (label voxels or a
     status entry); a lesion without voxels at a session has zero size, null centroid, and the
@@ -289,6 +290,11 @@ def measure_patient(
             organs[int(lesion_id)] = str(organ)
     status_lookup = (
         {(int(r.lesion_id), r.session): r.status for r in status_frame.itertuples()} if status_frame is not None else {}
+    )
+    by_fallback = (
+        {(int(r.lesion_id), r.session) for r in status_frame.itertuples() if bool(r.by_fallback)}
+        if status_frame is not None and "by_fallback" in status_frame.columns
+        else set()
     )
     known_sessions = {s for s, _, _ in sessions}
     if status_frame is not None:
@@ -329,7 +335,10 @@ def measure_patient(
                     "mean_intensity": np.nan,
                 }  # fmt: skip
                 state = state or "vanished"
-            record.update(patient=patient, session=session, session_index=index, status=state, organ=organs.get(lesion_id))
+            record.update(
+                patient=patient, session=session, session_index=index, status=state,
+                by_fallback=(lesion_id, session) in by_fallback, organ=organs.get(lesion_id),
+            )  # fmt: skip
             rows.append(record)
         seen |= present | listed
     frame = pd.DataFrame.from_records(rows, columns=LESION_SCHEMA.names) if rows else _empty_lesion_frame()
@@ -350,6 +359,7 @@ def _nullable(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = frame[column].astype("float64")
     frame["diameter_slice"] = frame["diameter_slice"].astype("Int64")
     frame["organ"] = frame["organ"].astype(object).where(frame["organ"].notna(), None)
+    frame["by_fallback"] = frame["by_fallback"].astype(bool)
     return frame
 
 

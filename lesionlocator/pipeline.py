@@ -219,7 +219,7 @@ def measure_shard(
             status = pd.concat(
                 [pq.read_table(layout.tracking(patient, s.session)).to_pandas() for s in scans], ignore_index=True
             )
-            status = status[~status["is_candidate"]][["lesion_id", "session", "status"]]
+            status = status[~status["is_candidate"]][["lesion_id", "session", "status", "by_fallback"]]
             measure_patient(
                 patient,
                 [(s.session, s.image, layout.labels(patient, s.session)) for s in scans],

@@ -3,7 +3,8 @@
 Sections: response (waterfall of best % change of the sum of diameters, best overall response
 counts), lesion course (spaghetti plots of lesion volume and of the sum of diameters over
 sessions), tracking status counts per session, evaluation (Dice and CPM per session, when ground
-truth exists), lesions flagged for review (new candidates, merged, split) and failed patients.
+truth exists), lesions flagged for review (new candidates, merged, split, and masks the fallback
+segmenter made) and failed patients.
 """
 
 from __future__ import annotations
@@ -200,8 +201,8 @@ def report_cohort(
         ).reset_index()  # fmt: skip
         table = pooled.to_html(index=False, border=0, classes="data", float_format=lambda v: f"{v:.3f}")
         sections.append("<h2>Evaluation against ground truth</h2>" + _img(evaluation_plot(metrics), "Dice and CPM per session") + table)
-    flagged = lesions[lesions["status"].isin(FLAGGED_STATUSES)][
-        ["patient", "session", "session_index", "lesion_id", "status", "volume_ml", "longest_diameter_mm"]
+    flagged = lesions[lesions["status"].isin(FLAGGED_STATUSES) | lesions["by_fallback"].eq(True)][
+        ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "volume_ml", "longest_diameter_mm"]
     ]
     note = f"<p>{len(flagged)} lesion-session(s) flagged" + (f"; first {MAX_FLAGGED_ROWS} shown" if len(flagged) > MAX_FLAGGED_ROWS else "") + ".</p>"
     sections.append("<h2>Lesions flagged for review</h2>" + (note + _table_html(flagged.head(MAX_FLAGGED_ROWS)) if len(flagged) else "<p class='empty'>None.</p>"))

@@ -169,8 +169,8 @@ def assess_response(
     Returns ``(sessions, patients)`` frames with the columns of :data:`SESSION_SCHEMA` and
     :data:`PATIENT_SCHEMA`, sorted by patient and session_index.
     """
-    needed = ["patient", "session", "session_index", "lesion_id", "status", "organ", "voxel_count", "volume_ml",
-              "longest_diameter_mm"]  # fmt: skip
+    needed = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count",
+              "volume_ml", "longest_diameter_mm"]  # fmt: skip
     lesions = lesions.reindex(columns=needed).reset_index(drop=True)
     # work on integer patient codes: merging and taking string columns costs most of the time
     names = [lesions["patient"]] + ([sessions["patient"]] if sessions is not None else [])
@@ -337,7 +337,7 @@ def _patients(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.DataFrame)
     patients = patients.join(recist).join(volumetric["best_response"].rename("best_volumetric_response"))
     with_voxels = lesions[lesions["voxel_count"] > 0]
     patients["n_lesions"] = with_voxels.groupby("patient")["lesion_id"].nunique()
-    flagged = lesions[lesions["status"].isin(["merged", "split", "new_candidate"])]
+    flagged = lesions[lesions["status"].isin(["merged", "split", "new_candidate"]) | lesions["by_fallback"].eq(True)]
     patients["n_flagged"] = flagged.groupby("patient")["lesion_id"].nunique()
     ids = targets.sort_values(["patient", "lesion_id"]).groupby("patient")["lesion_id"].agg(list)
     patients["target_lesion_ids"] = pd.Series([list(ids.get(p, [])) for p in patients.index], index=patients.index, dtype=object)

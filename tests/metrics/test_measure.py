@@ -76,7 +76,8 @@ def test_large_ids_and_intensity(geometry):
 def test_measure_patient_rows_status_and_schema(tmp_path, geometry):
     sessions = make_patient(tmp_path, geometry)
     status = pd.DataFrame({"lesion_id": [3, 11, 11], "session": ["ses-00", "ses-01", "ses-02"],
-                           "status": ["present", "new_candidate", "merged"], "organ": ["liver", None, None]})  # fmt: skip
+                           "status": ["present", "new_candidate", "merged"], "organ": ["liver", None, None],
+                           "by_fallback": [False, False, True]})  # fmt: skip
     out = tmp_path / "lesions.parquet"
     table = measure_patient("P1", sessions, out, status=status)
     assert pq.read_schema(out).equals(LESION_SCHEMA)
@@ -84,6 +85,7 @@ def test_measure_patient_rows_status_and_schema(tmp_path, geometry):
     assert len(frame) == 6 and set(frame.session_index) == {0, 1, 2}
     assert frame.set_index(["session", "lesion_id"]).loc[("ses-01", 11), "status"] == "new_candidate"
     assert (frame.loc[frame.lesion_id == 3, "organ"] == "liver").all()
+    assert frame.loc[frame.by_fallback, ["session", "lesion_id"]].values.tolist() == [["ses-02", 11]]
     volumes = frame[frame.lesion_id == 3].sort_values("session_index").volume_ml.to_numpy()
     assert volumes[1] < volumes[0] < volumes[2]
     assert table.num_rows == 6
@@ -97,6 +99,7 @@ def test_vanished_lesion_row_and_empty_patient(tmp_path, geometry):
     frame = measure_patient("P", [("s1", None, first), ("s2", None, empty)]).to_pandas()
     gone = frame[frame.session == "s2"].iloc[0]
     assert gone.status == "vanished" and gone.voxel_count == 0 and pd.isna(gone.centroid_x_mm)
+    assert not frame.by_fallback.any()  # no status table: no lesion came from a fallback
     out = tmp_path / "none.parquet"
     measure_patient("Q", [("s1", None, empty)], out)
     assert pq.read_schema(out).equals(LESION_SCHEMA) and pq.read_table(out).num_rows == 0

@@ -8,8 +8,10 @@ import pytest
 from lesionlocator.response import ResponseCriteria, assess_response, select_targets
 
 
-def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int, int], str] | None = None, organ=None):
-    """``table``: lesion_id -> diameter per session (None: no row; 0: no voxels)."""
+def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int, int], str] | None = None, organ=None,
+            fallback=()):
+    """``table``: lesion_id -> diameter per session (None: no row; 0: no voxels); ``fallback``: (lesion, index)
+    pairs whose mask the fallback segmenter made."""
     rows = []
     for lesion_id, diameters in table.items():
         for index, d in enumerate(diameters):
@@ -17,7 +19,7 @@ def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int,
                 continue
             state = (status or {}).get((lesion_id, index), "present" if d > 0 else "vanished")
             rows.append(dict(
-                patient=patient, session=f"s{index}", session_index=index, lesion_id=lesion_id, status=state,
+                patient=patient, session=f"s{index}", session_index=index, lesion_id=lesion_id, status=state, by_fallback=(lesion_id, index) in fallback,
                 organ=(organ or {}).get(lesion_id), n_fragments=int(d > 0), voxel_count=int(d > 0) * 100,
                 volume_ml=(d / 10.0) ** 3, longest_diameter_mm=float(d), short_axis_mm=d / 2, diameter_slice=None,
                 centroid_x_mm=None, centroid_y_mm=None, centroid_z_mm=None, mean_intensity=None,
@@ -101,3 +103,11 @@ def test_many_patients_at_once_match_one_by_one():
     together, _ = assess_response(pd.concat([a, b]))
     apart = pd.concat([assess_response(a)[0], assess_response(b)[0]], ignore_index=True)
     pd.testing.assert_frame_equal(together, apart)
+
+
+def test_flagged_lesions_count_merges_and_fallback_masks():
+    a = lesions("A", {1: [30, 20], 2: [15, 10], 3: [12, 8]}, status={(2, 1): "merged"}, fallback={(3, 1)})
+    _, patients = assess_response(a)
+    assert patients.set_index("patient").loc["A", "n_flagged"] == 2
+    _, plain = assess_response(lesions("A", {1: [30, 20], 2: [15, 10], 3: [12, 8]}))
+    assert plain.set_index("patient").loc["A", "n_flagged"] == 0
