@@ -22,12 +22,11 @@ import pandas as pd
 from lesionlocator.aggregate import read_cohort_table
 from lesionlocator.errors import InputError
 from lesionlocator.io import atomic_path
-from lesionlocator.response import RESPONSES
+from lesionlocator.response import RESPONSES, flagged_for_review
 
 log = logging.getLogger(__name__)
 
 RESPONSE_COLOURS = {"CR": "#1a9850", "PR": "#91cf60", "SD": "#fee08b", "NON-CR/NON-PD": "#d9d9d9", "PD": "#d73027", "NE": "#969696"}
-FLAGGED_STATUSES = ("new_candidate", "merged", "split")
 MAX_SPAGHETTI_PATIENTS = 60
 MAX_FLAGGED_ROWS = 500
 
@@ -201,7 +200,7 @@ def report_cohort(
         ).reset_index()  # fmt: skip
         table = pooled.to_html(index=False, border=0, classes="data", float_format=lambda v: f"{v:.3f}")
         sections.append("<h2>Evaluation against ground truth</h2>" + _img(evaluation_plot(metrics), "Dice and CPM per session") + table)
-    flagged = lesions[lesions["status"].isin(FLAGGED_STATUSES) | lesions["by_fallback"].eq(True)][
+    flagged = lesions[flagged_for_review(lesions)][
         ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "volume_ml", "longest_diameter_mm"]
     ]
     note = f"<p>{len(flagged)} lesion-session(s) flagged" + (f"; first {MAX_FLAGGED_ROWS} shown" if len(flagged) > MAX_FLAGGED_ROWS else "") + ".</p>"

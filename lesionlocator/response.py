@@ -46,6 +46,14 @@ import pyarrow as pa
 RESPONSES = ("CR", "PR", "SD", "NON-CR/NON-PD", "PD", "NE")
 _RANK = {name: rank for rank, name in enumerate(RESPONSES)}
 
+#: Tracking states a reviewer should look at.
+FLAGGED_STATUSES = ("new_candidate", "merged", "split")
+
+
+def flagged_for_review(lesions: pd.DataFrame) -> pd.Series:
+    """Rows of a lesions frame to review: a flagged status, or a mask the fallback segmenter made."""
+    return lesions["status"].isin(FLAGGED_STATUSES) | lesions["by_fallback"].eq(True)
+
 #: One row per patient x session.
 SESSION_SCHEMA = pa.schema(
     [
@@ -337,7 +345,7 @@ def _patients(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.DataFrame)
     patients = patients.join(recist).join(volumetric["best_response"].rename("best_volumetric_response"))
     with_voxels = lesions[lesions["voxel_count"] > 0]
     patients["n_lesions"] = with_voxels.groupby("patient")["lesion_id"].nunique()
-    flagged = lesions[lesions["status"].isin(["merged", "split", "new_candidate"]) | lesions["by_fallback"].eq(True)]
+    flagged = lesions[flagged_for_review(lesions)]
     patients["n_flagged"] = flagged.groupby("patient")["lesion_id"].nunique()
     ids = targets.sort_values(["patient", "lesion_id"]).groupby("patient")["lesion_id"].agg(list)
     patients["target_lesion_ids"] = pd.Series([list(ids.get(p, [])) for p in patients.index], index=patients.index, dtype=object)
