@@ -1,7 +1,7 @@
 """Registration and propagation figures: seconds and peak memory per follow-up registration.
 
 Cases:
-* ``real``: a 3-session series built from the shared real CT (session 0 = the CT; sessions 1 and 2
+* ``real``: a 3-session series built from the embedded real CT (session 0 = the CT; sessions 1 and 2
   = the CT warped by known rigid + BSpline transforms onto other grids, spacing 2.5 x 2.5 x 4 mm,
   rotated direction, 70% / 60% of the z field of view); registers 1->0 and 2->1.
 * ``phantom``: a seeded textured 512 x 512 x 150 phantom (0.8 x 0.8 x 2.5 mm) and its warped follow-up.

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_reliability.py
 
 Prints the time of the memory estimate (header only) next to a full ``read_image`` for the embedded
-CT (NIfTI) and the shared DICOM series, and the cost of the stale-temporary-file scan of one write.
+CT (NIfTI) and the embedded DICOM series, and the cost of the stale-temporary-file scan of one write.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from lesionlocator.io import check_memory, read_image, remove_stale_parts, write
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = {
     "CT NIfTI 122x101x112": REPO / "data" / "real" / "example_ct.nii.gz",
-    "CT DICOM 512x512x20": REPO.parent / "shared" / "data" / "real-ct" / "example_ct_dicom",
+    "CT DICOM 512x512x20": REPO / "data" / "real" / "example_ct_dicom",
 }
 
 

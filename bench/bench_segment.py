@@ -1,4 +1,4 @@
-"""Benchmark of the segmenters on the shared real CT with simulated lesions (CPU figures).
+"""Benchmark of the segmenters on the embedded real CT with simulated lesions (CPU figures).
 
     .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all]
 

@@ -1,7 +1,7 @@
 """Benchmark of longitudinal tracking: per follow-up, registration time, tracking time per lesion,
 registrations per image pair (must be 1 whatever the lesion count) and peak memory.
 
-Cases: a 3-session synthetic patient built from the shared real CT, and one from a 512x512x150
+Cases: a 3-session synthetic patient built from the embedded real CT, and one from a 512x512x150
 phantom. Prints one table row per follow-up.
 
     .venv/bin/python bench/bench_track.py [--cases ct phantom] [--phantom-size 512x512x150] [--out DIR]

@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
 
-from tests.helpers import make_image, write_prompts_json, write_session
+from tests.helpers import REPO, make_image, write_prompts_json, write_session
+
+
+class ReadOutsideRepository(OSError):
+    """A test (or the code under test) opened a file beside the clone, which a user's clone lacks."""
+
+
+def _sibling_of_the_clone(path: object) -> str | None:
+    """``path`` resolved, when it lies beside the repository (under its parent, not inside it)."""
+    if not isinstance(path, (str, bytes, Path)) or REPO.parent == Path(REPO.anchor):
+        return None
+    try:
+        resolved = Path(os.fsdecode(path)).resolve()
+    except (OSError, ValueError):
+        return None
+    if resolved.is_relative_to(REPO.parent) and not resolved.is_relative_to(REPO):
+        return str(resolved)
+    return None
+
+
+def _refuse_reads_beside_the_clone(event: str, args: tuple) -> None:
+    """Audit hook: every Python-level open/listing of a path beside the clone (``../shared`` on a
+    developer's machine) fails the test that made it. CI also runs the suite from a copy of the
+    clone in an empty folder (.ci/run), which catches reads from compiled code too."""
+    if event in ("open", "os.listdir", "os.scandir") and args:
+        outside = _sibling_of_the_clone(args[0])
+        if outside is not None:
+            raise ReadOutsideRepository(f"{outside}: read outside the repository; a user's clone has no such file")
+
+
+sys.addaudithook(_refuse_reads_beside_the_clone)
 
 
 @pytest.fixture

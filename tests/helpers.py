@@ -9,7 +9,6 @@ import numpy as np
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_REAL = REPO.parent / "shared" / "data" / "real-ct"
 EMBEDDED_REAL = REPO / "data" / "real"
 
 # A rotation about z by 30 degrees combined with a flip of y: orthonormal, not identity.

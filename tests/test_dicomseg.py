@@ -6,9 +6,9 @@ import SimpleITK as sitk
 from lesionlocator.dicomseg import tracking_uid, write_dicom_seg
 from lesionlocator.errors import InputError
 from lesionlocator.io import image_from_array, read_image
-from tests.helpers import SHARED_REAL
+from tests.helpers import EMBEDDED_REAL
 
-DICOM = SHARED_REAL / "example_ct_dicom"
+DICOM = EMBEDDED_REAL / "example_ct_dicom"
 
 
 @pytest.fixture(scope="module")

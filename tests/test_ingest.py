@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from lesionlocator.errors import InputError, LesionLocatorError
 from lesionlocator.ingest import CohortError, ingest_cohort, read_manifest
-from tests.helpers import SHARED_REAL, make_image, write_prompts_json, write_session
+from tests.helpers import EMBEDDED_REAL, make_image, write_prompts_json, write_session
 
 
 def test_natural_order_and_baseline(tiny_cohort, tmp_path):
@@ -49,9 +49,9 @@ def test_real_ct_as_nifti_and_dicom(tmp_path):
     root = tmp_path / "real"
     nifti = root / "sub-CT1" / "ses-01"
     nifti.mkdir(parents=True)
-    shutil.copy(SHARED_REAL / "example_ct.nii.gz", nifti / "ct.nii.gz")
+    shutil.copy(EMBEDDED_REAL / "example_ct.nii.gz", nifti / "ct.nii.gz")
     dicom = root / "sub-CT1" / "ses-02" / "dicom"
-    shutil.copytree(SHARED_REAL / "example_ct_dicom", dicom)
+    shutil.copytree(EMBEDDED_REAL / "example_ct_dicom", dicom)
     ct = sitk.ReadImage(str(nifti / "ct.nii.gz"))
     centre = ct.TransformContinuousIndexToPhysicalPoint((61.0, 50.0, 56.0))
     write_prompts_json(nifti / "prompts.json", {"frame": "world", "lesions": [{"id": 1, "point": list(centre)}]})
@@ -119,7 +119,7 @@ def test_dicom_folder_with_two_series(tmp_path):
     root = tmp_path / "c"
     folder = root / "sub-P1" / "ses-1" / "dicom"
     folder.mkdir(parents=True)
-    for i, f in enumerate(sorted((SHARED_REAL / "example_ct_dicom").iterdir())[:6]):
+    for i, f in enumerate(sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())[:6]):
         ds = pydicom.dcmread(f)
         if i % 2:
             ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["second"])

@@ -17,7 +17,7 @@ from lesionlocator.io import (
     write_image,
     write_json,
 )
-from tests.helpers import OBLIQUE_DIRECTION, SHARED_REAL, make_image
+from tests.helpers import OBLIQUE_DIRECTION, EMBEDDED_REAL, make_image
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -90,18 +90,18 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 
 def test_real_ct_nifti_and_dicom():
-    ct = read_image(SHARED_REAL / "example_ct.nii.gz")
+    ct = read_image(EMBEDDED_REAL / "example_ct.nii.gz")
     assert ct.GetSize() == (122, 101, 112)
     assert np.allclose(ct.GetSpacing(), (3.0, 3.0, 3.0))
     assert np.allclose(np.diag(np.reshape(ct.GetDirection(), (3, 3))), (-1, -1, 1))
-    dicom = read_image(SHARED_REAL / "example_ct_dicom")
+    dicom = read_image(EMBEDDED_REAL / "example_ct_dicom")
     assert dicom.GetSize() == (512, 512, 20)
     assert np.allclose(dicom.GetSpacing(), (0.977, 0.977, 2.0), atol=0.01)
-    assert read_geometry(SHARED_REAL / "example_ct_dicom") == Geometry.of(dicom)
+    assert read_geometry(EMBEDDED_REAL / "example_ct_dicom") == Geometry.of(dicom)
 
 
 def test_dicom_series_survives_write_as_nifti(tmp_path):
-    dicom = read_image(SHARED_REAL / "example_ct_dicom")
+    dicom = read_image(EMBEDDED_REAL / "example_ct_dicom")
     back = read_image(write_image(dicom, tmp_path / "ct.nii.gz"))
     assert same_geometry(Geometry.of(back), Geometry.of(dicom), tolerance=1e-4)
 
@@ -180,7 +180,7 @@ def _copy_dicom(src_files, dst):
 def test_dicom_folder_with_two_series(tmp_path):
     import pydicom
 
-    files = sorted((SHARED_REAL / "example_ct_dicom").iterdir())
+    files = sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())
     folder = tmp_path / "mixed"
     _copy_dicom(files[:4], folder)
     for f in files[4:8]:
@@ -193,7 +193,7 @@ def test_dicom_folder_with_two_series(tmp_path):
 
 
 def test_dicom_series_with_missing_slice(tmp_path):
-    files = sorted((SHARED_REAL / "example_ct_dicom").iterdir())
+    files = sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())
     import pydicom
 
     by_position = sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))

@@ -129,13 +129,16 @@ def test_unigradicon_needs_weights(tmp_path):
 
 
 def test_real_cut_with_reset_origin_is_found_by_the_z_search():
-    """The shared example_ct_sm holds slices 82..111 of example_ct but carries the full scan's origin
-    (the embedded copy in data/real has the corrected origin): the true fixed->moving map is a z
-    shift of 82 slices x 3 mm = 246 mm, far beyond a centroid alignment."""
-    from tests.helpers import SHARED_REAL
+    """example_ct_sm holds slices 82..111 of example_ct. As published, its header carries the full
+    scan's origin (data/real/SOURCE.md; the embedded copy has the corrected origin): given that
+    origin back, the true fixed->moving map is a z shift of 82 slices x 3 mm = 246 mm, far beyond a
+    centroid alignment."""
+    from tests.helpers import EMBEDDED_REAL
 
-    full = sitk.ReadImage(str(SHARED_REAL / "example_ct.nii.gz"))
-    cut = sitk.ReadImage(str(SHARED_REAL / "example_ct_sm.nii.gz"))
+    full = sitk.ReadImage(str(EMBEDDED_REAL / "example_ct.nii.gz"))
+    cut = sitk.ReadImage(str(EMBEDDED_REAL / "example_ct_sm.nii.gz"))
+    assert np.allclose(cut.GetOrigin(), full.TransformIndexToPhysicalPoint((0, 0, 82)))
+    cut.SetOrigin(full.GetOrigin())  # the published header's origin (slice 0 of the full scan)
     estimated = build_registration(RegisterConfig(deformable=False, affine=False)).register(cut, full)
     for index in ([20, 20, 5], [61, 50, 15], [100, 80, 25]):
         point = np.asarray(cut.TransformIndexToPhysicalPoint(index))

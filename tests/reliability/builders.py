@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from tests.helpers import OBLIQUE_DIRECTION, SHARED_REAL, make_image, write_session
+from tests.helpers import OBLIQUE_DIRECTION, EMBEDDED_REAL, make_image, write_session
 
 BLOB_CENTRE_ZYX = (6, 8, 10)
 
@@ -89,7 +89,7 @@ def copy_dicom(files: list[Path], folder: Path) -> Path:
 
 
 def dicom_files() -> list[Path]:
-    return sorted((SHARED_REAL / "example_ct_dicom").iterdir())
+    return sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())
 
 
 def leftovers(folder: Path) -> list[str]:

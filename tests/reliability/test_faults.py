@@ -79,9 +79,9 @@ def test_memory_estimate_from_the_header(tmp_path):
 
 
 def test_memory_estimate_of_a_dicom_folder():
-    from tests.helpers import SHARED_REAL
+    from tests.helpers import EMBEDDED_REAL
 
-    needed, voxels, per_voxel = estimate_image_bytes(SHARED_REAL / "example_ct_dicom")
+    needed, voxels, per_voxel = estimate_image_bytes(EMBEDDED_REAL / "example_ct_dicom")
     assert voxels == 512 * 512 * 20 and needed == voxels * per_voxel
 
 

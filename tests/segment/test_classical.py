@@ -1,4 +1,4 @@
-"""The classical segmenter on lesions simulated in the shared real CT (the quality bar of learned models)."""
+"""The classical segmenter on lesions simulated in the embedded real CT (the quality bar of learned models)."""
 
 from __future__ import annotations
 
