@@ -54,6 +54,7 @@ def synthetic_patient(rng: np.random.Generator, patient: str, n_lesions: int, n_
             "longest_diameter_mm": diameter,
             "short_axis_mm": diameter * 0.6,
             "diameter_slice": pa.array(np.where(present, 10, 0), pa.int32(), mask=~present),
+            "slice_thickness_mm": np.full(n, 1.0),
             "centroid_x_mm": pa.array(rng.normal(0, 50, n), mask=~present),
             "centroid_y_mm": pa.array(rng.normal(0, 50, n), mask=~present),
             "centroid_z_mm": pa.array(rng.normal(0, 50, n), mask=~present),

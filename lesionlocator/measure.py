@@ -13,6 +13,12 @@ diameter** is the longest distance between two hull points over all slices; the 
 the longest chord of that same slice's hull perpendicular to the longest diameter. A lesion made of
 several 3D connected fragments (a split) gets the sum of its fragments' longest diameters, as RECIST
 1.1 asks; its short axis and slice are those of the fragment with the longest diameter.
+
+Each row also carries the **slice thickness** of its session's image: the spacing (mm) along the
+array's first axis, the slice axis the diameters are measured across. (The image grid knows the
+distance between slices, not the DICOM reconstruction thickness; for contiguous slices they agree.)
+RECIST 1.1 raises the measurable minimum to twice the slice thickness when slices are thicker than
+5 mm (:mod:`lesionlocator.response`).
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ LESION_SCHEMA = pa.schema(
         pa.field("longest_diameter_mm", pa.float64(), nullable=False),
         pa.field("short_axis_mm", pa.float64(), nullable=False),
         pa.field("diameter_slice", pa.int32()),
+        pa.field("slice_thickness_mm", pa.float64()),  # spacing along the image's slice axis; null: unknown
         pa.field("centroid_x_mm", pa.float64()),
         pa.field("centroid_y_mm", pa.float64()),
         pa.field("centroid_z_mm", pa.float64()),
@@ -163,8 +170,8 @@ def measure_labels(
     ``labels`` is a ``(z, y, x)`` integer array (0 = background, each positive value one lesion)
     and ``image`` the matching intensity array or None. Returns one row per lesion ID with the
     measurement columns of :data:`LESION_SCHEMA` (lesion_id, n_fragments, voxel_count, volume_ml,
-    longest_diameter_mm, short_axis_mm, diameter_slice, centroid_*_mm (world LPS), mean_intensity),
-    sorted by lesion_id.
+    longest_diameter_mm, short_axis_mm, diameter_slice, slice_thickness_mm (the geometry's spacing
+    along array axis 0), centroid_*_mm (world LPS), mean_intensity), sorted by lesion_id.
     """
     if labels.shape != tuple(geometry.shape_zyx):
         raise ValueError(f"label array shape {labels.shape} does not match geometry {geometry.shape_zyx} (z, y, x)")
@@ -179,6 +186,7 @@ def measure_labels(
     slices = ndimage.find_objects(compact)
     rows = []
     voxel_ml = geometry.voxel_volume_ml()
+    slice_thickness = float(geometry.spacing[2])
     for k, (lesion_id, box) in enumerate(zip(ids, slices), start=1):
         crop = compact[box] == k
         count = int(crop.sum())
@@ -195,6 +203,7 @@ def measure_labels(
                 diameters.longest_mm,
                 diameters.short_mm,
                 None if diameters.slice_index is None else diameters.slice_index + box[0].start,
+                slice_thickness,
                 *map(float, centroid),
                 mean_intensity,
             )
@@ -331,6 +340,7 @@ def measure_patient(
                 record = {
                     "lesion_id": lesion_id, "n_fragments": 0, "voxel_count": 0, "volume_ml": 0.0,
                     "longest_diameter_mm": 0.0, "short_axis_mm": 0.0, "diameter_slice": None,
+                    "slice_thickness_mm": float(geometries[index].spacing[2]),
                     "centroid_x_mm": np.nan, "centroid_y_mm": np.nan, "centroid_z_mm": np.nan,
                     "mean_intensity": np.nan,
                 }  # fmt: skip
@@ -355,7 +365,7 @@ def _empty_lesion_frame() -> pd.DataFrame:
 
 def _nullable(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
-    for column in ("centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "mean_intensity"):
+    for column in ("slice_thickness_mm", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "mean_intensity"):
         frame[column] = frame[column].astype("float64")
     frame["diameter_slice"] = frame["diameter_slice"].astype("Int64")
     frame["organ"] = frame["organ"].astype(object).where(frame["organ"].notna(), None)

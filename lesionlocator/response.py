@@ -8,14 +8,24 @@ Definitions (RECIST 1.1: Eisenhauer EA et al., "New response evaluation criteria
 revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
 
 * Baseline is each patient's first session (lowest ``session_index``).
-* **Target lesions**: lesions present at baseline with longest diameter >= 10 mm (measurable),
-  at most 5 per patient and at most 2 per organ, chosen by decreasing longest diameter (ties: lower
-  lesion ID). The per-organ limit applies only where the ``organ`` column is known; lesions without
-  organ are not limited per organ. Lymph-node short-axis rules are not applied (organ is usually
-  unknown to the pipeline).
+* **Recorded diameters**: every longest diameter is rounded to 0.1 mm (half up), as a reader records
+  it, and every threshold below is decided on those values with exact decimal arithmetic (integer
+  tenths of a mm; percentages to 0.01 %). So a SoD of 23.1 mm against a baseline of 33.0 mm is
+  exactly -30 % (PR), and 16.4 mm over a nadir of 11.4 mm is exactly +5.0 mm, where floating point
+  would give -29.999... % and 4.999... mm. SoD and nadir are reported as these rounded sums.
+* **Measurable**: longest diameter >= max(10 mm, 2 x slice thickness of the baseline scan) (RECIST
+  1.1 section 3.1.1 and Appendix II: 10 mm assumes slices of at most 5 mm; thicker slices need twice
+  the thickness). The slice thickness is the ``slice_thickness_mm`` column (the spacing along the
+  image's slice axis); where it is unknown (null or absent) the 10 mm floor alone applies. The floor
+  is :attr:`ResponseCriteria.min_measurable_mm`.
+* **Target lesions**: measurable lesions present at baseline, at most 5 per patient and at most 2
+  per organ, chosen by decreasing longest diameter (ties: lower lesion ID). The per-organ limit
+  applies only where the ``organ`` column is known; lesions without organ are not limited per organ.
+  Lymph-node short-axis rules are not applied (organ is usually unknown to the pipeline).
 * **Sum of diameters (SoD)**: the sum of the targets' longest diameters; a target with no voxels
-  at a session (vanished, merged into another) counts 0 mm. A target that is ``out_of_fov`` makes
-  the session not evaluable (NE) unless the evaluable targets alone already show progression.
+  at a session (vanished, merged into another) counts 0 mm, and a target that disappears and later
+  reappears counts its diameter again. A target that is ``out_of_fov`` makes the session not
+  evaluable (NE) unless the evaluable targets alone already show progression.
 * **Nadir**: the smallest SoD before the session, baseline included.
 * Target response: **CR** all targets gone (SoD 0 mm); **PD** SoD >= nadir * 1.2 and SoD - nadir
   >= 5 mm; **PR** SoD <= baseline * 0.7; **SD** otherwise (checked in this order).
@@ -25,6 +35,15 @@ revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
 * **New lesions**: a lesion with voxels at a follow-up that had none at baseline (a lesion first
   seen after baseline) or whose tracking status is ``new_candidate``. Any new lesion is PD.
 * Overall response per follow-up session: RECIST 1.1 Table 1 (targets x non-targets x new lesions).
+* **Reappearance after CR**: a lesion that disappeared and reappears is not PD by itself; it is
+  measured again (a target's diameter rejoins the SoD) and the response follows from all lesions.
+  Only once the patient's overall response was CR (every target and non-target gone, no new lesion)
+  does the reappearance of any lesion make that session PD, and its target and non-target responses
+  PD where those lesions reappear (RECIST 1.1 as the RECIST Working Group clarifies it: lesions that
+  disappear and reappear are not PD by themselves unless overall CR was assigned at the previous
+  assessment; recist.eortc.org, FAQ "Does a new lesion always result in PD?"). CR holds until
+  something reappears, so "after CR" is any later follow-up (an NE in between does not end it). CR
+  confirmation is not applied (see below): the CR that reappearance ends may be unconfirmed.
 * **Best overall response**: the best response (CR > PR > SD > NON-CR/NON-PD > PD > NE) among
   follow-ups up to and including the first PD. Confirmation of CR/PR (>= 4 weeks) and the SD
   minimum duration are not applied, since acquisition times are optional.
@@ -102,7 +121,7 @@ PATIENT_SCHEMA = pa.schema(
 class ResponseCriteria:
     """Thresholds of RECIST 1.1 and of the volumetric criteria (percent and mm / mL)."""
 
-    min_measurable_mm: float = 10.0
+    min_measurable_mm: float = 10.0  # floor; thick baseline slices raise it (measurable_minimum_mm)
     max_targets: int = 5
     max_targets_per_organ: int = 2
     pr_pct: float = -30.0
@@ -130,15 +149,40 @@ class ResponseCriteria:
 
 KEY = ["patient", "session_index"]
 
+#: RECIST 1.1: on slices thicker than 5 mm a measurable lesion is at least twice the slice thickness.
+SLICE_THICKNESS_FACTOR = 2.0
+
+
+def tenths_mm(millimetres) -> np.ndarray:
+    """Lengths in mm as integer tenths of a mm, rounded half up (a reader's recorded value)."""
+    return np.floor(np.asarray(millimetres, dtype=float) * 10.0 + 0.5).astype(np.int64)
+
+
+def _pct_factor(pct: float) -> int:
+    """``1 + pct / 100`` as an integer in units of 1e-4 (the percentage to 0.01 %)."""
+    return 10_000 + round(pct * 100.0)
+
+
+def measurable_minimum_mm(slice_thickness_mm, criteria: ResponseCriteria = ResponseCriteria()) -> np.ndarray:
+    """RECIST 1.1 measurable minimum (mm) per scan: max(floor, 2 x slice thickness); NaN thickness: floor."""
+    thickness = np.nan_to_num(np.asarray(slice_thickness_mm, dtype=float), nan=0.0)
+    return np.maximum(criteria.min_measurable_mm, SLICE_THICKNESS_FACTOR * thickness)
+
 
 def select_targets(lesions: pd.DataFrame, criteria: ResponseCriteria = ResponseCriteria()) -> pd.DataFrame:
-    """The target lesions of each patient, chosen at baseline: columns patient, lesion_id, organ."""
+    """The target lesions of each patient, chosen at baseline: columns patient, lesion_id, organ.
+
+    A lesion is measurable when its recorded (0.1 mm) longest diameter reaches
+    :func:`measurable_minimum_mm` of its baseline scan (column ``slice_thickness_mm`` if present).
+    """
     baseline = lesions.groupby("patient", sort=False)["session_index"].transform("min")
+    thickness = lesions["slice_thickness_mm"] if "slice_thickness_mm" in lesions else np.full(len(lesions), np.nan)
+    measurable = tenths_mm(lesions["longest_diameter_mm"]) >= tenths_mm(measurable_minimum_mm(thickness, criteria))
     candidates = lesions[
         (lesions["session_index"] == baseline)
         & (lesions["voxel_count"] > 0)
         & (lesions["status"] != "out_of_fov")
-        & (lesions["longest_diameter_mm"] >= criteria.min_measurable_mm)
+        & measurable
     ]
     candidates = candidates.sort_values(
         ["patient", "longest_diameter_mm", "lesion_id"], ascending=[True, False, True], kind="mergesort"
@@ -178,7 +222,7 @@ def assess_response(
     :data:`PATIENT_SCHEMA`, sorted by patient and session_index.
     """
     needed = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count",
-              "volume_ml", "longest_diameter_mm"]  # fmt: skip
+              "volume_ml", "longest_diameter_mm", "slice_thickness_mm"]  # fmt: skip
     lesions = lesions.reindex(columns=needed).reset_index(drop=True)
     # work on integer patient codes: merging and taking string columns costs most of the time
     names = [lesions["patient"]] + ([sessions["patient"]] if sessions is not None else [])
@@ -217,14 +261,14 @@ def assess_response(
         on=["patient", "session_index", "lesion_id"],
         how="left",
     )
-    grid["longest_diameter_mm"] = grid["longest_diameter_mm"].fillna(0.0)
+    grid["_d10"] = tenths_mm(grid["longest_diameter_mm"].fillna(0.0))  # recorded diameters, 0.1 mm
     grid["volume_ml"] = grid["volume_ml"].fillna(0.0)
     grid["unevaluable"] = grid["status"].eq("out_of_fov")
-    grid["_d_ok"] = grid["longest_diameter_mm"].where(~grid["unevaluable"], 0.0)
+    grid["_d10_ok"] = grid["_d10"].where(~grid["unevaluable"], 0)
     target_sums = grid.groupby(KEY, sort=False).agg(
         n_targets=("lesion_id", "size"),
-        _sod=("longest_diameter_mm", "sum"),
-        _sod_evaluable=("_d_ok", "sum"),
+        _sod=("_d10", "sum"),
+        _sod_evaluable=("_d10_ok", "sum"),
         _vol=("volume_ml", "sum"),
         _unevaluable=("unevaluable", "sum"),
     )
@@ -232,35 +276,38 @@ def assess_response(
     frame["n_targets"] = frame["n_targets"].fillna(0).astype("int32")
     has_targets = frame["n_targets"] > 0
     evaluable = has_targets & (frame["_unevaluable"].fillna(0) == 0)
-    frame["sum_diameters_mm"] = frame["_sod"].where(evaluable)
+    # sums of diameters in integer tenths of a mm (held as floats, exact far beyond any real sum)
+    sod = frame["_sod"].where(evaluable)
+    frame["sum_diameters_mm"] = sod / 10.0
     frame["target_volume_ml"] = frame["_vol"].where(evaluable)
 
     by_patient = frame.groupby("patient", sort=False)
-    baseline_sod = frame["sum_diameters_mm"].where(frame["is_baseline"]).groupby(frame["patient"]).transform("max")
+    baseline_sod = sod.where(frame["is_baseline"]).groupby(frame["patient"]).transform("max")
     baseline_vol = frame["target_volume_ml"].where(frame["is_baseline"]).groupby(frame["patient"]).transform("max")
-    frame["nadir_sum_mm"] = by_patient["sum_diameters_mm"].cummin().groupby(frame["patient"]).shift()
+    nadir = sod.groupby(frame["patient"]).cummin().groupby(frame["patient"]).shift()
     nadir_vol = by_patient["target_volume_ml"].cummin().groupby(frame["patient"]).shift()
     # a session after an unevaluable one keeps the nadir of the sessions before
-    frame["nadir_sum_mm"] = frame["nadir_sum_mm"].groupby(frame["patient"]).ffill()
+    nadir = nadir.groupby(frame["patient"]).ffill()
     nadir_vol = nadir_vol.groupby(frame["patient"]).ffill()
-    frame["pct_change_baseline"] = _pct(frame["sum_diameters_mm"], baseline_sod)
+    frame["nadir_sum_mm"] = nadir / 10.0
+    frame["pct_change_baseline"] = _pct(frame["sum_diameters_mm"], baseline_sod / 10.0)
     frame["pct_change_nadir"] = _pct(frame["sum_diameters_mm"], frame["nadir_sum_mm"])
     frame["pct_volume_change_baseline"] = _pct(frame["target_volume_ml"], baseline_vol)
     frame["pct_volume_change_nadir"] = _pct(frame["target_volume_ml"], nadir_vol)
 
     follow_up = ~frame["is_baseline"]
     new = frame["n_new_lesions"] > 0
-    nadir = frame["nadir_sum_mm"]
     sod_any = frame["_sod_evaluable"]
+    # exact comparisons: integer tenths of a mm times integer factors in units of 1e-4
     progression = (
-        (sod_any >= nadir * (1 + criteria.pd_pct / 100.0))
-        & (sod_any - nadir >= criteria.pd_min_increase_mm)
+        (sod_any * 10_000 >= nadir * _pct_factor(criteria.pd_pct))
+        & (sod_any - nadir >= int(tenths_mm(criteria.pd_min_increase_mm)))
         & nadir.notna()
     )
     partial = has_targets & ~evaluable
     target = np.select(
         [~has_targets, partial & progression, partial, frame["_sod"] == 0, progression,
-         frame["_sod"] <= baseline_sod * (1 + criteria.pr_pct / 100.0)],
+         frame["_sod"] * 10_000 <= baseline_sod * _pct_factor(criteria.pr_pct)],
         [None, "PD", "NE", "CR", "PD", "PR"],
         default="SD",
     )  # fmt: skip
@@ -276,7 +323,14 @@ def assess_response(
         ["PD", "CR", "PR", "PR", "SD", "NE", "CR", "NON-CR/NON-PD", "NE"],
         default=None,
     )  # fmt: skip
-    frame["recist_response"] = pd.Series(overall, index=frame.index, dtype=object).where(follow_up, None)
+    overall = pd.Series(overall, index=frame.index, dtype=object).where(follow_up, None)
+    # after an overall CR, any lesion with voxels again is PD (RECIST 1.1, see the module docstring)
+    was_cr = overall.eq("CR").groupby(frame["patient"]).cummax()
+    after_cr = was_cr.groupby(frame["patient"]).shift(fill_value=False).astype(bool) & follow_up
+    frame.loc[after_cr & (frame["_sod"] > 0), "target_response"] = "PD"
+    frame.loc[after_cr & nt.eq("NON-CR/NON-PD"), "non_target_response"] = "PD"
+    overall[after_cr & (frame["n_lesions"] > 0)] = "PD"
+    frame["recist_response"] = overall
 
     volume, vol_nadir = frame["target_volume_ml"], nadir_vol
     vol_progression = (volume >= vol_nadir * (1 + criteria.volume_pd_pct / 100.0)) & (volume > vol_nadir)

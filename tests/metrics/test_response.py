@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from lesionlocator.io import Geometry
+from lesionlocator.measure import measure_labels
 from lesionlocator.response import ResponseCriteria, assess_response, select_targets
 
 
 def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int, int], str] | None = None, organ=None,
-            fallback=()):
+            fallback=(), thickness: float | None = None):
     """``table``: lesion_id -> diameter per session (None: no row; 0: no voxels); ``fallback``: (lesion, index)
-    pairs whose mask the fallback segmenter made."""
+    pairs whose mask the fallback segmenter made; ``thickness``: slice thickness (mm) of every scan, None unknown."""
     rows = []
     for lesion_id, diameters in table.items():
         for index, d in enumerate(diameters):
@@ -22,7 +25,8 @@ def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int,
                 patient=patient, session=f"s{index}", session_index=index, lesion_id=lesion_id, status=state, by_fallback=(lesion_id, index) in fallback,
                 organ=(organ or {}).get(lesion_id), n_fragments=int(d > 0), voxel_count=int(d > 0) * 100,
                 volume_ml=(d / 10.0) ** 3, longest_diameter_mm=float(d), short_axis_mm=d / 2, diameter_slice=None,
-                centroid_x_mm=None, centroid_y_mm=None, centroid_z_mm=None, mean_intensity=None,
+                slice_thickness_mm=thickness, centroid_x_mm=None, centroid_y_mm=None, centroid_z_mm=None,
+                mean_intensity=None,
             ))  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -111,3 +115,76 @@ def test_flagged_lesions_count_merges_and_fallback_masks():
     assert patients.set_index("patient").loc["A", "n_flagged"] == 2
     _, plain = assess_response(lesions("A", {1: [30, 20], 2: [15, 10], 3: [12, 8]}))
     assert plain.set_index("patient").loc["A", "n_flagged"] == 0
+
+
+def test_exactly_minus_30_percent_is_partial_response():
+    # 33 -> 23.1 mm is -30.0 %; in floating point 23.1 > 33 * 0.7 = 23.0999...
+    assert responses(lesions("A", {1: [33, 23.1]})) == ["PR"]
+    assert responses(lesions("A", {1: [33, 23.2]})) == ["SD"]
+    # each diameter is recorded to 0.1 mm before summing: 14.04 + 9.1 -> 14.0 + 9.1 = 23.1 mm
+    frame = lesions("A", {1: [20, 14.04], 2: [13, 9.1]})
+    sessions, _ = assess_response(frame)
+    assert sessions.recist_response.tolist()[1:] == ["PR"]
+    assert sessions.sum_diameters_mm.tolist() == [33.0, 23.1]
+
+
+def test_exactly_5_mm_and_20_percent_over_nadir_is_progression():
+    # nadir 11.4 mm, then 16.4 mm: +5.0 mm (4.999... in floating point) and +44 %
+    assert responses(lesions("A", {1: [30, 11.4, 16.4]})) == ["PR", "PD"]
+    assert responses(lesions("A", {1: [30, 11.4, 16.3]})) == ["PR", "PR"]  # +4.9 mm: not PD
+    # exactly +20 % and +5.0 mm on recorded diameters (25.04 -> 25.0, 29.96 -> 30.0)
+    assert responses(lesions("A", {1: [25.04, 29.96]})) == ["PD"]
+    assert responses(lesions("A", {1: [25.0, 29.9]})) == ["SD"]  # +19.6 %, +4.9 mm
+
+
+def test_reappearance_after_complete_response_is_progression():
+    # a target back at 3 mm after CR: too little growth for PD by the SoD, PD by reappearance
+    frame = lesions("A", {1: [30, 0, 0, 3]})
+    sessions, patients = assess_response(frame)
+    assert sessions.recist_response.tolist()[1:] == ["CR", "CR", "PD"]
+    assert sessions.target_response.iloc[3] == "PD"
+    assert patients.best_response.iloc[0] == "CR" and patients.first_pd_session_index.iloc[0] == 3
+    # a non-target back after CR
+    frame = lesions("A", {1: [30, 0, 0], 2: [8, 0, 4]})
+    sessions, _ = assess_response(frame)
+    assert sessions.recist_response.tolist()[1:] == ["CR", "PD"]
+    assert sessions.non_target_response.iloc[2] == "PD"
+    # an NE session (nothing visible, a target out of view) does not end the CR
+    frame = lesions("A", {1: [30, 0, 0, 3], 2: [20, 0, 0, 0]}, status={(2, 2): "out_of_fov"})
+    assert responses(frame) == ["CR", "NE", "PD"]
+
+
+def test_reappearance_without_complete_response_rejoins_the_sum():
+    # target 2 vanishes while target 1 remains (PR), then reappears at 4 mm: it counts again in the
+    # SoD (20 -> 24 mm, +20 % but +4 mm over the nadir) and is not PD by itself
+    frame = lesions("A", {1: [30, 20, 20], 2: [20, 0, 4]})
+    sessions, _ = assess_response(frame)
+    assert sessions.recist_response.tolist()[1:] == ["PR", "PR"]
+    assert sessions.sum_diameters_mm.tolist() == [50.0, 20.0, 24.0]
+    # a non-target that vanishes and reappears while targets remain: not PD
+    assert responses(lesions("A", {1: [30, 20, 20], 2: [8, 0, 4]})) == ["PR", "PR"]
+
+
+def test_measurable_minimum_is_twice_a_thick_slice():
+    # 12 mm: measurable on 3 mm slices (minimum 10 mm), not on 7 mm slices (minimum 14 mm)
+    frame = lesions("A", {1: [12, 6], 2: [30, 30]}, thickness=7.0)
+    assert sorted(select_targets(frame).lesion_id) == [2]
+    assert assess_response(frame)[0].non_target_response.iloc[1] == "NON-CR/NON-PD"
+    assert sorted(select_targets(lesions("A", {1: [12], 2: [30]}, thickness=3.0)).lesion_id) == [1, 2]
+    assert sorted(select_targets(lesions("A", {1: [12], 2: [30]})).lesion_id) == [1, 2]  # unknown: 10 mm
+    assert sorted(select_targets(lesions("A", {1: [14], 2: [30]}, thickness=7.0)).lesion_id) == [1, 2]
+    # the configured floor still applies to thin slices
+    assert sorted(select_targets(lesions("A", {1: [12], 2: [30]}, thickness=3.0), ResponseCriteria(min_measurable_mm=15)).lesion_id) == [2]
+
+
+@pytest.mark.parametrize("slice_mm, is_target", [(7.0, False), (3.0, True)])
+def test_measured_slice_thickness_decides_measurability(slice_mm, is_target):
+    # a 12 x 1 pixel bar (longest diameter 12.04 mm, recorded 12.0) measured on the scan's own grid
+    geometry = Geometry(size=(24, 24, 5), spacing=(1.0, 1.0, slice_mm), origin=(0.0, 0.0, 0.0),
+                        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # fmt: skip
+    labels = np.zeros(geometry.shape_zyx, dtype=np.uint8)
+    labels[2, 10, 4:16] = 1
+    measured = measure_labels(labels, geometry)
+    assert measured.slice_thickness_mm.tolist() == [slice_mm]
+    frame = measured.assign(patient="A", session="s0", session_index=0, status="present", by_fallback=False, organ=None)
+    assert (1 in select_targets(frame).lesion_id.tolist()) is is_target
