@@ -26,8 +26,6 @@ How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -47,6 +45,7 @@ import pyarrow.parquet as pq
 
 from lesionlocator.errors import InputError
 from lesionlocator.evaluate import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, session_metrics
+from lesionlocator.hashing import json_sha256, tree_sha256
 from lesionlocator.io import write_json
 from lesionlocator.measure import LESION_SCHEMA
 from lesionlocator.response import PATIENT_SCHEMA, RESPONSES, SESSION_SCHEMA, ResponseCriteria, assess_response
@@ -342,20 +341,6 @@ RUN_PACKAGES = ("lesionlocator", "numpy", "scipy", "pandas", "pyarrow", "dask", 
                 "snakemake", "pydantic", "connected-components-3d")  # fmt: skip
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def config_hash(config) -> str:
-    """SHA-256 of the canonical JSON of a config (a StudyConfig, a pydantic model or a plain dict)."""
-    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
-
-
 def write_run_manifest(
     path: str | Path,
     config,
@@ -375,13 +360,9 @@ def write_run_manifest(
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():
             raise InputError(checkpoint, "checkpoint not found")
-        files = sorted(p for p in checkpoint.rglob("*") if p.is_file()) if checkpoint.is_dir() else [checkpoint]
-        checkpoint_info = {
-            "path": str(checkpoint),
-            "sha256": {str(p.relative_to(checkpoint) if checkpoint.is_dir() else p.name): file_sha256(p) for p in files},
-        }
+        checkpoint_info = {"path": str(checkpoint), "sha256": tree_sha256(checkpoint)}
     manifest = {
-        "config_sha256": config_hash(config),
+        "config_sha256": json_sha256(config),
         "packages": versions,
         "python": sys.version.split()[0],
         "platform": platform.platform(),

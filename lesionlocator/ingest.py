@@ -15,7 +15,6 @@ The manifest has one row per patient x session, validated row by row against :cl
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import re
 from datetime import datetime
@@ -28,6 +27,7 @@ import SimpleITK as sitk
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lesionlocator.errors import InputError, LesionLocatorError
+from lesionlocator.hashing import files_sha256
 from lesionlocator.io import (
     Geometry,
     geometry_difference,
@@ -119,22 +119,6 @@ MANIFEST_SCHEMA = pa.schema(
         ("fingerprint", pa.string()),
     ]
 )
-
-
-def fingerprint_files(paths: list[Path | None]) -> str:
-    """SHA-256 over the bytes of ``paths`` in order (folders: their files in sorted order; None: a marker)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if path is None:
-            digest.update(b"\0none")
-            continue
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            digest.update(file.name.encode() + b"\0")
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 def natural_key(label: str) -> list:
@@ -386,7 +370,7 @@ def _validate_entry(entry: SessionEntry, index: int, verify_pixels: bool) -> Man
         n_prompts=n_prompts,
         prompt_mask=str(entry.prompt_mask) if entry.prompt_mask else None,
         groundtruth=str(entry.groundtruth) if entry.groundtruth else None,
-        fingerprint=fingerprint_files([entry.image, entry.prompts, entry.prompt_mask, entry.groundtruth]),
+        fingerprint=files_sha256([entry.image, entry.prompts, entry.prompt_mask, entry.groundtruth]),
     )
 
 

@@ -22,7 +22,8 @@ from lesionlocator.io import Geometry, read_image
 from lesionlocator.layout import ResultsLayout
 from lesionlocator.register.base import build_registration, register_pair
 from lesionlocator.segment.api import check_prompts
-from lesionlocator.shards import PatientTask, fingerprint, read_done, run_shard
+from lesionlocator.shards import PatientTask, read_done, run_shard
+from lesionlocator.stage_keys import stage_key
 from lesionlocator.track import (
     SessionScan,
     baseline_prompts,
@@ -76,7 +77,7 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
     tasks = []
     for patient in patients:
         base = sessions[patient][0]
-        key = fingerprint("segment_baseline", base["fingerprint"], config.segment.model_dump(mode="json"), config.track.baseline_prompt)
+        key = stage_key("segment_baseline", config, base["fingerprint"])
 
         def run(patient=patient, base=base) -> None:
             image = read_image(base["image"])
@@ -111,7 +112,7 @@ def register_shard(
         rows = sessions[patient]
         if len(rows) <= t:
             continue
-        key = fingerprint(f"register_t{t}", rows[t]["fingerprint"], rows[t - 1]["fingerprint"], config.register.model_dump(mode="json"))
+        key = stage_key("register", config, t, rows[t]["fingerprint"], rows[t - 1]["fingerprint"])
         output = layout.transform(patient, rows[t]["session"])
 
         def run(rows=rows, output=output) -> None:
@@ -146,14 +147,7 @@ def track_shard(
         if len(rows) <= t:
             continue
         patient_dir = layout.patient_dir(patient)
-        key = fingerprint(
-            f"track_t{t}",
-            read_done(patient_dir, _previous_stage(t)),
-            read_done(patient_dir, f"register_t{t}"),
-            config.segment.model_dump(mode="json"),
-            config.track.model_dump(mode="json"),
-            config.register.min_fraction_inside,
-        )
+        key = stage_key("track", config, t, read_done(patient_dir, _previous_stage(t)), read_done(patient_dir, f"register_t{t}"))
 
         def run(patient=patient, rows=rows) -> None:
             scans = _scans(rows)
@@ -161,7 +155,8 @@ def track_shard(
             transform_paths = [None] + [layout.transform(patient, s.session) for s in scans[1 : t + 1]]
             previous = [r for s in scans[:t] for r in pq.read_table(layout.tracking(patient, s.session)).to_pylist()]
             result = track_followup(
-                patient, scans, t, labels_paths, transform_paths, previous, segmenter(), config.track, config.register
+                patient, scans, t, labels_paths, transform_paths, previous, segmenter(), config.track,
+                config.register.min_fraction_inside,
             )
             reference = read_image(scans[t].image)
             write_labels(result.labels, reference, layout.labels(patient, scans[t].session))
@@ -212,7 +207,7 @@ def measure_shard(
     for patient in patients:
         rows = sessions[patient]
         patient_dir = layout.patient_dir(patient)
-        key = fingerprint("measure", read_done(patient_dir, _last_stage(len(rows))))
+        key = stage_key("measure", config, read_done(patient_dir, _last_stage(len(rows))))
 
         def run(patient=patient, rows=rows) -> None:
             scans = _scans(rows)
@@ -245,12 +240,7 @@ def evaluate_shard(
         if not rows:
             continue
         patient_dir = layout.patient_dir(patient)
-        key = fingerprint(
-            "evaluate",
-            read_done(patient_dir, _last_stage(len(sessions[patient]))),
-            [r["fingerprint"] for r in rows],
-            config.metrics.model_dump(mode="json"),
-        )
+        key = stage_key("evaluate", config, read_done(patient_dir, _last_stage(len(sessions[patient]))), [r["fingerprint"] for r in rows])
 
         def run(patient=patient, rows=rows) -> None:
             evaluate_patient(

@@ -4,9 +4,9 @@ A cohort of 10,000 patients is not 10,000 jobs nor 10,000 model loads: each stag
 shard of ``workflow.shard_size`` patients, builds its model once, and loops over the patients. The
 outputs stay per patient, and so does resume:
 
-* every patient's stage result is recorded in ``<patient dir>/.done/<stage>.json`` with a
-  *fingerprint* (SHA-256 of the inputs' content fingerprints, the stage's config and the package
-  version); a rerun of the shard skips the patients whose fingerprint is unchanged, so a changed or
+* every patient's stage result is recorded in ``<patient dir>/.done/<stage>.json`` with its
+  *rerun key* (:mod:`lesionlocator.stage_keys`: the stage's config fields, input and weight hashes,
+  code version); a rerun of the shard skips the patients whose key is unchanged, so a changed or
   failed patient is recomputed alone;
 * one patient's failure does not stop its shard: it is recorded in the shard's report (the job's
   declared output) and the stages after it skip that patient (``upstream_failed``, carrying the
@@ -17,7 +17,6 @@ outputs stay per patient, and so does resume:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -26,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Literal
 
-from lesionlocator import __version__
 from lesionlocator.io import write_json
 
 log = logging.getLogger(__name__)
@@ -39,12 +37,6 @@ def shard_patients(patients: list[str], shard_size: int) -> list[list[str]]:
     if shard_size < 1:
         raise ValueError("shard_size must be >= 1")
     return [patients[i : i + shard_size] for i in range(0, len(patients), shard_size)]
-
-
-def fingerprint(*parts: object) -> str:
-    """SHA-256 of a JSON rendering of ``parts`` (with the package version), stable across runs."""
-    payload = json.dumps([__version__, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def done_path(patient_dir: Path, stage: str) -> Path:

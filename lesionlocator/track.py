@@ -35,7 +35,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lesionlocator.candidates import find_candidates
-from lesionlocator.config import RegisterConfig, TrackConfig
+from lesionlocator.config import TrackConfig
 from lesionlocator.io import Geometry, image_from_array, read_image, write_image, write_parquet
 from lesionlocator.prompts import read_prompts
 from lesionlocator.propagate import OutOfFov, propagate_prompt
@@ -313,14 +313,15 @@ def track_followup(
     previous_rows: Sequence[dict],
     segmenter: Segmenter,
     track: TrackConfig,
-    register: RegisterConfig,
+    min_fraction_inside: float,
 ) -> FollowupResult:
     """Segment every tracked lesion at follow-up ``t`` (``t >= 1``).
 
     ``labels_paths[s]`` are the label maps of sessions ``0..t-1``; ``transform_paths[s]`` the
     transform of session ``s`` to ``s-1`` (``None`` for the baseline), for ``s = 0..t``;
     ``previous_rows`` the tracking rows of sessions ``0..t-1`` (to know where each lesion was last
-    present).
+    present). ``min_fraction_inside``: ``register.min_fraction_inside`` (a propagated mask with less of
+    its volume inside the follow-up's field of view is ``out_of_fov``).
     """
     scan = scans[t]
     image = read_image(scan.image)
@@ -350,7 +351,7 @@ def track_followup(
         source_labels, source_geometry = labels_at(source)
         chain = _chain_transform([transforms[s] for s in range(t, source, -1)])
         mask_prompt = Prompt(lesion_id, "mask", mask=source_labels == np.uint32(lesion_id))
-        result = propagate_prompt(mask_prompt, chain, source_geometry, geometry, min_fraction_inside=register.min_fraction_inside)
+        result = propagate_prompt(mask_prompt, chain, source_geometry, geometry, min_fraction_inside=min_fraction_inside)
         prompt_sessions[lesion_id] = scans[source].session
         fractions[lesion_id] = result.fraction_inside
         if isinstance(result, OutOfFov):

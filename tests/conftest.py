@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,13 @@ class ReadOutsideRepository(OSError):
     """A test (or the code under test) opened a file beside the clone, which a user's clone lacks."""
 
 
+# Beside the clone but not the project's inputs: the Python that runs the tests (a virtualenv next to
+# the clone) and the temporary folder, when the clone itself sits in it.
+_ALLOWED_BESIDE = [Path(p).resolve() for p in {sys.prefix, sys.exec_prefix, sys.base_prefix}]
+if Path(tempfile.gettempdir()).resolve().is_relative_to(REPO.parent):
+    _ALLOWED_BESIDE.append(Path(tempfile.gettempdir()).resolve())
+
+
 def _sibling_of_the_clone(path: object) -> str | None:
     """``path`` resolved, when it lies beside the repository (under its parent, not inside it)."""
     if not isinstance(path, (str, bytes, Path)) or REPO.parent == Path(REPO.anchor):
@@ -24,9 +32,11 @@ def _sibling_of_the_clone(path: object) -> str | None:
         resolved = Path(os.fsdecode(path)).resolve()
     except (OSError, ValueError):
         return None
-    if resolved.is_relative_to(REPO.parent) and not resolved.is_relative_to(REPO):
-        return str(resolved)
-    return None
+    if not resolved.is_relative_to(REPO.parent) or resolved.is_relative_to(REPO):
+        return None
+    if any(resolved.is_relative_to(allowed) for allowed in _ALLOWED_BESIDE):
+        return None
+    return str(resolved)
 
 
 def _refuse_reads_beside_the_clone(event: str, args: tuple) -> None:

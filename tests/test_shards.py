@@ -3,18 +3,13 @@ import json
 import pytest
 
 from lesionlocator.layout import ResultsLayout
-from lesionlocator.shards import PatientTask, failed_patients, fingerprint, run_shard, shard_patients
+from lesionlocator.shards import PatientTask, failed_patients, run_shard, shard_patients
 
 
 def test_shard_patients():
     assert shard_patients(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
     with pytest.raises(ValueError):
         shard_patients(["a"], 0)
-
-
-def test_fingerprint_is_stable_and_sensitive():
-    assert fingerprint("seg", {"a": 1, "b": 2}) == fingerprint("seg", {"b": 2, "a": 1})
-    assert fingerprint("seg", {"a": 1}) != fingerprint("seg", {"a": 2})
 
 
 def _tasks(tmp_path, calls, fail=(), keys=None):

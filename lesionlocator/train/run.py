@@ -29,9 +29,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lesionlocator.aggregate import file_sha256
 from lesionlocator.devices import resolve_device
 from lesionlocator.errors import InputError
+from lesionlocator.hashing import file_sha256
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
 from lesionlocator.train.simulate import SimulationParams

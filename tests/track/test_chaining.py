@@ -66,7 +66,7 @@ def test_lesion_out_of_view_at_previous_session_is_propagated_from_last_seen(tmp
 
     segmenter = MaskEcho(by_fallback={2})  # as if the network had left lesion 2 to the classical fallback
     track = TrackConfig(candidates=False, vanish_contrast_fraction=0.0)
-    result = track_followup("P1", scans, 2, labels_paths, transform_paths, rows, segmenter, track, RegisterConfig())
+    result = track_followup("P1", scans, 2, labels_paths, transform_paths, rows, segmenter, track, RegisterConfig().min_fraction_inside)
 
     assert segmenter.calls == [[1, 2]]
     by_id = {r["lesion_id"]: r for r in result.rows}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.workflow.conftest import REPO, SNAKEMAKE, result_digests, run_snakemake, write_config
 
@@ -75,6 +76,23 @@ def test_rerun_does_nothing(local_run):
     result = run_snakemake(["--profile", "profiles/default", "--cores", "2", "--configfile", str(config)])
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Nothing to be done" in result.stdout
+
+
+def _jobs_to_run(result: subprocess.CompletedProcess) -> set[str]:
+    """Rule names of a dry run's job table (``rule  count`` lines)."""
+    rows = (line.split() for line in result.stdout.splitlines())
+    return {row[0] for row in rows if len(row) == 2 and row[1].isdigit() and row[0] != "total"}
+
+
+def test_a_recist_threshold_reruns_only_the_aggregation(local_run, tmp_path):
+    _, config = local_run
+    changed = yaml.safe_load(config.read_text())
+    changed["metrics"] = {"pd_pct": 25.0, "min_measurable_mm": 12.0}
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    result = run_snakemake(["-n", "--profile", "profiles/default", "--cores", "2", "--configfile", str(path)])
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert _jobs_to_run(result) == {"aggregate_cohort", "report_cohort", "all"}, result.stdout[-4000:]
 
 
 def test_kill_mid_run_and_resume_gives_identical_outputs(local_run, tmp_path):

@@ -7,7 +7,7 @@ rule aggregate_cohort:
         dataset=directory(LAYOUT.cohort_dataset),
         run=LAYOUT.run_manifest,
     params:
-        config=CFG.model_dump(mode="json"),
+        config=stage_config("aggregate"),
     conda:
         ENV
     log:

@@ -7,6 +7,7 @@ from lesionlocator.config import BUNDLED_MODEL, validate_config
 from lesionlocator.layout import ResultsLayout
 from lesionlocator.plan import cohort_has_groundtruth, cohort_plan
 from lesionlocator.shards import shard_patients
+from lesionlocator.stage_keys import config_slice, weight_files
 
 CFG = validate_config(config, source="the Snakemake config")
 LAYOUT = ResultsLayout(Path(CFG.results_dir))
@@ -71,10 +72,15 @@ def final_outputs():
     return [LAYOUT.report, LAYOUT.run_manifest]
 
 
-def config_slice(*sections):
-    """The config sections a job needs, as its params; changing another section does not rerun it."""
-    full = CFG.model_dump(mode="json")
-    return {key: full[key] for key in ("schema_version", "results_dir", *sections)}
+def stage_config(stage):
+    """The config fields a stage reads (lesionlocator.stage_keys.STAGES), as its job's params:
+    changing a field it does not read does not rerun it."""
+    return config_slice(CFG, stage)
+
+
+def stage_weights(stage):
+    """The files of the model weights a stage loads (none for the classical segmenter or SimpleITK)."""
+    return [str(path) for path in weight_files(CFG, stage)]
 
 
 TRAIN_GPU = 1 if CFG.train.device in ("cuda", "auto") else 0

@@ -7,7 +7,7 @@ rule measure_lesions:
         report=shard_report("measure", "{shard}"),
     params:
         patients=lambda wc: shard_list(wc.shard),
-        config=config_slice(),
+        config=stage_config("measure"),
     conda:
         ENV
     log:
@@ -31,7 +31,7 @@ rule evaluate_tracking:
         report=shard_report("evaluate", "{shard}"),
     params:
         patients=lambda wc: shard_list(wc.shard),
-        config=config_slice("metrics"),
+        config=stage_config("evaluate"),
     conda:
         ENV
     log:

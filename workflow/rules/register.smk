@@ -2,12 +2,13 @@ rule register_pair:
     """Register session t to session t-1 for every patient of a shard that has a session t."""
     input:
         manifest=LAYOUT.manifest,
+        weights=stage_weights("register"),
     output:
         report=shard_report("register", "{shard}", "{t}"),
     params:
         patients=lambda wc: shard_list(wc.shard),
         t=lambda wc: int(wc.t),
-        config=config_slice("register"),
+        config=stage_config("register"),
     conda:
         ENV
     log:

@@ -2,11 +2,12 @@ rule segment_baseline:
     """Segment the prompted lesions at the baseline of every patient of a shard (model loaded once)."""
     input:
         manifest=LAYOUT.manifest,
+        weights=stage_weights("segment_baseline"),
     output:
         report=shard_report("segment_baseline", "{shard}"),
     params:
         patients=lambda wc: shard_list(wc.shard),
-        config=config_slice("segment", "track"),
+        config=stage_config("segment_baseline"),
     conda:
         ENV
     log:

@@ -2,6 +2,7 @@ rule track_followup:
     """Propagate every lesion from session t-1 into session t and segment it there (time order)."""
     input:
         manifest=LAYOUT.manifest,
+        weights=stage_weights("track"),
         previous=previous_track_report,
         registration=lambda wc: shard_report("register", wc.shard, wc.t),
     output:
@@ -9,7 +10,7 @@ rule track_followup:
     params:
         patients=lambda wc: shard_list(wc.shard),
         t=lambda wc: int(wc.t),
-        config=config_slice("segment", "track", "register"),
+        config=stage_config("track"),
     conda:
         ENV
     log:
