@@ -3,6 +3,8 @@
 #   snakemake --profile profiles/slurm --configfile my_study.yaml
 from snakemake.utils import min_version
 
+from lesionlocator.summary import print_run_summary
+
 min_version("9.0")
 
 
@@ -32,3 +34,7 @@ rule all:
     input:
         final_outputs(),
     default_target: True
+
+
+onsuccess:
+    print_run_summary(LAYOUT.root)  # patients done/failed, lesions, responses, review, where the report is

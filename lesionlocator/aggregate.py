@@ -48,6 +48,7 @@ from lesionlocator.evaluate import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, se
 from lesionlocator.hashing import json_sha256, tree_sha256
 from lesionlocator.io import write_json
 from lesionlocator.measure import LESION_SCHEMA
+from lesionlocator.progress import Progress
 from lesionlocator.response import PATIENT_SCHEMA, RESPONSES, SESSION_SCHEMA, ResponseCriteria, assess_response
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,9 @@ def aggregate_cohort(
                                      label="read-evaluation")  # fmt: skip
             for part, frame in enumerate(evaluation.to_delayed()):
                 tasks.append(dask.delayed(_process_evaluation)(frame, part, work, radius_mm))
-        results = dask.compute(*tasks, scheduler="threads", num_workers=num_workers or min(4, os.cpu_count() or 1))
+        progress = Progress("aggregate", total=len(tasks), unit="batch", units="batches", logger=log)
+        with progress, _batch_progress(progress):
+            results = dask.compute(*tasks, scheduler="threads", num_workers=num_workers or min(4, os.cpu_count() or 1))
         seen = set().union(*(r[2] for r in results)) if results else set()
         if session_frame is not None and not set(session_frame["patient"]) <= seen:
             # patients of the manifest without any lesion row still get their sessions and patient rows
@@ -296,6 +299,19 @@ def aggregate_cohort(
         raise
     log.info("cohort dataset -> %s (%s)", output_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return counts
+
+
+def _batch_progress(progress: Progress):
+    """A dask callback that counts each finished batch (one ``_process_*`` task) on ``progress``."""
+    from dask.callbacks import Callback
+
+    def posttask(key, result, dsk, state, worker_id) -> None:
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if name.startswith(("_process_lesions-", "_process_evaluation-")):
+            table = name.removeprefix("_process_").split("-")[0]
+            progress.advance(f"{table}: {result[1][table]} rows")
+
+    return Callback(posttask=posttask)
 
 
 def _process_lesions(lesions: pd.DataFrame, part: int, work: Path, sessions, criteria) -> tuple[pd.DataFrame, dict, set]:

@@ -1,4 +1,4 @@
-"""``lesionlocator measure | evaluate | aggregate | report``: measurements, metrics and the cohort report."""
+"""``lesionlocator measure | evaluate | aggregate | report | summary``: measurements, metrics, the cohort report."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def run_report(args: argparse.Namespace) -> None:
     print(f"report -> {args.output}")
 
 
+def run_summary(args: argparse.Namespace) -> None:
+    from lesionlocator.summary import run_summary as summary
+
+    text = summary(args.results_dir) or f"no run.json in {args.results_dir}: the main job has not finished there\n"
+    print(text, end="")
+
+
 def add_cli(subparsers) -> None:
     measure = subparsers.add_parser(
         "measure",
@@ -109,3 +116,12 @@ def add_cli(subparsers) -> None:
     report.add_argument("--title", default="LesionLocator cohort report", help="report title")
     report.add_argument("-o", "--output", required=True, help="HTML file to write")
     report.set_defaults(func=run_report)
+
+    summary = subparsers.add_parser(
+        "summary",
+        help="print the summary of a finished run (what the main job prints at its end)",
+        description="Patients done and failed (with the first reason), lesions tracked, best overall responses, "
+        "lesion-sessions flagged for review, and where the report and run.json are; read from RESULTS_DIR.",
+    )
+    summary.add_argument("results_dir", nargs="?", default="results", help="results_dir of the run (default: %(default)s)")
+    summary.set_defaults(func=run_summary)

@@ -98,27 +98,35 @@ def run_shard(stage: str, tasks: list[PatientTask], report_path: str | Path, ups
     Returns the report (also written atomically to ``report_path``): per patient its outcome and,
     for failures, the error message. The report holds no timings, so reruns are byte-identical.
     """
+    from lesionlocator.progress import Progress
+
     upstream_failed = failure_reasons(upstream_reports)
     outcomes: dict[str, dict] = {}
-    for task in tasks:
-        if task.patient in upstream_failed:
-            outcomes[task.patient] = {"outcome": "upstream_failed", "error": upstream_failed[task.patient]}
-            continue
-        if read_done(task.patient_dir, stage) == task.key:
-            log.info("%s %s: up to date", stage, task.patient)
-            outcomes[task.patient] = {"outcome": "up_to_date", "error": None}
-            continue
-        done_path(task.patient_dir, stage).unlink(missing_ok=True)
-        start = time.perf_counter()
-        try:
-            task.run()
-        except Exception as err:  # one patient's failure must not stop the shard
-            log.error("%s %s failed: %s\n%s", stage, task.patient, err, traceback.format_exc())
-            outcomes[task.patient] = {"outcome": "failed", "error": f"{type(err).__name__}: {err}"}
-            continue
-        write_json({"fingerprint": task.key, "stage": stage}, done_path(task.patient_dir, stage))
-        log.info("%s %s: done in %.1f s", stage, task.patient, time.perf_counter() - start)
-        outcomes[task.patient] = {"outcome": "done", "error": None}
+    # a log line per patient at most every 10 s (a bar on a terminal); failures are logged in full
+    with Progress(stage, total=len(tasks), unit="patient", logger=log) as progress:
+        for task in tasks:
+            if task.patient in upstream_failed:
+                outcomes[task.patient] = {"outcome": "upstream_failed", "error": upstream_failed[task.patient]}
+                progress.advance(f"{task.patient} skipped: upstream failed")
+                continue
+            if read_done(task.patient_dir, stage) == task.key:
+                log.debug("%s %s: up to date", stage, task.patient)
+                outcomes[task.patient] = {"outcome": "up_to_date", "error": None}
+                progress.advance(f"{task.patient} up to date")
+                continue
+            done_path(task.patient_dir, stage).unlink(missing_ok=True)
+            start = time.perf_counter()
+            try:
+                task.run()
+            except Exception as err:  # one patient's failure must not stop the shard
+                log.error("%s %s failed: %s\n%s", stage, task.patient, err, traceback.format_exc())
+                outcomes[task.patient] = {"outcome": "failed", "error": f"{type(err).__name__}: {err}"}
+                progress.advance(f"{task.patient} FAILED")
+                continue
+            write_json({"fingerprint": task.key, "stage": stage}, done_path(task.patient_dir, stage))
+            log.debug("%s %s: done in %.1f s", stage, task.patient, time.perf_counter() - start)
+            outcomes[task.patient] = {"outcome": "done", "error": None}
+            progress.advance(f"{task.patient} done")
     # "done" and "up_to_date" are the same result; the report records only what downstream needs.
     report = {
         "stage": stage,

@@ -24,6 +24,8 @@ All decisions are deterministic: no random choices, ties broken by lesion ID.
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection, Sequence
@@ -359,8 +361,12 @@ def track_followup(
             log.info("%s ses-%s lesion %d: out of the field of view (%s)", patient, scan.session, lesion_id, result.reason)
         else:
             prompts.append(result.prompt)
+            log.debug("%s ses-%s lesion %d: prompt propagated from ses-%s (%.0f%% inside)", patient, scan.session,
+                      lesion_id, scans[source].session, 100 * result.fraction_inside)
 
+    started = time.perf_counter()
     result = segmenter.segment(image, prompts) if prompts else None
+    segment_s = time.perf_counter() - started
     labels = result.labels.astype(np.uint32, copy=True) if result is not None else np.zeros(geometry.shape_zyx, np.uint32)
     scores = dict(result.scores) if result is not None else {}
     by_fallback = result.by_fallback if result is not None else frozenset()
@@ -380,6 +386,11 @@ def track_followup(
     rows = lesion_rows(
         labels, geometry, baseline_ids, statuses, scores, fractions, prompt_sessions, patient, scan, by_fallback=by_fallback
     )
+    for lesion_id in baseline_ids:
+        log.debug("%s ses-%s lesion %d: %s", patient, scan.session, lesion_id, statuses[lesion_id])
+    tally = Counter(statuses[i] for i in baseline_ids)
+    log.info("%s ses-%s: %d lesion(s) segmented in %.1f s (%s)", patient, scan.session, len(prompts), segment_s,
+             ", ".join(f"{status} {n}" for status, n in sorted(tally.items())) or "no lesions")
 
     candidates = np.zeros(geometry.shape_zyx, dtype=np.uint32)
     if track.candidates:

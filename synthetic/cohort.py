@@ -33,6 +33,7 @@ from lesionlocator import __version__
 from lesionlocator.config import SyntheticConfig
 from lesionlocator.errors import ConfigError, InputError
 from lesionlocator.io import Geometry, image_from_array, write_image, write_json, write_parquet
+from lesionlocator.progress import Progress
 from lesionlocator.prompts import BoxPrompt, LesionPrompt, PromptFile, write_prompts
 from synthetic import deform
 from synthetic.lesions import (
@@ -628,9 +629,11 @@ def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None) 
     tmp.chmod(0o755)
     try:
         rows = []
-        for plan in plans:
-            rows.extend(_write_patient(plan, sources[plan.spec], config, tmp))
-            log.info("synthetic %s: %d session(s), %d lesion(s), source %s", plan.patient, len(plan.sessions), len(plan.lesions), plan.spec.name)
+        with Progress("synthetic cohort", total=len(plans), unit="patient", logger=log) as progress:
+            for plan in plans:
+                rows.extend(_write_patient(plan, sources[plan.spec], config, tmp))
+                log.debug("synthetic %s: source %s", plan.patient, plan.spec.name)
+                progress.advance(f"{plan.patient}: {len(plan.sessions)} session(s), {len(plan.lesions)} lesion(s)")
         table = groundtruth_table(rows)
         write_parquet(table, tmp / "derivatives" / "groundtruth" / "groundtruth.parquet")
         description = {

@@ -32,6 +32,7 @@ import torch
 from lesionlocator.devices import resolve_device
 from lesionlocator.errors import InputError
 from lesionlocator.hashing import file_sha256
+from lesionlocator.progress import bar_wanted
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
 from lesionlocator.train.simulate import SimulationParams
@@ -169,7 +170,7 @@ def _plan_and_preprocess(settings, dataset_id: int, dataset_name: str, plans_pat
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, preprocess_dataset
 
     extract_fingerprints([dataset_id], num_processes=workers, check_dataset_integrity=True, verbose=False,
-                         show_progress_bar=False)
+                         show_progress_bar=bar_wanted())
     plans = _transferred_plans(initial, dataset_name, plans_path) if initial else _planned(settings, dataset_id, plans_path)
     plans_path.write_text(json.dumps(plans, indent=2))
     conf = plans["configurations"][CONFIGURATION]
@@ -177,7 +178,7 @@ def _plan_and_preprocess(settings, dataset_id: int, dataset_name: str, plans_pat
              conf["patch_size"], conf["architecture"]["arch_kwargs"]["features_per_stage"], conf["batch_size"],
              conf["normalization_schemes"])
     preprocess_dataset(dataset_id, plans["plans_name"], configurations=(CONFIGURATION,), num_processes=(workers,),
-                       show_progress_bar=False)
+                       show_progress_bar=bar_wanted())
 
 
 def _planned(settings, dataset_id: int, plans_path: Path) -> dict:

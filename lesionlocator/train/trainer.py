@@ -22,6 +22,7 @@ exactly as nnU-Net's predictor does.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict
 from typing import Mapping
@@ -32,9 +33,11 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn.functional import interpolate
 
+from lesionlocator.progress import Progress
 from lesionlocator.train.simulate import SimulationParams, encode_prompt, sample_kind, simulate_prompt
 
 PROMPT_CHANNELS = 1
+log = logging.getLogger(__name__)
 LIGHT_AUGMENTATION_DROPS = ("GaussianNoiseTransform", "GaussianBlurTransform", "SimulateLowResolutionTransform",
                             "GammaTransform")
 
@@ -169,19 +172,30 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
         """nnU-Net's epoch loop, except that the epoch count may shrink to fit ``time_limit_s``."""
         self.on_train_start()
         first_epoch, started = self.current_epoch, time.perf_counter()
-        while self.current_epoch < self.num_epochs:
-            self.on_epoch_start()
-            self.on_train_epoch_start()
-            train_outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
-            self.on_train_epoch_end(train_outputs)
-            with torch.no_grad():
-                self.on_validation_epoch_start()
-                val_outputs = [self.validation_step(next(self.dataloader_val))
-                               for _ in range(self.num_val_iterations_per_epoch)]
-                self.on_validation_epoch_end(val_outputs)
-            self.on_epoch_end()
-            self._fit_time_budget(first_epoch, time.perf_counter() - started)
+        # a log line per epoch for the job's log; no bar: nnU-Net prints its own epoch lines to the console
+        with Progress("train", self.num_epochs, unit="epoch", logger=log, interval_s=0.0, bar=False,
+                      initial=first_epoch) as progress:
+            while self.current_epoch < self.num_epochs:
+                self.on_epoch_start()
+                self.on_train_epoch_start()
+                train_outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+                self.on_train_epoch_end(train_outputs)
+                with torch.no_grad():
+                    self.on_validation_epoch_start()
+                    val_outputs = [self.validation_step(next(self.dataloader_val))
+                                   for _ in range(self.num_val_iterations_per_epoch)]
+                    self.on_validation_epoch_end(val_outputs)
+                self.on_epoch_end()
+                self._fit_time_budget(first_epoch, time.perf_counter() - started)
+                progress.set_total(self.num_epochs)
+                progress.advance(self._epoch_note())
         self.on_train_end()
+
+    def _epoch_note(self) -> str:
+        """The last epoch's losses and mean pseudo Dice, from nnU-Net's logger."""
+        value = self.logger.get_value
+        return (f"train loss {value('train_losses', step=-1):.4f}, val loss {value('val_losses', step=-1):.4f}, "
+                f"pseudo Dice {value('mean_fg_dice', step=-1):.4f}")
 
     def _fit_time_budget(self, first_epoch: int, elapsed: float) -> None:
         """Set ``num_epochs`` (and the poly LR schedule with it) to what fits the time budget.
