@@ -1,5 +1,5 @@
 # lesionlocator: promptable 3D lesion segmentation and longitudinal tracking, cohort scale.
-#   snakemake --profile profiles/default                  the demo (synthetic cohort from real scans)
+#   snakemake --cores 2                                   the demo (profiles/default applies by itself)
 #   snakemake --profile profiles/slurm --configfile my_study.yaml
 from snakemake.utils import min_version
 
