@@ -3,7 +3,7 @@
 #   snakemake --profile profiles/slurm --configfile my_study.yaml
 from snakemake.utils import min_version
 
-from lesionlocator.summary import print_run_summary
+from lesionlocator.aggregate.summary import print_run_summary
 
 min_version("9.0")
 

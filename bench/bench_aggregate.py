@@ -1,8 +1,8 @@
 """Bench: aggregate 1,000,000 lesion-session rows from 10,000 per-patient files into the cohort dataset.
 
 Setup (not timed): writes the per-patient lesion tables with the project's own writer
-(``lesionlocator.measure.write_patient_table``), 20 lesions x 5 sessions per patient.
-Timed: ``lesionlocator.aggregate.aggregate_cohort`` (dask) in a fresh process, reporting wall
+(``lesionlocator.core.io.write_patient_table``), 20 lesions x 5 sessions per patient.
+Timed: ``lesionlocator.aggregate.cohort.aggregate_cohort`` (dask) in a fresh process, reporting wall
 seconds and peak resident memory (ru_maxrss of that process, which includes the interpreter and
 imports).
 
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from lesionlocator.measure import LESION_SCHEMA, write_patient_table
+from lesionlocator.core.io import write_patient_table
+from lesionlocator.measure.lesions import LESION_SCHEMA
 
 
 def synthetic_patient(rng: np.random.Generator, patient: str, n_lesions: int, n_sessions: int) -> pa.Table:
@@ -75,7 +76,7 @@ def make_inputs(folder: Path, patients: int, lesions: int, sessions: int, seed: 
 
 
 def _timed_child(list_file: str, output: str, files_per_partition: int) -> None:
-    from lesionlocator.aggregate import aggregate_cohort
+    from lesionlocator.aggregate.cohort import aggregate_cohort
 
     files = Path(list_file).read_text().split("\n")
     start = time.perf_counter()

@@ -28,8 +28,8 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lesionlocator.config import RegisterConfig  # noqa: E402
-from lesionlocator.io import Geometry, write_image  # noqa: E402
+from lesionlocator.core.config import RegisterConfig  # noqa: E402
+from lesionlocator.core.io import Geometry, write_image  # noqa: E402
 from tests.register.helpers import follow_up, known_transform, landmark_errors, real_ct  # noqa: E402
 
 
@@ -76,9 +76,9 @@ def timed_registration(fixed_path: Path, moving_path: Path, out_path: Path, conf
 
 def bench_propagation(transform_path: Path, moving: sitk.Image, fixed: sitk.Image, n: int = 10) -> float:
     """Seconds per propagated mask prompt (a 15 mm sphere) at the follow-up's full resolution."""
-    from lesionlocator.propagate import propagate_prompts
     from lesionlocator.register import load_transform
     from lesionlocator.segment import Prompt
+    from lesionlocator.track.propagate import propagate_prompts
 
     transform = load_transform(transform_path)
     mg, fg = Geometry.of(moving), Geometry.of(fixed)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lesionlocator.io import check_memory, read_image, remove_stale_parts, write_json
+from lesionlocator.core.io import check_memory, read_image, remove_stale_parts, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = {

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from lesionlocator.segment.api import Prompt  # noqa: E402
-from lesionlocator.segment.simulate import dice, insert_lesions  # noqa: E402
+from tests.segment.simulate import dice, insert_lesions  # noqa: E402
 
 
 def where(args) -> str:
@@ -79,7 +79,7 @@ def run_classical(args) -> dict:
 def run_bundled(args) -> dict:
     import torch
 
-    from lesionlocator.config import BUNDLED_MODEL
+    from lesionlocator.core.config import BUNDLED_MODEL
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
     torch.set_num_threads(args.threads)
@@ -123,7 +123,7 @@ def run_nnunet(args) -> dict:
     import torch
 
     from lesionlocator.segment.nnunet import NnUNetSegmenter
-    from lesionlocator.segment.toy_model import toy_plans, write_toy_model
+    from tests.segment.toy_model import toy_plans, write_toy_model
 
     torch.set_num_threads(args.threads)
     c = case(args.lesions)

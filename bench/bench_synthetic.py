@@ -30,8 +30,8 @@ CASES = {
 
 def run_case(name: str, sessions: int) -> dict:
     sys.path.insert(0, str(REPO))
-    from lesionlocator.config import SyntheticConfig
-    from lesionlocator.io import image_from_array, write_image
+    from lesionlocator.core.config import SyntheticConfig
+    from lesionlocator.core.io import image_from_array, write_image
     from synthetic.cohort import plan_cohort, render_session
 
     config = SyntheticConfig(n_patients=1, n_sessions=sessions, p_new=0.5, **CASES[name])

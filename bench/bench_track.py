@@ -21,9 +21,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lesionlocator import pipeline
-from lesionlocator.config import StudyConfig, SyntheticConfig
-from lesionlocator.ingest import ingest_cohort
-from lesionlocator.layout import ResultsLayout
+from lesionlocator.core.config import StudyConfig, SyntheticConfig
+from lesionlocator.core.layout import ResultsLayout
+from lesionlocator.ingest.cohort import ingest_cohort
 from synthetic.cohort import generate_cohort
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def run_case(name: str, source: str, out: Path) -> list[dict]:
 
 
 def _size(path: str) -> tuple[int, ...]:
-    from lesionlocator.io import read_geometry
+    from lesionlocator.core.io import read_geometry
 
     return read_geometry(path).size
 

@@ -98,7 +98,7 @@ def steady_epoch_times(run: Path) -> list[float]:
 
 
 def real_run(args, device: torch.device, tmp: Path) -> None:
-    from lesionlocator.config import TrainConfig, load_config
+    from lesionlocator.core.config import TrainConfig, load_config
     from lesionlocator.train.run import train_model
 
     if args.dataset:

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from lesionlocator.config import RegisterConfig
+from lesionlocator.core.config import RegisterConfig
 from lesionlocator.register.base import save_transform
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
 """The per-shard stage functions that the Snakemake rules call (one function per rule).
 
 Each takes the manifest, the shard's patients and the validated :class:`StudyConfig`, builds its
-model or registration once, and runs every patient through :func:`lesionlocator.shards.run_shard`
+model or registration once, and runs every patient through :func:`lesionlocator.core.shards.run_shard`
 (per-patient skip when up to date, failure isolation, a shard report as the job's output). The
 same functions serve ``lesionlocator track`` for a single patient without Snakemake.
 """
@@ -16,15 +16,15 @@ from typing import Callable
 import pandas as pd
 import pyarrow.parquet as pq
 
-from lesionlocator.config import StudyConfig
-from lesionlocator.ingest import read_manifest
-from lesionlocator.io import Geometry, read_image
-from lesionlocator.layout import ResultsLayout
+from lesionlocator.core.config import StudyConfig
+from lesionlocator.core.io import Geometry, read_image
+from lesionlocator.core.layout import ResultsLayout
+from lesionlocator.core.shards import PatientTask, read_done, run_shard
+from lesionlocator.ingest.cohort import read_manifest
 from lesionlocator.register.base import build_registration, register_pair
 from lesionlocator.segment.api import check_prompts
-from lesionlocator.shards import PatientTask, read_done, run_shard
 from lesionlocator.stage_keys import stage_key
-from lesionlocator.track import (
+from lesionlocator.track.followup import (
     SessionScan,
     baseline_prompts,
     baseline_rows,
@@ -59,8 +59,8 @@ def _export_dicom_seg(row: dict, labels, reference, layout: ResultsLayout, patie
     """For a session read from a DICOM series: the tracked lesions as DICOM-SEG (``track.dicom_seg``)."""
     if row["image_format"] != "dicom" or not config.track.dicom_seg:
         return
-    from lesionlocator.dicomseg import write_dicom_seg
-    from lesionlocator.io import image_from_array
+    from lesionlocator.core.dicomseg import write_dicom_seg
+    from lesionlocator.core.io import image_from_array
 
     output = layout.dicom_seg(patient, row["session"])
     output.unlink(missing_ok=True)
@@ -164,7 +164,7 @@ def track_shard(
             write_labels(result.candidates, reference, layout.candidates(patient, scans[t].session))
             write_tracking(result.rows, layout.tracking(patient, scans[t].session))
             if config.track.qc_figures and t == len(scans) - 1:
-                from lesionlocator.track_qc import write_qc_figures
+                from lesionlocator.track.qc import write_qc_figures
 
                 all_rows = previous + result.rows
                 write_qc_figures(
@@ -199,7 +199,7 @@ def measure_shard(
     manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path, upstream_reports: list[str | Path] = ()
 ) -> dict:
     """Measure every tracked lesion of each shard patient at every session (lesion table per patient)."""
-    from lesionlocator.measure import measure_patient
+    from lesionlocator.measure.lesions import measure_patient
 
     layout = ResultsLayout(Path(config.results_dir))
     sessions = patient_sessions(manifest_path)
@@ -230,7 +230,7 @@ def evaluate_shard(
     manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path, upstream_reports: list[str | Path] = ()
 ) -> dict:
     """Evaluate each shard patient's label maps against its ground truth (sessions that have one)."""
-    from lesionlocator.evaluate import evaluate_patient
+    from lesionlocator.evaluate.tracking import evaluate_patient
 
     layout = ResultsLayout(Path(config.results_dir))
     sessions = patient_sessions(manifest_path)
@@ -260,10 +260,10 @@ def aggregate_results(
 ) -> dict:
     """The cohort dataset (dask-built, partitioned Parquet) from the per-patient tables of the
     patients that finished, plus ``run.json`` (config hash, versions, checkpoint hash, failures)."""
-    from lesionlocator.aggregate import aggregate_cohort, write_run_manifest
-    from lesionlocator.ingest import read_manifest
-    from lesionlocator.response import ResponseCriteria
-    from lesionlocator.shards import failure_reasons
+    from lesionlocator.aggregate.cohort import aggregate_cohort, write_run_manifest
+    from lesionlocator.core.shards import failure_reasons
+    from lesionlocator.ingest.cohort import read_manifest
+    from lesionlocator.measure.response import ResponseCriteria
 
     layout = ResultsLayout(Path(config.results_dir))
     failures = failure_reasons(shard_reports)

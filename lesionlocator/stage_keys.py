@@ -1,6 +1,6 @@
 """Rerun keys of the per-patient stages: what each stage reads, declared once.
 
-A patient's stage is recomputed when, and only when, its key changes (:func:`lesionlocator.shards.run_shard`
+A patient's stage is recomputed when, and only when, its key changes (:func:`lesionlocator.core.shards.run_shard`
 skips a patient whose recorded key is unchanged). A key holds exactly:
 
 * the **config fields** the stage reads (:data:`STAGES`: dotted paths; a section name means all of it);
@@ -9,7 +9,7 @@ skips a patient whose recorded key is unchanged). A key holds exactly:
 * the **files** it reads: the upstream keys (which hash the manifest's per-session file fingerprints)
   and the **model weights** it loads (every file of the checkpoint);
 * the **version of its own code**: the SHA-256 of its entry modules' source and of every package module
-  they import (:func:`lesionlocator.hashing.code_sha256`), plus ``pipeline.py`` that runs it, and the
+  they import (:func:`lesionlocator.core.hashing.code_sha256`), plus ``pipeline.py`` that runs it, and the
   versions of the libraries that compute its numbers.
 
 A test walks ``pipeline.py`` and fails when a stage reads a config field it does not declare here.
@@ -22,10 +22,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from lesionlocator.config import StudyConfig
-from lesionlocator.hashing import code_sha256, file_sha256, json_sha256, weights_sha256
+from lesionlocator.core.config import StudyConfig
+from lesionlocator.core.hashing import code_sha256, file_sha256, json_sha256, weights_sha256
 
 ALL = "*"  # every field of the config
+_PIPELINE = Path(__file__).with_name("pipeline.py")  # the module that runs the stages (read, not imported)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ _NETWORK = ("torch", "nnunetv2", "scikit-image")
 STAGES: dict[str, StageInputs] = {
     "segment_baseline": StageInputs(
         config=("segment", "track.baseline_prompt", "track.dicom_seg"),
-        code=("lesionlocator.segment.session", "lesionlocator.segment.api", "lesionlocator.track", "lesionlocator.dicomseg"),
+        code=("lesionlocator.segment.session", "lesionlocator.segment.api", "lesionlocator.track.followup", "lesionlocator.core.dicomseg"),
         libraries=_IMAGING + _NETWORK + ("highdicom",),
     ),
     "register": StageInputs(
@@ -53,16 +54,16 @@ STAGES: dict[str, StageInputs] = {
     ),
     "track": StageInputs(
         config=("segment", "track", "register.min_fraction_inside"),
-        code=("lesionlocator.segment.session", "lesionlocator.track", "lesionlocator.track_qc", "lesionlocator.dicomseg"),
+        code=("lesionlocator.segment.session", "lesionlocator.track.followup", "lesionlocator.track.qc", "lesionlocator.core.dicomseg"),
         libraries=_IMAGING + _NETWORK + ("highdicom", "matplotlib"),
     ),
-    "measure": StageInputs(config=(), code=("lesionlocator.measure",), libraries=_IMAGING + ("pandas", "pyarrow")),
+    "measure": StageInputs(config=(), code=("lesionlocator.measure.lesions",), libraries=_IMAGING + ("pandas", "pyarrow")),
     "evaluate": StageInputs(
         config=("metrics.correspondence", "metrics.detection_iou"),
-        code=("lesionlocator.evaluate",),
+        code=("lesionlocator.evaluate.tracking",),
         libraries=_IMAGING + ("pandas", "pyarrow"),
     ),
-    "aggregate": StageInputs(config=(ALL,), code=("lesionlocator.aggregate", "lesionlocator.response"), libraries=("pandas", "pyarrow", "dask")),
+    "aggregate": StageInputs(config=(ALL,), code=("lesionlocator.aggregate.cohort", "lesionlocator.measure.response"), libraries=("pandas", "pyarrow", "dask")),
 }
 
 #: Always part of a job's params: the layout of the results.
@@ -126,13 +127,11 @@ def _library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
 
 def code_version(stage: str) -> str:
     """The version of ``stage``'s code: its modules (transitively), ``pipeline.py`` and its libraries."""
-    from lesionlocator import pipeline
-
     inputs = STAGES[stage]
     return json_sha256(
         {
             "modules": code_sha256(inputs.code),
-            "pipeline": file_sha256(pipeline.__file__),
+            "pipeline": file_sha256(_PIPELINE),
             "libraries": _library_versions(inputs.libraries),
         }
     )

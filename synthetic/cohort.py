@@ -30,11 +30,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lesionlocator import __version__
-from lesionlocator.config import SyntheticConfig
-from lesionlocator.errors import ConfigError, InputError
-from lesionlocator.io import Geometry, image_from_array, write_image, write_json, write_parquet
-from lesionlocator.progress import Progress
-from lesionlocator.prompts import BoxPrompt, LesionPrompt, PromptFile, write_prompts
+from lesionlocator.core.config import SyntheticConfig
+from lesionlocator.core.errors import ConfigError, InputError
+from lesionlocator.core.io import Geometry, image_from_array, write_image, write_json, write_parquet
+from lesionlocator.core.progress import Progress
+from lesionlocator.core.prompts import BoxPrompt, LesionPrompt, PromptFile, write_prompts
 from synthetic import deform
 from synthetic.lesions import (
     Appearance,
@@ -608,7 +608,7 @@ def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None) 
     """Generate the cohort of ``config`` into ``out_dir`` (default ``config.output``) and return its
     ground-truth table (one row per patient x session x lesion; see :data:`GROUNDTRUTH_SCHEMA`).
 
-    Layout (what :func:`lesionlocator.ingest.ingest_cohort` reads)::
+    Layout (what :func:`lesionlocator.ingest.cohort.ingest_cohort` reads)::
 
         <out>/sub-<P>/sub-<P>_sessions.tsv                     session_id, acq_time (ISO dates)
         <out>/sub-<P>/ses-<S>/image.nii.gz                     int16 (CT: HU)

@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lesionlocator.io import Geometry
+from lesionlocator.core.io import Geometry
 
 MIN_JACOBIAN = 0.3
 FIELD_SPACING_MM = 6.0  # smooth fields (sigma >= 10 mm, 80 mm B-spline grid) are sampled this coarsely

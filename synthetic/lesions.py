@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from lesionlocator.io import Geometry
+from lesionlocator.core.io import Geometry
 
 NOISE_GRID = 7  # control points per axis of the surface perturbation
 NOISE_SPAN = 1.8  # the perturbation covers u / radius in [-NOISE_SPAN, NOISE_SPAN]

@@ -31,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from lesionlocator.errors import InputError
-from lesionlocator.io import read_image, write_image, write_json
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import read_image, write_image, write_json
 
 log = logging.getLogger(__name__)
 

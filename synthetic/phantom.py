@@ -1,7 +1,7 @@
 """A procedural CT-like body phantom (seeded): body ellipse with fat rim, organs, lungs, spine.
 
 Organ labels use TotalSegmentator v2 class ids (spleen 1, kidneys 2/3, liver 5, lungs 10/14) so
-the default ``organ_label_ids`` of :class:`~lesionlocator.config.SyntheticConfig` apply.
+the default ``organ_label_ids`` of :class:`~lesionlocator.core.config.SyntheticConfig` apply.
 """
 
 from __future__ import annotations

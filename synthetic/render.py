@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from lesionlocator.errors import InputError  # noqa: E402
-from lesionlocator.io import Geometry, atomic_path, read_image  # noqa: E402
+from lesionlocator.core.errors import InputError  # noqa: E402
+from lesionlocator.core.io import Geometry, atomic_path, read_image  # noqa: E402
 
 log = logging.getLogger(__name__)
 GT_TABLE = Path("derivatives") / "groundtruth" / "groundtruth.parquet"

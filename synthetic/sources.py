@@ -18,9 +18,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lesionlocator.config import SyntheticConfig
-from lesionlocator.errors import InputError
-from lesionlocator.io import Geometry, geometry_difference, read_image
+from lesionlocator.core.config import SyntheticConfig
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry, geometry_difference, read_image
 from synthetic.phantom import make_phantom
 
 log = logging.getLogger(__name__)

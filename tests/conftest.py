@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 
+from lesionlocator.core.io import Geometry
 from tests.helpers import REPO, make_image, write_prompts_json, write_session
+from tests.lesion_builders import oblique_geometry
 
 
 class ReadOutsideRepository(OSError):
@@ -70,3 +72,10 @@ def tiny_cohort(tmp_path) -> Path:
             {"frame": "world", "lesions": [{"id": 3, "point": list(centre)}]},
         )
     return root
+
+
+@pytest.fixture
+def geometry() -> Geometry:
+    """A 64 x 56 x 24 grid, anisotropic spacing, rotated 30 degrees about z (lesion-table tests)."""
+    return oblique_geometry()
+

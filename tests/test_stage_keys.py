@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import lesionlocator.pipeline as pipeline
-from lesionlocator.config import BUNDLED_MODEL, validate_config
-from lesionlocator.hashing import code_sha256, files_sha256, json_sha256, module_closure
+from lesionlocator.core.config import BUNDLED_MODEL, validate_config
+from lesionlocator.core.hashing import code_sha256, files_sha256, json_sha256, module_closure
 from lesionlocator.stage_keys import ALL, STAGES, config_slice, stage_key
 
 STAGE_FUNCTIONS = {
@@ -70,13 +70,13 @@ def test_code_version_follows_the_modules_a_stage_imports():
     # measure does not import the network; segmentation does; nothing imports the CLI
     assert "lesionlocator.segment.nnunet" in module_closure(STAGES["segment_baseline"].code)
     assert "lesionlocator.segment.nnunet" not in module_closure(STAGES["measure"].code)
-    assert "lesionlocator.response" not in module_closure(STAGES["track"].code)
+    assert "lesionlocator.measure.response" not in module_closure(STAGES["track"].code)
     for stage in STAGES:
         assert "lesionlocator.cli" not in module_closure(STAGES[stage].code)
 
 
 def test_code_hash_changes_with_the_source(tmp_path, monkeypatch):
-    import lesionlocator.hashing as hashing
+    import lesionlocator.core.hashing as hashing
 
     root = tmp_path / "lesionlocator"
     (root / "sub").mkdir(parents=True)

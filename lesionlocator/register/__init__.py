@@ -5,9 +5,8 @@ image pair; ``register_pair`` is the file-level entry point of the Snakemake rul
 follow-up (fixed) world points to previous-session (moving) world points, the ITK convention.
 """
 
+from lesionlocator.register.api import Registration, RegistrationError
 from lesionlocator.register.base import (
-    Registration,
-    RegistrationError,
     build_registration,
     load_transform,
     register_pair,

@@ -3,7 +3,7 @@
 Direction convention (ITK): a registration transform maps points of the FIXED image (the
 follow-up, session t+1) to the MOVING image (the previous session t), in world mm (LPS). Resampling
 a previous-session image or mask onto the follow-up grid uses the transform as it is; mapping a
-previous-session *point* into the follow-up needs its inverse (see :mod:`lesionlocator.propagate`).
+previous-session *point* into the follow-up needs its inverse (see :mod:`lesionlocator.track.propagate`).
 """
 
 from __future__ import annotations
@@ -11,29 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Protocol
 
 import SimpleITK as sitk
 
-from lesionlocator.config import RegisterConfig
-from lesionlocator.errors import InputError, LesionLocatorError
-from lesionlocator.io import atomic_path, read_image, write_json
+from lesionlocator.core.config import RegisterConfig
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import atomic_path, read_image, write_json
+from lesionlocator.register.api import Registration, RegistrationError
 
 log = logging.getLogger(__name__)
 
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat")
-
-
-class RegistrationError(LesionLocatorError):
-    """A pair of images that cannot be registered (no body found, no overlap after alignment)."""
-
-
-class Registration(Protocol):
-    """A registration backend: built once from the config, run on many image pairs."""
-
-    def register(self, fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
-        """The transform mapping world points (mm, LPS) of ``fixed`` to those of ``moving``."""
-        ...
 
 
 def build_registration(config: RegisterConfig) -> Registration:

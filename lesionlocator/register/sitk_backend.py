@@ -22,8 +22,8 @@ from typing import Iterator
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.config import RegisterConfig
-from lesionlocator.register.base import RegistrationError
+from lesionlocator.core.config import RegisterConfig
+from lesionlocator.register.api import RegistrationError
 
 log = logging.getLogger(__name__)
 

@@ -53,10 +53,10 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from lesionlocator.config import RegisterConfig
-from lesionlocator.devices import resolve_device
-from lesionlocator.errors import InputError
-from lesionlocator.register.base import RegistrationError
+from lesionlocator.core.config import RegisterConfig
+from lesionlocator.core.devices import resolve_device
+from lesionlocator.core.errors import InputError
+from lesionlocator.register.api import RegistrationError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Literal, Protocol, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.errors import InputError
-from lesionlocator.io import image_from_array
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import image_from_array
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lesionlocator.regions import shell_around
+from lesionlocator.core.regions import shell_around
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 
 log = logging.getLogger(__name__)

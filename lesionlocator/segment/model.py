@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from lesionlocator.errors import InputError
+from lesionlocator.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _first_conv_in_channels(state: dict) -> int | None:
     return None
 
 
-def _check_architecture(arch: dict, source: Path) -> None:
+def check_architecture(arch: dict, source: Path) -> None:
     name = str(arch.get("network_class_name", ""))
     if not name.startswith("dynamic_network_architectures."):
         raise InputError(source, f"network class {name!r} is not from dynamic_network_architectures (refused)")
@@ -216,7 +216,7 @@ def load_model(folder: Path, folds: Sequence[int | str] | None = None, checkpoin
             "arch_kwargs": configuration_manager.network_arch_init_kwargs,
             "_kw_requires_import": configuration_manager.network_arch_init_kwargs_req_import,
         }
-    _check_architecture(arch, folder / "plans.json")
+    check_architecture(arch, folder / "plans.json")
 
     # Released LesionLocator models list the image channel only; ours may also list the prompt.
     weights_in = _first_conv_in_channels(first["network_weights"])

@@ -25,11 +25,11 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
+from lesionlocator.core.devices import resolve_device
+from lesionlocator.core.errors import InputError
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 from lesionlocator.segment.encode import GridMap, encode_prompt
 from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders
-from lesionlocator.devices import resolve_device
-from lesionlocator.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
-    import lesionlocator.train.normalization  # noqa: F401 (registers BodyZScoreNormalization with nnU-Net)
+    import lesionlocator.segment.normalization  # noqa: F401 (registers BodyZScoreNormalization with nnU-Net)
 
     pm, cm = model.plans_manager, model.configuration_manager
     transpose = tuple(int(t) for t in pm.transpose_forward)

@@ -9,9 +9,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lesionlocator.errors import InputError
-from lesionlocator.io import Geometry, geometry_difference, read_image
-from lesionlocator.prompts import PromptFile
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry, geometry_difference, read_image
+from lesionlocator.core.prompts import PromptFile
 from lesionlocator.segment.api import MAX_LESION_ID, Prompt, PromptKind
 
 

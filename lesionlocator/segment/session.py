@@ -13,10 +13,10 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.config import SegmentConfig
-from lesionlocator.errors import InputError
-from lesionlocator.io import Geometry, image_from_array, read_image, write_image
-from lesionlocator.prompts import check_prompt_mask_labels, read_prompts
+from lesionlocator.core.config import SegmentConfig
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry, image_from_array, read_image, write_image
+from lesionlocator.core.prompts import check_prompt_mask_labels, read_prompts
 from lesionlocator.segment.api import Prompt, PromptKind, SegmentationResult, Segmenter, check_prompts
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
 
@@ -42,7 +42,7 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
 
     folder = config.model_folder  # a missing folder: the config and NnUNetSegmenter both say so
     segmenter_class = NnUNetSegmenter
-    from lesionlocator.register.official_track import TrackUNetSegmenter, is_track_checkpoint
+    from lesionlocator.segment.official import TrackUNetSegmenter, is_track_checkpoint
 
     if is_track_checkpoint(folder):  # the UNet of a released LesionLocatorTrack folder
         segmenter_class = TrackUNetSegmenter

@@ -26,7 +26,7 @@ def export_dataset(cohort: Path, out_dir: Path, dataset_id: int, name: str, layo
 def generate_dataset(seed: int, n_patients: int, n_sessions: int, cohort_dir: Path, out_dir: Path,
                      dataset_id: int, name: str, layout: str = "combined") -> list[Path]:
     """Generate a synthetic cohort (the default real CT and MR sources) and export it."""
-    from lesionlocator.config import SyntheticConfig
+    from lesionlocator.core.config import SyntheticConfig
     from synthetic.cohort import generate_cohort
 
     generate_cohort(SyntheticConfig(seed=seed, n_patients=n_patients, n_sessions=n_sessions), cohort_dir)

@@ -7,7 +7,7 @@ duration of the run only (:func:`nnunet_paths`), never globally.
 Normalisation (``TrainConfig.normalization``): nnU-Net picks one scheme per input channel from
 ``dataset.json``'s channel name (``CT`` -> CT clipping + dataset statistics, anything else ->
 per-image z-score). A cohort that mixes CT and MR in one channel cannot be served by the CT scheme.
-The default ``body`` uses :class:`~lesionlocator.train.normalization.BodyZScoreNormalization` (per
+The default ``body`` uses :class:`~lesionlocator.segment.normalization.BodyZScoreNormalization` (per
 image: clip to the body's 0.5-99.5 percentiles, z-score on the body; modality-agnostic, and CT
 soft-tissue contrast stays as large as with nnU-Net's CT scheme); ``zscore`` forces nnU-Net's
 per-image z-score (a CT's air then squeezes soft-tissue contrast); ``auto`` keeps nnU-Net's choice.
@@ -29,12 +29,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from lesionlocator.devices import resolve_device
-from lesionlocator.errors import InputError
-from lesionlocator.hashing import file_sha256
-from lesionlocator.progress import bar_wanted
+from lesionlocator.core.devices import resolve_device
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.hashing import file_sha256
+from lesionlocator.core.progress import bar_wanted
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
-from lesionlocator.train.normalization import PREPROCESSOR_NAME, SCHEME_NAME
+from lesionlocator.segment.normalization import PREPROCESSOR_NAME, SCHEME_NAME
 from lesionlocator.train.simulate import SimulationParams
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def _transferred_plans(initial: InitialModel, dataset_name: str, plans_path: Pat
 def train_model(settings, dataset: Path, run_dir: Path) -> Path:
     """Train a promptable model on an nnU-Net raw ``dataset``; returns the exported model folder.
 
-    ``settings`` is a :class:`lesionlocator.config.TrainConfig`. With ``settings.resume`` the run
+    ``settings`` is a :class:`lesionlocator.core.config.TrainConfig`. With ``settings.resume`` the run
     continues from the run folder's checkpoint (nnU-Net's ``--c``; ``checkpoint_final.pth``, else
     ``checkpoint_latest.pth``): an interrupted run goes on from its last saved epoch; a finished
     run that reached its configured epochs is only re-exported, one that a time budget stopped

@@ -204,7 +204,8 @@ def encode_prompt(prompt: SimulatedPrompt, shape: tuple[int, int, int], point_ra
     ``point_radius`` must equal the engine's ``segment.point_radius`` (5 network voxels).
     """
     from lesionlocator.segment.api import Prompt
-    from lesionlocator.segment.encode import GridMap, encode_prompt as engine_encode_prompt
+    from lesionlocator.segment.encode import GridMap
+    from lesionlocator.segment.encode import encode_prompt as engine_encode_prompt
 
     shape = tuple(int(s) for s in shape)
     grid = GridMap(transpose=(0, 1, 2), crop_start=(0, 0, 0), crop_shape=shape, net_shape=shape)

@@ -33,7 +33,7 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn.functional import interpolate
 
-from lesionlocator.progress import Progress
+from lesionlocator.core.progress import Progress
 from lesionlocator.train.simulate import SimulationParams, encode_prompt, sample_kind, simulate_prompt
 
 PROMPT_CHANNELS = 1
@@ -147,7 +147,7 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
     def load_initial_weights(self, weights: Mapping[str, torch.Tensor], source) -> None:
         """Start from another run's network weights, every layer (fine-tuning on the same task; the
         optimiser, epoch count and logs start afresh). :class:`InputError` names ``source`` when they do not fit."""
-        from lesionlocator.errors import InputError
+        from lesionlocator.core.errors import InputError
 
         if not self.was_initialized:
             self.initialize()

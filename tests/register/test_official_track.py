@@ -19,18 +19,15 @@ pytest.importorskip("unigradicon", reason="the LesionLocatorTrack registration n
 import unigradicon  # noqa: E402
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans  # noqa: E402
 
-from lesionlocator.config import RegisterConfig, SegmentConfig  # noqa: E402
-from lesionlocator.errors import InputError  # noqa: E402
+from lesionlocator.core.config import RegisterConfig, SegmentConfig  # noqa: E402
+from lesionlocator.core.errors import InputError  # noqa: E402
 from lesionlocator.register.base import build_registration  # noqa: E402
-from lesionlocator.register.official_track import (  # noqa: E402
-    TrackUNetSegmenter,
-    build_track_registration,
-    read_track_checkpoint,
-)
+from lesionlocator.register.official_track import build_track_registration  # noqa: E402
 from lesionlocator.segment.api import Prompt  # noqa: E402
+from lesionlocator.segment.official import TrackUNetSegmenter, read_track_checkpoint  # noqa: E402
 from lesionlocator.segment.session import build_segmenter  # noqa: E402
-from lesionlocator.segment.toy_model import toy_dataset_json, toy_plans, write_toy_model  # noqa: E402
 from tests.helpers import OBLIQUE_DIRECTION  # noqa: E402
+from tests.segment.toy_model import toy_dataset_json, toy_plans, write_toy_model  # noqa: E402
 
 PATCH = (16, 16, 16)
 # itk's SWIG bindings and the package's deprecated itk calls warn on import and use: noise here.

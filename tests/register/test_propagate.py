@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.io import Geometry
-from lesionlocator.propagate import (
+from lesionlocator.core.io import Geometry
+from lesionlocator.register import load_transform, save_transform
+from lesionlocator.segment import Prompt
+from lesionlocator.track.propagate import (
     OutOfFov,
     Propagated,
     box_mask,
@@ -16,8 +18,6 @@ from lesionlocator.propagate import (
     propagate_prompts,
     warp_mask,
 )
-from lesionlocator.register import load_transform, save_transform
-from lesionlocator.segment import Prompt
 
 OBLIQUE = sitk.Euler3DTransform((0, 0, 0), 0.3, -0.2, 0.5).GetMatrix()
 # Previous session: anisotropic, oblique. Follow-up: another spacing, flipped axes, other FOV.

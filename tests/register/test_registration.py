@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.config import RegisterConfig, validate_config
-from lesionlocator.errors import ConfigError, InputError
-from lesionlocator.io import write_image
+from lesionlocator.core.config import RegisterConfig, validate_config
+from lesionlocator.core.errors import ConfigError, InputError
+from lesionlocator.core.io import write_image
 from lesionlocator.register import (
     RegistrationError,
     build_registration,
@@ -18,7 +18,6 @@ from lesionlocator.register import (
     register_pair,
     save_transform,
 )
-
 from tests.register.helpers import follow_up, known_transform, landmark_errors, real_ct
 
 LINEAR = RegisterConfig(deformable=False)

@@ -21,12 +21,12 @@ from icon_registration import itk_wrapper  # noqa: E402
 from icon_registration.network_wrappers import identity_map_multiN  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
-from lesionlocator.config import RegisterConfig  # noqa: E402
-from lesionlocator.errors import InputError  # noqa: E402
-from lesionlocator.io import Geometry  # noqa: E402
-from lesionlocator.propagate import warp_mask  # noqa: E402
-from lesionlocator.register.base import load_transform, save_transform  # noqa: E402
+from lesionlocator.core.config import RegisterConfig  # noqa: E402
+from lesionlocator.core.errors import InputError  # noqa: E402
+from lesionlocator.core.io import Geometry  # noqa: E402
 from lesionlocator.register import unigradicon_backend as ugi  # noqa: E402
+from lesionlocator.register.base import load_transform, save_transform  # noqa: E402
+from lesionlocator.track.propagate import warp_mask  # noqa: E402
 from tests.helpers import EMBEDDED_REAL, OBLIQUE_DIRECTION, make_image  # noqa: E402
 
 IDENTITY = tuple(np.eye(3).ravel())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from tests.helpers import OBLIQUE_DIRECTION, EMBEDDED_REAL, make_image, write_session
+from tests.helpers import EMBEDDED_REAL, OBLIQUE_DIRECTION, make_image, write_session
 
 BLOB_CENTRE_ZYX = (6, 8, 10)
 

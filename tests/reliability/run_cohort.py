@@ -39,9 +39,9 @@ def main(cohort: str, results: str, threads: int, register_threads: int) -> None
     if os.environ.get("LESIONLOCATOR_TEST_KILL_AT"):
         _kill_before_rename(os.environ["LESIONLOCATOR_TEST_KILL_AT"])
 
-    from lesionlocator.config import validate_config
-    from lesionlocator.ingest import ingest_cohort
-    from lesionlocator.layout import ResultsLayout
+    from lesionlocator.core.config import validate_config
+    from lesionlocator.core.layout import ResultsLayout
+    from lesionlocator.ingest.cohort import ingest_cohort
     from lesionlocator.pipeline import evaluate_shard, measure_shard, track_patient
 
     config = validate_config(

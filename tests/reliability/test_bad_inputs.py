@@ -23,14 +23,13 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from lesionlocator.config import RegisterConfig, load_config
-from lesionlocator.errors import ConfigError, InputError
-from lesionlocator.ingest import CohortError, ingest_cohort
-from lesionlocator.io import Geometry
+from lesionlocator.core.config import RegisterConfig, load_config
+from lesionlocator.core.errors import ConfigError, InputError
+from lesionlocator.core.io import Geometry
+from lesionlocator.ingest.cohort import CohortError, ingest_cohort
 from lesionlocator.register.base import register_pair
 from lesionlocator.segment.model import load_model
 from lesionlocator.segment.session import segment_session
-from lesionlocator.segment.toy_model import toy_plans, write_toy_model
 from tests.helpers import make_image, write_session
 from tests.reliability.builders import (
     blob_image,
@@ -45,6 +44,7 @@ from tests.reliability.builders import (
     partial_files,
     point_prompt,
 )
+from tests.segment.toy_model import toy_plans, write_toy_model
 
 
 @dataclass

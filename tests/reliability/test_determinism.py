@@ -54,7 +54,7 @@ def digests(results: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    from lesionlocator.config import validate_config
+    from lesionlocator.core.config import validate_config
     from synthetic import generate_cohort
 
     folder = tmp_path_factory.mktemp("cohort") / "cohort"

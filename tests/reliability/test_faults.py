@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.errors import InputError
-from lesionlocator.io import (
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import (
     atomic_path,
     available_memory_bytes,
     check_memory,
@@ -32,7 +32,7 @@ def test_sigkilled_writer_leaves_the_old_file_and_the_next_write_cleans_up(tmp_p
     writer = textwrap.dedent(
         f"""
         import os, signal
-        from lesionlocator.io import atomic_path
+        from lesionlocator.core.io import atomic_path
         with atomic_path({str(target)!r}) as tmp:
             tmp.write_bytes(b"half of a gzip stream")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -99,7 +99,7 @@ def test_available_memory_is_the_smaller_of_meminfo_and_the_cgroup_room(tmp_path
 
 
 def test_memory_check_compares_the_voxel_bytes_with_the_available_memory(monkeypatch, tmp_path):
-    import lesionlocator.io as io
+    import lesionlocator.core.io as io
 
     path = write_image(make_image(shape_zyx=(5, 6, 7)), tmp_path / "small.nii.gz")
     monkeypatch.setattr(io, "available_memory_bytes", lambda: 100)

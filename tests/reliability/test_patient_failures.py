@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.config import validate_config
-from lesionlocator.ingest import ingest_cohort
-from lesionlocator.layout import ResultsLayout
+from lesionlocator.aggregate.report import report_cohort
+from lesionlocator.core.config import validate_config
+from lesionlocator.core.layout import ResultsLayout
+from lesionlocator.core.shards import failure_table
+from lesionlocator.ingest.cohort import ingest_cohort
 from lesionlocator.pipeline import aggregate_results, measure_shard, register_shard, segment_baseline_shard, track_shard
-from lesionlocator.report import report_cohort
-from lesionlocator.shards import failure_table
 from tests.helpers import EMBEDDED_REAL, write_session
 from tests.reliability.builders import partial_files, point_prompt
 

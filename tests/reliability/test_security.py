@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lesionlocator.errors import InputError
-from lesionlocator.ingest import ingest_cohort
-from lesionlocator.layout import ResultsLayout
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.layout import ResultsLayout
+from lesionlocator.ingest.cohort import ingest_cohort
 from tests.helpers import write_session
 from tests.reliability.builders import blob_image, leftovers
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.segment.simulate import insert_lesions
-from lesionlocator.segment.toy_model import toy_plans, write_toy_model
 from tests.helpers import EMBEDDED_REAL, OBLIQUE_DIRECTION
+from tests.segment.simulate import insert_lesions
+from tests.segment.toy_model import toy_plans, write_toy_model
 
 
 @pytest.fixture(scope="session")

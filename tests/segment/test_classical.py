@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.classical import ClassicalSegmenter
-from lesionlocator.segment.simulate import dice
+from tests.segment.simulate import dice
 
 
 def _dices(result, case):

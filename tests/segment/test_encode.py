@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 from skimage.morphology import ball
 
-from lesionlocator.io import Geometry
+from lesionlocator.core.io import Geometry
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.encode import GridMap, encode_box, encode_mask, encode_point, encode_prompt
-from lesionlocator.segment.nnunet import preprocess
 from lesionlocator.segment.model import load_model
-from lesionlocator.segment.toy_model import toy_plans, write_toy_model
+from lesionlocator.segment.nnunet import preprocess
 from tests.helpers import make_image
-
-import SimpleITK as sitk
+from tests.segment.toy_model import toy_plans, write_toy_model
 
 
 def test_grid_map_round_trip_and_centres():

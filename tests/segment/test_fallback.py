@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from lesionlocator.segment.api import Prompt, SegmentationResult
 from lesionlocator.segment.classical import ClassicalSegmenter
 from lesionlocator.segment.fallback import WithFallback
-from lesionlocator.segment.simulate import dice
+from tests.segment.simulate import dice
 
 
 class Drops:

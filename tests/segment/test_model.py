@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
-from lesionlocator.errors import InputError
+from lesionlocator.core.errors import InputError
 from lesionlocator.segment.model import load_checkpoint, load_model, resolve_model_folders
 from lesionlocator.segment.nnunet import NnUNetSegmenter
-from lesionlocator.segment.toy_model import toy_dataset_json, toy_plans, write_toy_lesionlocator_checkpoint, write_toy_model
+from tests.segment.toy_model import toy_dataset_json, toy_plans, write_toy_lesionlocator_checkpoint, write_toy_model
 
 
 def test_checkpoint_in_nnunet_format_loads_weights_only(toy_model):

@@ -7,10 +7,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from lesionlocator.io import Geometry, same_geometry
+from lesionlocator.core.io import Geometry, same_geometry
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.nnunet import NnUNetSegmenter, patch_starts
-from lesionlocator.segment.simulate import dice
+from tests.segment.simulate import dice
 
 
 class EchoPrompt(torch.nn.Module):

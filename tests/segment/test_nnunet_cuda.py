@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lesionlocator.config import BUNDLED_MODEL
+from lesionlocator.core.config import BUNDLED_MODEL
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.nnunet import NnUNetSegmenter
-from lesionlocator.segment.simulate import dice
+from tests.segment.simulate import dice
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

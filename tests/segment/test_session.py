@@ -9,10 +9,10 @@ import pytest
 import SimpleITK as sitk
 
 from lesionlocator.cli import main
-from lesionlocator.config import SegmentConfig, validate_config
-from lesionlocator.errors import ConfigError, InputError
-from lesionlocator.io import Geometry, image_from_array, same_geometry
-from lesionlocator.prompts import PromptFile
+from lesionlocator.core.config import SegmentConfig, validate_config
+from lesionlocator.core.errors import ConfigError, InputError
+from lesionlocator.core.io import Geometry, image_from_array, same_geometry
+from lesionlocator.core.prompts import PromptFile
 from lesionlocator.segment import Prompt, check_prompts, prompts_from_file, prompts_from_label_array, segment_session
 from lesionlocator.segment.api import LesionPrediction, combine_predictions
 
@@ -148,7 +148,7 @@ def test_overlaps_go_to_the_higher_probability():
 
 
 def test_config_requires_an_existing_checkpoint_for_nnunet(tmp_path):
-    from lesionlocator.config import BUNDLED_MODEL
+    from lesionlocator.core.config import BUNDLED_MODEL
 
     with pytest.raises(ConfigError, match="does not exist"):
         validate_config({"segment": {"segmenter": "nnunet", "checkpoint": str(tmp_path / "none")}})
@@ -159,7 +159,7 @@ def test_config_requires_an_existing_checkpoint_for_nnunet(tmp_path):
 
 
 def test_nnunet_session_with_released_layout(tmp_path, case_files):
-    from lesionlocator.segment.toy_model import toy_plans, write_toy_lesionlocator_checkpoint
+    from tests.segment.toy_model import toy_plans, write_toy_lesionlocator_checkpoint
 
     root = write_toy_lesionlocator_checkpoint(tmp_path / "LesionLocatorCheckpoint",
                                               plans=toy_plans(patch_size=(16, 16, 16), features=(4, 8)))

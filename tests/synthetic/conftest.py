@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lesionlocator.config import SyntheticConfig
+from lesionlocator.core.config import SyntheticConfig
 from synthetic import generate_cohort
 from tests.helpers import EMBEDDED_REAL
 

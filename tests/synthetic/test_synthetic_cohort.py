@@ -8,9 +8,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lesionlocator.ingest import ingest_cohort
-from lesionlocator.io import Geometry, geometry_difference
-from lesionlocator.prompts import read_prompts
+from lesionlocator.core.io import Geometry, geometry_difference
+from lesionlocator.core.prompts import read_prompts
+from lesionlocator.ingest.cohort import ingest_cohort
 from synthetic.sources import body_mask
 
 COHORTS = ["phantom_cohort", "demo_cohort"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesionlocator.io import Geometry
+from lesionlocator.core.io import Geometry
 from synthetic import deform
 from tests.helpers import OBLIQUE_DIRECTION
 

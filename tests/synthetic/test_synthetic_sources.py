@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.config import SyntheticConfig, validate_config
-from lesionlocator.errors import ConfigError, InputError
+from lesionlocator.core.config import SyntheticConfig, validate_config
+from lesionlocator.core.errors import ConfigError, InputError
 from synthetic import generate_cohort
 from synthetic.phantom import PHANTOM_LABELS, make_phantom
 from synthetic.sources import SourceSpec, load_source
@@ -146,7 +146,7 @@ def test_existing_foreign_output_folder_is_not_replaced(tmp_path):
 
 
 def test_a_patient_whose_lesions_do_not_fit_is_redrawn_and_the_others_are_unchanged():
-    from lesionlocator.config import REPO_ROOT
+    from lesionlocator.core.config import REPO_ROOT
     from synthetic.cohort import _draw_patient, _Room, plan_patient
     from synthetic.sources import expand_sources
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lesionlocator.cli import main as cli_main
-from lesionlocator.config import SyntheticConfig
+from lesionlocator.core.config import SyntheticConfig
 from synthetic.cohort import generate_cohort
 
 # A 96x80x64 phantom at ~4.5 mm: 3 sessions in a few seconds. Seed 1: a new lesion at ses-02 and a

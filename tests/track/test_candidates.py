@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.candidates import find_candidates
-from lesionlocator.config import TrackConfig
-from lesionlocator.io import Geometry
+from lesionlocator.core.config import TrackConfig
+from lesionlocator.core.io import Geometry
+from lesionlocator.track.candidates import find_candidates
 from tests.helpers import OBLIQUE_DIRECTION
 
 SHAPE = (40, 64, 64)  # z, y, x

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.config import RegisterConfig, TrackConfig
-from lesionlocator.io import Geometry, write_image
+from lesionlocator.core.config import RegisterConfig, TrackConfig
+from lesionlocator.core.io import Geometry, write_image
 from lesionlocator.register.base import save_transform
 from lesionlocator.segment.api import SegmentationResult
-from lesionlocator.track import SessionScan, baseline_rows, lesion_rows, track_followup, write_labels
+from lesionlocator.track.followup import SessionScan, baseline_rows, lesion_rows, track_followup, write_labels
 from tests.helpers import OBLIQUE_DIRECTION
 
 

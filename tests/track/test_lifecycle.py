@@ -1,10 +1,10 @@
-"""Lifecycle helpers of lesionlocator.track on hand-made label maps."""
+"""Lifecycle helpers of lesionlocator.track.followup on hand-made label maps."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lesionlocator.track import assign_statuses, is_split, touching_pairs
+from lesionlocator.track.followup import assign_statuses, is_split, touching_pairs
 
 
 def _labels() -> np.ndarray:

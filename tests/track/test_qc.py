@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.io import Geometry, write_image
-from lesionlocator.track import SessionScan, baseline_rows, lesion_rows, write_labels
-from lesionlocator.track_qc import write_qc_figures
+from lesionlocator.core.io import Geometry, write_image
+from lesionlocator.track.followup import SessionScan, baseline_rows, lesion_rows, write_labels
+from lesionlocator.track.qc import write_qc_figures
 from tests.helpers import OBLIQUE_DIRECTION
 
 

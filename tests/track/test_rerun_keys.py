@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from lesionlocator.config import BUNDLED_MODEL, SyntheticConfig
+from lesionlocator.core.config import BUNDLED_MODEL, SyntheticConfig
 from synthetic.cohort import generate_cohort
 from tests.track.conftest import COHORT, FAST_REGISTER, track_cohort
 

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from lesionlocator.config import BUNDLED_MODEL, REPO_ROOT, validate_config
+from lesionlocator.core.config import BUNDLED_MODEL, REPO_ROOT, validate_config
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.classical import ClassicalSegmenter
 from lesionlocator.segment.fallback import WithFallback
 from lesionlocator.segment.nnunet import NnUNetSegmenter
 from lesionlocator.segment.session import build_segmenter
-from lesionlocator.segment.simulate import dice, insert_lesions
+from tests.segment.simulate import dice, insert_lesions
 
 SCORES = BUNDLED_MODEL / "heldout_scores.tsv"
 
@@ -52,7 +52,7 @@ def test_nnunet_without_checkpoint_segments_with_the_bundled_model():
 
 
 def test_missing_bundled_model_is_a_clear_config_error(monkeypatch, tmp_path):
-    import lesionlocator.config as config
+    import lesionlocator.core.config as config
 
     monkeypatch.setattr(config, "BUNDLED_MODEL", tmp_path / "gone")
     with pytest.raises(config.ConfigError, match="bundled model is missing"):
@@ -64,7 +64,7 @@ def test_missing_bundled_model_is_a_clear_config_error(monkeypatch, tmp_path):
 def test_model_card_scores_reproduce(tmp_path):
     """``evaluate-model`` on the regenerated held-out cohort gives the card's table (deterministic on CPU)."""
     from lesionlocator.train.data import generate_dataset
-    from lesionlocator.train.evaluate import evaluate_models
+    from lesionlocator.train.evaluate_model import evaluate_models
 
     card = pd.read_csv(SCORES, sep="\t")
     (dataset,) = generate_dataset(2003, 16, 1, tmp_path / "cohort", tmp_path, 820, "SynthHeldout")

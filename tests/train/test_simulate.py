@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from lesionlocator.train.simulate import (
-    PROMPT_KINDS, choose_lesion, encode_prompt, sample_kind, simulate_box, simulate_mask, simulate_point,
-    simulate_prompt)
+    PROMPT_KINDS,
+    choose_lesion,
+    encode_prompt,
+    sample_kind,
+    simulate_box,
+    simulate_mask,
+    simulate_point,
+    simulate_prompt,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lesionlocator.cli import main
-from lesionlocator.config import BUNDLED_MODEL
+from lesionlocator.core.config import BUNDLED_MODEL
 from tests.train.conftest import segment_first_case
 
 pytestmark = [pytest.mark.cuda,
@@ -34,7 +34,7 @@ def test_train_on_cuda_writes_a_model_that_loads_on_the_cpu(raw_dataset, tmp_pat
 def test_model_card_scores_reproduce_on_cuda(tmp_path):
     """The bundled model's held-out Dice on the GPU (mixed precision) is its card's CPU figure within 0.01."""
     from lesionlocator.train.data import generate_dataset
-    from lesionlocator.train.evaluate import evaluate_models
+    from lesionlocator.train.evaluate_model import evaluate_models
 
     card = pd.read_csv(BUNDLED_MODEL / "heldout_scores.tsv", sep="\t")
     card = card[card["segmenter"] == "lesionlocator_small"]

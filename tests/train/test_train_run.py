@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lesionlocator.cli import main
-from lesionlocator.errors import InputError
+from lesionlocator.core.errors import InputError
 from lesionlocator.train.run import check_dataset, read_initial_model
 from tests.train.conftest import make_raw_dataset, segment_first_case
 
@@ -92,7 +92,7 @@ def test_dataset_checks_name_labels_and_cases(raw_dataset, tmp_path):
 
 
 def test_train_config_rejects_bad_settings():
-    from lesionlocator.config import ConfigError, validate_config
+    from lesionlocator.core.config import ConfigError, validate_config
 
     assert validate_config({"train": {"epochs": 3}}).train.epochs == 3
     for bad in ({"patch_size": [32, 32]}, {"prompt_mix": {"point": 0.0}}, {"prompt_mix": {"click": 1.0}},

@@ -14,7 +14,6 @@ from lesionlocator.train.simulate import SimulationParams
 from lesionlocator.train.trainer import nnUNetTrainerLesionLocator
 
 
-
 def fake_trainer(mix):
     return types.SimpleNamespace(prompt_mix=mix, simulation=SimulationParams(), point_radius=5.0)
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from lesionlocator.config import StudyConfig, SyntheticConfig
-from lesionlocator.plan import cohort_plan
+from lesionlocator.core.config import StudyConfig, SyntheticConfig
+from lesionlocator.ingest.plan import cohort_plan
 from tests.workflow.conftest import run_snakemake, write_config
 
 

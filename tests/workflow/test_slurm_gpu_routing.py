@@ -20,7 +20,7 @@ import typing
 import pytest
 import yaml
 
-from lesionlocator.config import RegisterConfig
+from lesionlocator.core.config import RegisterConfig
 from tests.workflow.conftest import REPO, write_config
 
 PROFILE = REPO / "profiles" / "slurm"

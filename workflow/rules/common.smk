@@ -3,10 +3,10 @@
 # their sessions in time order — without opening an image; patients are batched into shards.
 from pathlib import Path
 
-from lesionlocator.config import BUNDLED_MODEL, validate_config
-from lesionlocator.layout import ResultsLayout
-from lesionlocator.plan import cohort_has_groundtruth, cohort_plan
-from lesionlocator.shards import shard_patients
+from lesionlocator.core.config import BUNDLED_MODEL, validate_config
+from lesionlocator.core.layout import ResultsLayout
+from lesionlocator.ingest.plan import cohort_has_groundtruth, cohort_plan
+from lesionlocator.core.shards import shard_patients
 from lesionlocator.stage_keys import config_slice, weight_files
 
 CFG = validate_config(config, source="the Snakemake config")

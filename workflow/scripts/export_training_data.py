@@ -1,4 +1,4 @@
-from lesionlocator.logs import log_to_file
+from lesionlocator.core.logs import log_to_file
 from lesionlocator.train.data import export_dataset
 
 log_to_file(snakemake.log[0])

@@ -1,5 +1,5 @@
-from lesionlocator.config import validate_config
-from lesionlocator.logs import log_to_file
+from lesionlocator.core.config import validate_config
+from lesionlocator.core.logs import log_to_file
 from lesionlocator.pipeline import register_shard
 
 log_to_file(snakemake.log[0])

@@ -1,5 +1,5 @@
-from lesionlocator.config import SyntheticConfig
-from lesionlocator.logs import log_to_file
+from lesionlocator.core.config import SyntheticConfig
+from lesionlocator.core.logs import log_to_file
 from synthetic.cohort import generate_cohort
 
 log_to_file(snakemake.log[0])

@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from lesionlocator.config import TrainConfig
-from lesionlocator.logs import log_to_file
+from lesionlocator.core.config import TrainConfig
+from lesionlocator.core.logs import log_to_file
 from lesionlocator.train.run import train_model
 
 log_to_file(snakemake.log[0])

@@ -1,0 +1,1 @@
+"""Aggregate: the cohort tables (partitioned Parquet), run.json, the HTML report and the run summary."""

@@ -1,0 +1,400 @@
+"""Assemble the per-patient tables of a cohort into one partitioned Parquet dataset, with dask.
+
+Layout of the dataset folder (every table readable with ``pandas.read_parquet(folder / name)``,
+``duckdb`` ``read_parquet('folder/name/**/*.parquet', hive_partitioning=true)`` or
+:func:`read_cohort_table`)::
+
+    lesions/session_index=<k>/part-<i>.parquet      LESION_SCHEMA (session_index in the folder name)
+    sessions/part-<i>.parquet                       SESSION_SCHEMA (RECIST / volumetric response)
+    patients/part-<i>.parquet                       PATIENT_SCHEMA (best overall response)
+    evaluation/session_index=<k>/part-<i>.parquet   EVALUATION_SCHEMA (when ground truth exists)
+    session_metrics/part-<i>.parquet                SESSION_METRICS_SCHEMA (when ground truth exists)
+    summary/part-00000.parquet                      SUMMARY_SCHEMA (cohort figures, tidy)
+
+How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
+
+* per-patient files are small and written uncompressed, without dictionaries or statistics
+  (:data:`lesionlocator.measure.lesions.PATIENT_FILE_OPTIONS`): opening them is most of the cost;
+* dask reads *batches* of files (``files_per_partition``, one dask partition each, built with
+  ``dask.dataframe.from_map``) through one multi-threaded ``pyarrow.dataset`` scan with the declared
+  schema: no per-file schema inference and a task graph of tens of tasks, not 10,000;
+* each partition holds whole patients (a file is one patient), so response assessment and the
+  per-session metrics run per partition; each partition is sorted by the partition key before it is
+  written, one file per session_index with a single row group; only small partial sums come back
+  to the client, so a cohort larger than memory streams through partition by partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.hashing import json_sha256, tree_sha256
+from lesionlocator.core.io import write_json
+from lesionlocator.core.progress import Progress
+from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, session_metrics
+from lesionlocator.measure.lesions import LESION_SCHEMA
+from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, ResponseCriteria, assess_response
+
+log = logging.getLogger(__name__)
+
+#: Cohort figures in tidy form: one row per (scope, session_index, metric).
+SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("scope", pa.string(), nullable=False),
+        pa.field("session_index", pa.int32()),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+    ]
+)
+
+TABLE_SCHEMAS = {
+    "lesions": LESION_SCHEMA,
+    "sessions": SESSION_SCHEMA,
+    "patients": PATIENT_SCHEMA,
+    "evaluation": EVALUATION_SCHEMA,
+    "session_metrics": SESSION_METRICS_SCHEMA,
+    "summary": SUMMARY_SCHEMA,
+}
+#: Tables written with hive partitioning by session_index.
+PARTITIONED = ("lesions", "evaluation")
+_OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
+
+
+def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
+    """Read a batch of per-patient files with one multi-threaded scan (explicit schema)."""
+    try:
+        table = ds.dataset(list(files), schema=schema, format="parquet").to_table()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+        for path in files:
+            _check_file(path, schema)
+        raise InputError(files[0], f"cannot read this batch of per-patient tables ({err})") from None
+    # a file that lacks a column reads as nulls there: required columns must have none
+    if any(table.column(f.name).null_count for f in schema if not f.nullable):
+        for path in files:
+            _check_file(path, schema)
+    return table.to_pandas()
+
+
+def _check_file(path: str, schema: pa.Schema) -> None:
+    try:
+        found = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InputError(path, f"not a readable Parquet file ({err})") from None
+    if not found.remove_metadata().equals(schema):
+        missing = sorted(set(schema.names) - set(found.names))
+        raise InputError(path, f"schema differs from the declared one{f' (missing {missing})' if missing else ''}")
+
+
+def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Exactly ``schema`` (no pandas metadata)."""
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False).replace_schema_metadata(None)
+
+
+def _write_partitioned(frame: pd.DataFrame, schema: pa.Schema, folder: Path, part: int) -> None:
+    """One file per session_index, rows sorted by the partition key first (one row group each)."""
+    table = _to_table(frame, schema)
+    table = table.sort_by([("session_index", "ascending"), ("patient", "ascending")])
+    keys = table.column("session_index").to_numpy()
+    body = table.drop_columns(["session_index"])
+    if len(keys) == 0:
+        return
+    bounds = np.flatnonzero(np.diff(keys)) + 1
+    starts = np.concatenate([[0], bounds])
+    stops = np.concatenate([bounds, [len(keys)]])
+    for start, stop in zip(starts, stops):
+        target = folder / f"session_index={int(keys[start])}"
+        target.mkdir(parents=True, exist_ok=True)
+        pq.write_table(body.slice(start, stop - start), target / f"part-{part:05d}.parquet", **_OUTPUT_OPTIONS)
+
+
+def _write_plain(frame: pd.DataFrame, schema: pa.Schema, folder: Path, part: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_to_table(frame, schema), folder / f"part-{part:05d}.parquet", **_OUTPUT_OPTIONS)
+
+
+def _lesion_partials(lesions: pd.DataFrame, sessions: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
+    """Summable figures of one partition: (scope, session_index, metric, value) sums."""
+    rows = []
+    present = lesions[lesions["voxel_count"] > 0]
+    for index, group in present.groupby("session_index"):
+        rows += [("session_index", index, "n_lesions_present", len(group)),
+                 ("session_index", index, "total_volume_ml", group["volume_ml"].sum())]  # fmt: skip
+    for (index, status), n in lesions.groupby(["session_index", "status"]).size().items():
+        rows.append(("session_index", index, f"n_status_{status}", n))
+    for index, group in sessions.groupby("session_index"):
+        rows.append(("session_index", index, "n_sessions", len(group)))
+        rows.append(("session_index", index, "sum_pct_change_baseline", group["pct_change_baseline"].sum()))
+        rows.append(("session_index", index, "n_pct_change_baseline", group["pct_change_baseline"].notna().sum()))
+        for response, n in group["recist_response"].value_counts().items():
+            rows.append(("session_index", index, f"n_recist_{response}", n))
+        for response, n in group["volumetric_response"].value_counts().items():
+            rows.append(("session_index", index, f"n_volumetric_{response}", n))
+    rows.append(("all", None, "n_patients", len(patients)))
+    rows.append(("all", None, "n_lesions", patients["n_lesions"].sum()))
+    rows.append(("all", None, "n_flagged_lesions", patients["n_flagged"].sum()))
+    for response, n in patients["best_response"].value_counts().items():
+        rows.append(("all", None, f"n_best_{response}", n))
+    return pd.DataFrame(rows, columns=["scope", "session_index", "metric", "value"])
+
+
+def _evaluation_partials(evaluation: pd.DataFrame, radius_mm: float) -> pd.DataFrame:
+    e = evaluation
+    is_gt = e["gt_lesion_id"].notna()
+    distance = e["centre_distance_mm"].astype(float)
+    within = is_gt & (distance <= radius_mm)
+    work = pd.DataFrame(
+        {
+            "session_index": e["session_index"],
+            "n_gt": is_gt, "tp": e["detection"].eq("tp"), "fp": e["detection"].eq("fp"), "fn": e["detection"].eq("fn"),
+            "sum_dice": e["dice"].astype(float).where(is_gt, 0.0),
+            "n_within_r": within, "n_within_radius": is_gt & (distance <= e["gt_equivalent_radius_mm"].astype(float)),
+            "sum_dice_within_r": e["dice"].astype(float).where(within, 0.0),
+            "sum_distance": distance.where(is_gt & distance.notna(), 0.0), "n_distance": is_gt & distance.notna(),
+            "fp_volume_ml": e["pred_volume_ml"].astype(float).where(e["detection"].eq("fp"), 0.0),
+            "fn_volume_ml": e["gt_volume_ml"].astype(float).where(e["detection"].eq("fn"), 0.0),
+        }
+    )  # fmt: skip
+    sums = work.groupby("session_index").sum().astype(float)
+    by_session = sums.reset_index().melt(id_vars="session_index", var_name="metric", value_name="value")
+    overall = sums.sum().rename("value").rename_axis("metric").reset_index()
+    return pd.concat(
+        [by_session.assign(scope="eval_session_index"), overall.assign(scope="eval_all", session_index=None)],
+        ignore_index=True,
+    )
+
+
+def _finish_summary(partials: pd.DataFrame) -> pd.DataFrame:
+    """Add up partition sums and derive ratios (pooled over lesions / sessions)."""
+    if partials.empty:
+        return pd.DataFrame(columns=SUMMARY_SCHEMA.names)
+    partials = partials.assign(session_index=partials["session_index"].astype("Int32"))
+    sums = partials.groupby(["scope", "session_index", "metric"], dropna=False, sort=True)["value"].sum().reset_index()
+    derived = []
+    for (scope, index), group in sums.groupby(["scope", "session_index"], dropna=False, sort=True):
+        value = dict(zip(group["metric"], group["value"]))
+
+        def ratio(a, b):
+            return value.get(a, 0.0) / value[b] if value.get(b) else np.nan
+
+        if scope == "session_index":
+            derived.append((scope, index, "mean_pct_change_baseline", ratio("sum_pct_change_baseline", "n_pct_change_baseline")))
+        if scope.startswith("eval"):
+            tp, fp, fn = value.get("tp", 0.0), value.get("fp", 0.0), value.get("fn", 0.0)
+            derived += [
+                (scope, index, "precision", tp / (tp + fp) if tp + fp else np.nan),
+                (scope, index, "recall", tp / (tp + fn) if tp + fn else np.nan),
+                (scope, index, "f1", 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan),
+                (scope, index, "mean_dice", ratio("sum_dice", "n_gt")),
+                (scope, index, "cpm_at_r", ratio("n_within_r", "n_gt")),
+                (scope, index, "cpm_at_radius", ratio("n_within_radius", "n_gt")),
+                (scope, index, "dice_at_r", ratio("sum_dice_within_r", "n_within_r")),
+                (scope, index, "mean_centre_distance_mm", ratio("sum_distance", "n_distance")),
+            ]
+    result = pd.concat([sums, pd.DataFrame(derived, columns=SUMMARY_SCHEMA.names)], ignore_index=True)
+    result["session_index"] = result["session_index"].astype("Int32")
+    result["value"] = result["value"].astype(float)
+    return result.sort_values(["scope", "session_index", "metric"], na_position="first", kind="mergesort").reset_index(drop=True)
+
+
+def _batches(files: Sequence[str | Path], size: int) -> list[list[str]]:
+    files = sorted(str(f) for f in files)
+    return [files[i : i + size] for i in range(0, len(files), size)]
+
+
+def _read_sessions(sessions: pd.DataFrame | str | Path | None) -> pd.DataFrame | None:
+    if sessions is None or isinstance(sessions, pd.DataFrame):
+        return sessions
+    path = Path(sessions)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    frame = pd.read_parquet(path, columns=["patient", "session", "session_index"])
+    return frame
+
+
+def aggregate_cohort(
+    lesion_files: Sequence[str | Path],
+    output_dir: str | Path,
+    evaluation_files: Sequence[str | Path] = (),
+    sessions: pd.DataFrame | str | Path | None = None,
+    criteria: ResponseCriteria = ResponseCriteria(),
+    radius_mm: float = 25.0,
+    files_per_partition: int = 1000,
+    num_workers: int | None = None,
+) -> dict[str, int]:
+    """Build the cohort dataset folder from per-patient lesion (and evaluation) Parquet files.
+
+    ``sessions`` (a frame or the ingest manifest Parquet; columns patient, session,
+    session_index) adds sessions without lesions. The folder is built next to ``output_dir`` and
+    renamed into place, so a failed run leaves the previous dataset untouched. Returns row counts
+    per table. Output is byte-identical for the same inputs.
+    """
+    import dask
+    import dask.dataframe as dd
+
+    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) if not Path(f).exists()]
+    if missing:
+        raise InputError(missing[0], f"file not found ({len(missing)} per-patient table(s) missing)")
+    session_frame = _read_sessions(sessions)
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        tasks = []
+        lesion_batches = _batches(lesion_files, files_per_partition)
+        if lesion_batches:
+            lesions = dd.from_map(_read_batch, lesion_batches, schema=LESION_SCHEMA, meta=LESION_SCHEMA.empty_table().to_pandas(),
+                                  enforce_metadata=False, label="read-lesions")  # fmt: skip
+            for part, frame in enumerate(lesions.to_delayed()):
+                tasks.append(dask.delayed(_process_lesions)(frame, part, work, session_frame, criteria))
+        eval_batches = _batches(evaluation_files, files_per_partition)
+        if eval_batches:
+            evaluation = dd.from_map(_read_batch, eval_batches, schema=EVALUATION_SCHEMA,
+                                     meta=EVALUATION_SCHEMA.empty_table().to_pandas(), enforce_metadata=False,
+                                     label="read-evaluation")  # fmt: skip
+            for part, frame in enumerate(evaluation.to_delayed()):
+                tasks.append(dask.delayed(_process_evaluation)(frame, part, work, radius_mm))
+        progress = Progress("aggregate", total=len(tasks), unit="batch", units="batches", logger=log)
+        with progress, _batch_progress(progress):
+            results = dask.compute(*tasks, scheduler="threads", num_workers=num_workers or min(4, os.cpu_count() or 1))
+        seen = set().union(*(r[2] for r in results)) if results else set()
+        if session_frame is not None and not set(session_frame["patient"]) <= seen:
+            # patients of the manifest without any lesion row still get their sessions and patient rows
+            empty = LESION_SCHEMA.empty_table().to_pandas()
+            rest = session_frame[~session_frame["patient"].isin(seen)]
+            results = list(results) + [_process_lesions(empty, len(lesion_batches), work, rest, criteria)]
+        counts: dict[str, int] = {}
+        partials = []
+        for partial, table_counts, _ in results:
+            partials.append(partial)
+            for name, n in table_counts.items():
+                counts[name] = counts.get(name, 0) + n
+        summary = _finish_summary(pd.concat(partials, ignore_index=True) if partials else pd.DataFrame())
+        _write_plain(summary, SUMMARY_SCHEMA, work / "summary", 0)
+        counts["summary"] = len(summary)
+        for name in TABLE_SCHEMAS:
+            (work / name).mkdir(exist_ok=True)
+        if output_dir.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
+            os.replace(output_dir, trash / "old")
+            shutil.rmtree(trash)
+        os.replace(work, output_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("cohort dataset -> %s (%s)", output_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return counts
+
+
+def _batch_progress(progress: Progress):
+    """A dask callback that counts each finished batch (one ``_process_*`` task) on ``progress``."""
+    from dask.callbacks import Callback
+
+    def posttask(key, result, dsk, state, worker_id) -> None:
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if name.startswith(("_process_lesions-", "_process_evaluation-")):
+            table = name.removeprefix("_process_").split("-")[0]
+            progress.advance(f"{table}: {result[1][table]} rows")
+
+    return Callback(posttask=posttask)
+
+
+def _process_lesions(lesions: pd.DataFrame, part: int, work: Path, sessions, criteria) -> tuple[pd.DataFrame, dict, set]:
+    if sessions is not None and len(lesions):
+        sessions = sessions[sessions["patient"].isin(lesions["patient"].unique())]
+    session_frame, patient_frame = assess_response(lesions, sessions, criteria)
+    _write_partitioned(lesions, LESION_SCHEMA, work / "lesions", part)
+    _write_plain(session_frame, SESSION_SCHEMA, work / "sessions", part)
+    _write_plain(patient_frame, PATIENT_SCHEMA, work / "patients", part)
+    counts = {"lesions": len(lesions), "sessions": len(session_frame), "patients": len(patient_frame)}
+    return _lesion_partials(lesions, session_frame, patient_frame), counts, set(patient_frame["patient"])
+
+
+def _process_evaluation(evaluation: pd.DataFrame, part: int, work: Path, radius_mm: float) -> tuple[pd.DataFrame, dict, set]:
+    metrics = session_metrics(evaluation, radius_mm)
+    _write_partitioned(evaluation, EVALUATION_SCHEMA, work / "evaluation", part)
+    _write_plain(metrics, SESSION_METRICS_SCHEMA, work / "session_metrics", part)
+    counts = {"evaluation": len(evaluation), "session_metrics": len(metrics)}
+    return _evaluation_partials(evaluation, radius_mm), counts, set()
+
+
+def read_cohort_table(dataset_dir: str | Path, name: str, columns: Sequence[str] | None = None, filter=None) -> pd.DataFrame:
+    """Read one table of a cohort dataset with its declared schema (partition key restored)."""
+    if name not in TABLE_SCHEMAS:
+        raise ValueError(f"unknown table {name!r}; one of {sorted(TABLE_SCHEMAS)}")
+    schema = TABLE_SCHEMAS[name]
+    folder = Path(dataset_dir) / name
+    if not folder.is_dir():
+        raise InputError(folder, "no such table in the cohort dataset")
+    if name in PARTITIONED:
+        partitioning = ds.partitioning(pa.schema([schema.field("session_index")]), flavor="hive")
+        dataset = ds.dataset(folder, schema=schema, format="parquet", partitioning=partitioning)
+    else:
+        dataset = ds.dataset(folder, schema=schema, format="parquet")
+    table = dataset.to_table(columns=list(columns) if columns else schema.names, filter=filter)
+    sort = [c for c in ("patient", "session_index", "lesion_id", "gt_lesion_id", "scope", "metric") if c in table.column_names]
+    return table.sort_by([(c, "ascending") for c in sort]).to_pandas() if sort else table.to_pandas()
+
+
+# --- run manifest ---------------------------------------------------------------------------------
+
+RUN_PACKAGES = ("lesionlocator", "numpy", "scipy", "pandas", "pyarrow", "dask", "SimpleITK", "torch", "nnunetv2",
+                "snakemake", "pydantic", "connected-components-3d")  # fmt: skip
+
+
+def write_run_manifest(
+    path: str | Path,
+    config,
+    checkpoint: str | Path | None = None,
+    timings: dict[str, float] | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Write ``run.json``: config hash, package versions, checkpoint hash, timings (s), platform."""
+    versions = {}
+    for package in RUN_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    checkpoint_info = None
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.exists():
+            raise InputError(checkpoint, "checkpoint not found")
+        checkpoint_info = {"path": str(checkpoint), "sha256": tree_sha256(checkpoint)}
+    manifest = {
+        "config_sha256": json_sha256(config),
+        "packages": versions,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "checkpoint": checkpoint_info,
+        "timings_s": dict(sorted((timings or {}).items())),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if extra:
+        manifest.update(extra)
+    write_json(manifest, path)
+    return manifest
+
+
+def per_patient_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Sorted list of existing per-patient tables (helper for CLIs that get folders)."""
+    out = []
+    for path in map(Path, paths):
+        out += sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return out

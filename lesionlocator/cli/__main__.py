@@ -1,0 +1,7 @@
+"""``python -m lesionlocator.cli``."""
+
+import sys
+
+from lesionlocator.cli import main
+
+sys.exit(main())

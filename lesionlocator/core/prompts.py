@@ -1,0 +1,184 @@
+"""Baseline prompts: the ``prompts.json`` format, its validation and its frame conversion.
+
+A prompt file names its frame once::
+
+    {
+      "frame": "world",                       # "world": mm, LPS, (x, y, z)
+      "lesions": [                            # "voxel": indices (z, y, x) of the SimpleITK array
+        {"id": 1, "point": [-20.5, 31.0, 12.0]},
+        {"id": 2, "box": {"min": [-60, 0, -10], "max": [-30, 25, 14]}},
+        {"id": 7, "point": [10, 10, 5], "box": {"min": [0, 0, 0], "max": [20, 20, 10]}}
+      ]
+    }
+
+Each lesion has a positive integer ``id`` (unique within the file; any value up to 2**31-1, not
+limited to 255) and a ``point``, a ``box`` or both. A world box is axis-aligned in LPS; a voxel box
+is inclusive of both corners.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry
+
+Vec3 = tuple[float, float, float]
+MAX_LESION_ID = 2**31 - 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BoxPrompt(_Strict):
+    """An axis-aligned box given by two opposite corners, in the file's frame."""
+
+    min: Vec3 = Field(description="Lower corner.")
+    max: Vec3 = Field(description="Upper corner (each coordinate >= the lower corner's).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "BoxPrompt":
+        for axis, (lo, hi) in enumerate(zip(self.min, self.max)):
+            if lo > hi:
+                raise ValueError(f"box min > max on axis {axis} ({lo} > {hi})")
+        return self
+
+    def corners(self) -> np.ndarray:
+        """The 8 corners, shape (8, 3), in the box's frame."""
+        lo, hi = np.asarray(self.min), np.asarray(self.max)
+        grid = np.array(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij")).reshape(3, -1).T
+        return lo + grid * (hi - lo)
+
+
+class LesionPrompt(_Strict):
+    """The prompt of one lesion."""
+
+    id: int = Field(ge=1, le=MAX_LESION_ID, description="Lesion ID, kept through every session.")
+    point: Vec3 | None = Field(None, description="A click inside the lesion.")
+    box: BoxPrompt | None = Field(None, description="A box around the lesion.")
+
+    @model_validator(mode="after")
+    def _has_prompt(self) -> "LesionPrompt":
+        if self.point is None and self.box is None:
+            raise ValueError(f"lesion {self.id} has neither a point nor a box")
+        return self
+
+
+class PromptFile(_Strict):
+    """The content of a ``prompts.json``."""
+
+    frame: Literal["world", "voxel"] = Field(
+        description='"world": mm in LPS (x, y, z); "voxel": array indices (z, y, x).'
+    )
+    lesions: list[LesionPrompt] = Field(min_length=1, description="One entry per lesion.")
+
+    @field_validator("lesions")
+    @classmethod
+    def _unique_ids(cls, lesions: list[LesionPrompt]) -> list[LesionPrompt]:
+        ids = [lesion.id for lesion in lesions]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"lesion id(s) {repeated} repeated")
+        return lesions
+
+    def in_voxel_frame(self, geometry: Geometry) -> "PromptFile":
+        """The same prompts as continuous voxel indices (z, y, x) of ``geometry``.
+
+        A world box becomes the voxel bounding box of its 8 mapped corners.
+        """
+        if self.frame == "voxel":
+            return self
+        lesions = []
+        for lesion in self.lesions:
+            point = None if lesion.point is None else tuple(geometry.world_to_index(lesion.point).tolist())
+            box = None
+            if lesion.box is not None:
+                corners = geometry.world_to_index(lesion.box.corners())
+                box = BoxPrompt(min=tuple(corners.min(0).tolist()), max=tuple(corners.max(0).tolist()))
+            lesions.append(LesionPrompt(id=lesion.id, point=point, box=box))
+        return PromptFile(frame="voxel", lesions=lesions)
+
+    def in_world_frame(self, geometry: Geometry) -> "PromptFile":
+        """The same prompts in world mm (LPS); a voxel box becomes the world bounding box."""
+        if self.frame == "world":
+            return self
+        lesions = []
+        for lesion in self.lesions:
+            point = None if lesion.point is None else tuple(geometry.index_to_world(lesion.point).tolist())
+            box = None
+            if lesion.box is not None:
+                corners = geometry.index_to_world(lesion.box.corners())
+                box = BoxPrompt(min=tuple(corners.min(0).tolist()), max=tuple(corners.max(0).tolist()))
+            lesions.append(LesionPrompt(id=lesion.id, point=point, box=box))
+        return PromptFile(frame="world", lesions=lesions)
+
+
+def read_prompts(path: str | Path) -> PromptFile:
+    """Parse and validate a ``prompts.json``; errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise InputError(path, f"cannot read prompt file ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
+    try:
+        return PromptFile.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {message}")
+        raise InputError(path, "invalid prompts: " + "; ".join(problems)) from None
+
+
+def check_prompts_inside(prompts: PromptFile, geometry: Geometry, path: str | Path) -> None:
+    """Raise :class:`InputError` when a point, or any box corner, lies outside the image."""
+    voxel = prompts.in_voxel_frame(geometry)
+    for original, mapped in zip(prompts.lesions, voxel.lesions):
+        if mapped.point is not None and not geometry.contains_index(mapped.point):
+            raise InputError(
+                path,
+                f"lesion {original.id}: point {list(original.point)} ({prompts.frame} frame) lies outside the image "
+                f"(voxel index z,y,x {np.round(mapped.point, 1).tolist()}, array shape {list(geometry.shape_zyx)})",
+            )
+        if mapped.box is not None:
+            corners = mapped.box.corners()
+            if not geometry.contains_index(corners).all():
+                raise InputError(
+                    path,
+                    f"lesion {original.id}: box {list(original.box.min)}..{list(original.box.max)} "
+                    f"({prompts.frame} frame) reaches outside the image (array shape {list(geometry.shape_zyx)})",
+                )
+
+
+MAX_PROMPT_MASK_FRACTION = 0.5
+
+
+def check_prompt_mask_labels(labels: np.ndarray, path: str | Path) -> None:
+    """Raise :class:`InputError` for a baseline prompt mask that marks no lesion (every voxel 0) or
+    whose lesions cover more than half of the image (a body mask or an all-ones image, not lesions)."""
+    nonzero = int(np.count_nonzero(labels))
+    if nonzero == 0:
+        raise InputError(path, "prompt mask is empty (every voxel is 0): it marks no lesion")
+    fraction = nonzero / labels.size
+    if fraction > MAX_PROMPT_MASK_FRACTION:
+        raise InputError(
+            path,
+            f"prompt mask marks {fraction:.0%} of the image as lesion (more than {MAX_PROMPT_MASK_FRACTION:.0%}): "
+            "it must hold lesion instance labels, not a body mask or an all-ones image",
+        )
+
+
+def write_prompts(prompts: PromptFile, path: str | Path) -> Path:
+    """Write a prompt file atomically (sorted keys, stable float formatting)."""
+    from lesionlocator.core.io import write_json
+
+    return write_json(prompts.model_dump(mode="json", exclude_none=True), path)

@@ -1,0 +1,1 @@
+"""Evaluate: Dice, centre distances, detection and tracking metrics against ground truth."""

@@ -1,0 +1,281 @@
+"""Segmentation and tracking quality against ground-truth instance masks.
+
+Per lesion (one row per ground-truth lesion and per unmatched predicted lesion, each session):
+
+* **Correspondence** of a ground-truth (GT) lesion with a predicted one: ``"id"`` (default) pairs
+  lesions with the same ID, as the tracking keeps the IDs of the prompts; ``"overlap"`` uses the
+  detection matching below.
+* **Dice** and IoU of the GT lesion with its corresponding prediction (0 when there is none).
+* **Centre distance**: world distance (mm) between the voxel centroids of the two masks.
+* **Equivalent radius** of the GT lesion: radius of the sphere of the same volume, (3V / 4 pi)^(1/3).
+* **Detection**: one-to-one matching of GT and predicted lesions maximising the summed IoU
+  (Hungarian algorithm, ``scipy.optimize.linear_sum_assignment``); a pair counts when IoU > 0.1.
+  Matched GT lesions are ``tp``, unmatched GT lesions ``fn``, unmatched predictions ``fp``.
+
+Per session (:func:`session_metrics`): precision, recall and F1 of detection; mean Dice over GT
+lesions; **CPM@r**, the share of GT lesions whose corresponding predicted centre lies within r mm
+(r = 25 mm by default) and **CPM@radius**, within the lesion's own equivalent radius; **Dice@r**, the
+mean Dice of the GT lesions matched within r; mean centre distance over GT lesions that have a
+prediction; false-positive volume (summed volume of ``fp`` predictions, mL) and false-negative
+volume (summed volume of ``fn`` GT lesions, mL). A session with neither GT nor predicted lesions
+has no rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy.optimize import linear_sum_assignment
+
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry, geometry_difference, read_geometry, read_image, write_patient_table
+
+log = logging.getLogger(__name__)
+
+Correspondence = Literal["id", "overlap"]
+
+#: One row per GT lesion and per unmatched predicted lesion, per session.
+EVALUATION_SCHEMA = pa.schema(
+    [
+        pa.field("patient", pa.string(), nullable=False),
+        pa.field("session", pa.string(), nullable=False),
+        pa.field("session_index", pa.int32(), nullable=False),
+        pa.field("gt_lesion_id", pa.int64()),
+        pa.field("pred_lesion_id", pa.int64()),
+        pa.field("detection", pa.string(), nullable=False),
+        pa.field("gt_volume_ml", pa.float64()),
+        pa.field("pred_volume_ml", pa.float64()),
+        pa.field("dice", pa.float64()),
+        pa.field("iou", pa.float64()),
+        pa.field("centre_distance_mm", pa.float64()),
+        pa.field("gt_equivalent_radius_mm", pa.float64()),
+        pa.field("det_pred_lesion_id", pa.int64()),
+        pa.field("det_iou", pa.float64()),
+    ]
+)
+
+#: One row per patient x session (x radius r).
+SESSION_METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("patient", pa.string(), nullable=False),
+        pa.field("session", pa.string(), nullable=False),
+        pa.field("session_index", pa.int32(), nullable=False),
+        pa.field("n_gt", pa.int32(), nullable=False),
+        pa.field("n_pred", pa.int32(), nullable=False),
+        pa.field("tp", pa.int32(), nullable=False),
+        pa.field("fp", pa.int32(), nullable=False),
+        pa.field("fn", pa.int32(), nullable=False),
+        pa.field("precision", pa.float64()),
+        pa.field("recall", pa.float64()),
+        pa.field("f1", pa.float64()),
+        pa.field("mean_dice", pa.float64()),
+        pa.field("radius_mm", pa.float64(), nullable=False),
+        pa.field("cpm_at_r", pa.float64()),
+        pa.field("cpm_at_radius", pa.float64()),
+        pa.field("dice_at_r", pa.float64()),
+        pa.field("mean_centre_distance_mm", pa.float64()),
+        pa.field("fp_volume_ml", pa.float64(), nullable=False),
+        pa.field("fn_volume_ml", pa.float64(), nullable=False),
+    ]
+)
+
+
+def _instances(labels: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IDs, voxel counts and world centroids ``(n, 3)`` (LPS mm) of every lesion in a label map."""
+    coords = np.nonzero(labels)
+    values = labels[coords]
+    ids, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    centroid_index = np.stack([np.bincount(inverse, weights=c, minlength=ids.size) for c in coords], axis=1)
+    centroid_index = centroid_index / np.maximum(counts, 1)[:, None]
+    return ids.astype(np.int64), counts.astype(np.int64), geometry.index_to_world(centroid_index.reshape(-1, 3))
+
+
+def overlap_matrix(gt: np.ndarray, pred: np.ndarray, gt_ids: np.ndarray, pred_ids: np.ndarray) -> np.ndarray:
+    """Voxel counts of every (GT lesion, predicted lesion) intersection, shape (n_gt, n_pred)."""
+    both = (gt > 0) & (pred > 0)
+    pairs = (gt[both].astype(np.int64) << 32) | pred[both].astype(np.int64)
+    keys, counts = np.unique(pairs, return_counts=True)
+    matrix = np.zeros((gt_ids.size, pred_ids.size), dtype=np.int64)
+    matrix[np.searchsorted(gt_ids, keys >> 32), np.searchsorted(pred_ids, keys & 0xFFFFFFFF)] = counts
+    return matrix
+
+
+def match_detections(iou: np.ndarray, threshold: float = 0.1) -> list[tuple[int, int]]:
+    """One-to-one (row, column) pairs maximising the summed IoU among pairs with IoU > threshold."""
+    if iou.size == 0:
+        return []
+    gain = np.where(iou > threshold, iou, 0.0)
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if gain[r, c] > 0]
+
+
+def evaluate_labels(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    geometry: Geometry,
+    correspondence: Correspondence = "id",
+    iou_threshold: float = 0.1,
+) -> pd.DataFrame:
+    """Per-lesion evaluation of one predicted label map against its ground truth (same grid).
+
+    Returns the columns of :data:`EVALUATION_SCHEMA` without patient/session/session_index.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    gt_ids, gt_counts, gt_centres = _instances(gt, geometry)
+    pred_ids, pred_counts, pred_centres = _instances(pred, geometry)
+    inter = overlap_matrix(gt, pred, gt_ids, pred_ids)
+    union = gt_counts[:, None] + pred_counts[None, :] - inter
+    iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
+    matches = match_detections(iou, iou_threshold)
+    det_of_gt = {g: p for g, p in matches}
+    matched_pred = {p for _, p in matches}
+    voxel_ml = geometry.voxel_volume_ml()
+    pred_index = {int(v): k for k, v in enumerate(pred_ids)}
+
+    rows = []
+    for g, gt_id in enumerate(gt_ids):
+        if correspondence == "id":
+            p = pred_index.get(int(gt_id))
+        elif correspondence == "overlap":
+            p = det_of_gt.get(g)
+        else:
+            raise ValueError(f"unknown correspondence {correspondence!r} (use 'id' or 'overlap')")
+        volume_mm3 = gt_counts[g] * voxel_ml * 1000.0
+        det = det_of_gt.get(g)
+        row = {
+            "gt_lesion_id": int(gt_id),
+            "pred_lesion_id": None if p is None else int(pred_ids[p]),
+            "detection": "tp" if det is not None else "fn",
+            "gt_volume_ml": gt_counts[g] * voxel_ml,
+            "pred_volume_ml": None if p is None else pred_counts[p] * voxel_ml,
+            "dice": 0.0 if p is None else 2.0 * inter[g, p] / (gt_counts[g] + pred_counts[p]),
+            "iou": 0.0 if p is None else float(iou[g, p]),
+            "centre_distance_mm": None if p is None else float(np.linalg.norm(gt_centres[g] - pred_centres[p])),
+            "gt_equivalent_radius_mm": float((3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)),
+            "det_pred_lesion_id": None if det is None else int(pred_ids[det]),
+            "det_iou": None if det is None else float(iou[g, det]),
+        }
+        rows.append(row)
+    for p, pred_id in enumerate(pred_ids):
+        if p not in matched_pred:
+            rows.append({"pred_lesion_id": int(pred_id), "detection": "fp", "pred_volume_ml": pred_counts[p] * voxel_ml})
+    columns = [f.name for f in EVALUATION_SCHEMA][3:]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def evaluation_table(frame: pd.DataFrame) -> pa.Table:
+    """Arrow table of an evaluation frame with exactly :data:`EVALUATION_SCHEMA`."""
+    frame = frame.reindex(columns=EVALUATION_SCHEMA.names).copy()
+    for column in ("gt_lesion_id", "pred_lesion_id", "det_pred_lesion_id"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("gt_volume_ml", "pred_volume_ml", "dice", "iou", "centre_distance_mm", "gt_equivalent_radius_mm", "det_iou"):
+        frame[column] = frame[column].astype("float64")
+    return pa.Table.from_pandas(frame, schema=EVALUATION_SCHEMA, preserve_index=False).replace_schema_metadata(None)
+
+
+def evaluate_patient(
+    patient: str,
+    sessions: Sequence[tuple],
+    output: str | Path | None = None,
+    correspondence: Correspondence = "id",
+    iou_threshold: float = 0.1,
+) -> pa.Table:
+    """Evaluate every session of one patient; ``sessions`` lists ``(session, pred_path, gt_path)``
+    in time order, or ``(session, pred_path, gt_path, session_index)`` when only some sessions have
+    ground truth (the position in the list is the session_index otherwise).
+
+    Both label maps of a session must share one geometry (checked for all sessions before any
+    evaluation). Writes :data:`EVALUATION_SCHEMA` Parquet atomically when ``output`` is given.
+    """
+    for _, pred_path, gt_path, *_ in sessions:
+        difference = geometry_difference(read_geometry(pred_path), read_geometry(gt_path))
+        if difference is not None:
+            raise InputError(pred_path, f"prediction geometry does not match ground truth {gt_path}: {difference}")
+    import SimpleITK as sitk
+
+    frames = []
+    for position, (session, pred_path, gt_path, *given) in enumerate(sessions):
+        index = int(given[0]) if given else position
+        pred_image = read_image(pred_path, check_finite=False)
+        gt_image = read_image(gt_path, check_finite=False)
+        pred = _labels(sitk.GetArrayFromImage(pred_image), pred_path)
+        gt = _labels(sitk.GetArrayFromImage(gt_image), gt_path)
+        frame = evaluate_labels(pred, gt, Geometry.of(gt_image), correspondence, iou_threshold)
+        frames.append(frame.assign(patient=patient, session=session, session_index=index))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EVALUATION_SCHEMA.names)
+    table = evaluation_table(frame)
+    if output is not None:
+        write_patient_table(table, output)
+        log.info("%s: %d evaluation row(s) -> %s", patient, table.num_rows, output)
+    return table
+
+
+def _labels(array: np.ndarray, path) -> np.ndarray:
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.mod(array, 1) == 0):
+            raise InputError(path, "label map holds non-integer values")
+    array = array.astype(np.int64, copy=False)
+    if array.size and (array.min() < 0 or array.max() > 2**31 - 1):
+        raise InputError(path, "lesion IDs must lie in 0..2**31-1")
+    return array
+
+
+def session_metrics(evaluation: pd.DataFrame, radius_mm: float = 25.0) -> pd.DataFrame:
+    """Per patient x session metrics (columns of :data:`SESSION_METRICS_SCHEMA`) from evaluation rows.
+
+    Vectorised over any number of patients; ``radius_mm`` is r of CPM@r and Dice@r.
+    """
+    e = evaluation
+    is_gt = e["gt_lesion_id"].notna()
+    distance = e["centre_distance_mm"].astype(float)
+    within_r = is_gt & (distance <= radius_mm)
+    within_radius = is_gt & (distance <= e["gt_equivalent_radius_mm"].astype(float))
+    work = pd.DataFrame(
+        {
+            "patient": e["patient"],
+            "session": e["session"],
+            "session_index": e["session_index"],
+            "n_gt": is_gt,
+            "tp": e["detection"].eq("tp"),
+            "fp": e["detection"].eq("fp"),
+            "fn": e["detection"].eq("fn"),
+            "_dice_gt": e["dice"].astype(float).where(is_gt),
+            "_within_r": within_r.where(is_gt),
+            "_within_radius": within_radius.where(is_gt),
+            "_dice_r": e["dice"].astype(float).where(within_r),
+            "_distance": distance.where(is_gt),
+            "_fp_vol": e["pred_volume_ml"].astype(float).where(e["detection"].eq("fp"), 0.0),
+            "_fn_vol": e["gt_volume_ml"].astype(float).where(e["detection"].eq("fn"), 0.0),
+        }
+    )
+    for column in ("_within_r", "_within_radius"):
+        work[column] = work[column].astype(float)
+    grouped = work.groupby(["patient", "session_index"], sort=True)
+    out = grouped.agg(
+        session=("session", "first"),
+        n_gt=("n_gt", "sum"), tp=("tp", "sum"), fp=("fp", "sum"), fn=("fn", "sum"),
+        mean_dice=("_dice_gt", "mean"), cpm_at_r=("_within_r", "mean"), cpm_at_radius=("_within_radius", "mean"),
+        dice_at_r=("_dice_r", "mean"), mean_centre_distance_mm=("_distance", "mean"),
+        fp_volume_ml=("_fp_vol", "sum"), fn_volume_ml=("_fn_vol", "sum"),
+    ).reset_index()  # fmt: skip
+    out["n_pred"] = out["tp"] + out["fp"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["precision"] = (out["tp"] / out["n_pred"]).where(out["n_pred"] > 0)
+        out["recall"] = (out["tp"] / out["n_gt"]).where(out["n_gt"] > 0)
+        denominator = 2 * out["tp"] + out["fp"] + out["fn"]
+        out["f1"] = (2 * out["tp"] / denominator).where(denominator > 0)
+    out["radius_mm"] = float(radius_mm)
+    for column in ("n_gt", "n_pred", "tp", "fp", "fn", "session_index"):
+        out[column] = out[column].astype("int32")
+    return out[SESSION_METRICS_SCHEMA.names]
+
+
+def session_metrics_table(frame: pd.DataFrame) -> pa.Table:
+    """Arrow table of a session-metrics frame with exactly :data:`SESSION_METRICS_SCHEMA`."""
+    return pa.Table.from_pandas(frame, schema=SESSION_METRICS_SCHEMA, preserve_index=False).replace_schema_metadata(None)

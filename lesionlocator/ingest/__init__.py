@@ -1,0 +1,2 @@
+"""Ingest: discover and validate a cohort (BIDS-like folder or table), write the manifest; plan it at
+parse time."""

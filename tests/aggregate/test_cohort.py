@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from lesionlocator.aggregate.cohort import (
+    SUMMARY_SCHEMA,
+    TABLE_SCHEMAS,
+    aggregate_cohort,
+    read_cohort_table,
+    write_run_manifest,
+)  # fmt: skip
+from lesionlocator.core.config import StudyConfig
+from lesionlocator.core.errors import InputError
+from lesionlocator.evaluate.tracking import evaluate_patient
+from lesionlocator.measure.lesions import measure_patient
+from tests.lesion_builders import make_patient, write_labels
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cohort(tmp_path, geometry):
+    """Three patients (one without lesions) with lesion and evaluation tables."""
+    lesion_files, eval_files = [], []
+    for k, growth in enumerate([(1.0, 0.6, 1.3), (1.0, 1.1, 1.2)]):
+        folder = tmp_path / f"P{k}"
+        sessions = make_patient(folder, geometry, seed=k, growth=growth)
+        measure_patient(f"P{k}", sessions, folder / "lesions.parquet")
+        lesion_files.append(folder / "lesions.parquet")
+        evaluate_patient(f"P{k}", [(s, labels, labels) for s, _, labels in sessions], folder / "eval.parquet")
+        eval_files.append(folder / "eval.parquet")
+    empty = write_labels(np.zeros(geometry.shape_zyx), geometry, tmp_path / "empty.nii.gz")
+    measure_patient("P9", [("ses-00", None, empty)], tmp_path / "P9.parquet")
+    lesion_files.append(tmp_path / "P9.parquet")
+    manifest = pd.DataFrame({"patient": ["P9", "P9"], "session": ["ses-00", "ses-01"], "session_index": [0, 1]})
+    return lesion_files, eval_files, manifest
+
+
+def test_dataset_tables_schemas_and_readers(tmp_path, cohort):
+    import duckdb
+
+    lesion_files, eval_files, manifest = cohort
+    out = tmp_path / "dataset"
+    counts = aggregate_cohort(lesion_files, out, evaluation_files=eval_files, sessions=manifest, files_per_partition=2)
+    assert counts["lesions"] == 12 and counts["patients"] == 3 and counts["sessions"] == 8
+    for name, schema in TABLE_SCHEMAS.items():
+        frame = read_cohort_table(out, name)
+        assert list(frame.columns) == schema.names
+        for path in (out / name).rglob("*.parquet"):
+            found = pq.read_schema(path)
+            assert found.equals(schema.remove(schema.get_field_index("session_index")) if "session_index=" in str(path) else schema)
+    lesions = pd.read_parquet(out / "lesions")
+    assert len(lesions) == 12 and set(lesions.patient) == {"P0", "P1"}
+    con = duckdb.connect()
+    n, max_index = con.execute(
+        f"select count(*), max(session_index) from read_parquet('{out}/lesions/**/*.parquet', hive_partitioning=true)"
+    ).fetchone()
+    assert (n, max_index) == (12, 2)
+    patients = con.execute(f"select patient, n_lesions, best_response from read_parquet('{out}/patients/*.parquet') order by patient").fetchall()
+    assert patients == [("P0", 2, "PR"), ("P1", 2, "SD"), ("P9", 0, None)]  # P0: PR, then PD
+    summary = read_cohort_table(out, "summary")
+    assert pq.read_schema(next((out / "summary").glob("*.parquet"))).equals(SUMMARY_SCHEMA)
+    dice = summary[(summary.scope == "eval_all") & (summary.metric == "mean_dice")].value.item()
+    assert dice == pytest.approx(1.0)  # prediction == ground truth
+    metrics = read_cohort_table(out, "session_metrics")
+    assert (metrics.cpm_at_r == 1.0).all() and (metrics.f1 == 1.0).all()
+
+
+def test_aggregation_is_deterministic(tmp_path, cohort):
+    lesion_files, eval_files, manifest = cohort
+    for name in ("a", "b"):
+        aggregate_cohort(lesion_files, tmp_path / name, evaluation_files=eval_files, sessions=manifest, files_per_partition=1)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.parquet"))
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.parquet"))
+    assert files_a == files_b and files_a
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def test_bad_input_leaves_previous_dataset(tmp_path, cohort):
+    lesion_files, _, _ = cohort
+    out = tmp_path / "dataset"
+    aggregate_cohort(lesion_files, out)
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"x": [1]}).to_parquet(bad)
+    with pytest.raises(InputError, match="bad.parquet"):
+        aggregate_cohort(lesion_files + [bad], out)
+    with pytest.raises(InputError, match="not found"):
+        aggregate_cohort([tmp_path / "missing.parquet"], out)
+    assert len(read_cohort_table(out, "patients")) == 2  # P9 has no lesion rows and no manifest here
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".dataset")] == []
+
+
+def test_run_manifest(tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    path = tmp_path / "run.json"
+    write_run_manifest(path, StudyConfig(), checkpoint=checkpoint, timings={"measure": 1.5})
+    data = json.loads(path.read_text())
+    assert len(data["config_sha256"]) == 64 and data["packages"]["pyarrow"]
+    assert data["checkpoint"]["sha256"]["model.pt"] == __import__("hashlib").sha256(b"weights").hexdigest()
+    assert data["timings_s"] == {"measure": 1.5}
+    other = write_run_manifest(tmp_path / "r2.json", StudyConfig(results_dir="elsewhere"))
+    assert other["config_sha256"] != data["config_sha256"]
+
+
+@pytest.mark.slow
+def test_bench_smoke_100_files(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "bench_aggregate.py"), "--patients", "100", "--workdir", str(tmp_path)],
+                            capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
+    assert "rows: lesions 10000, sessions 500, patients 100" in result.stdout

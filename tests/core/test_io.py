@@ -1,0 +1,208 @@
+import gzip
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import (
+    Geometry,
+    atomic_path,
+    geometry_difference,
+    image_from_array,
+    read_geometry,
+    read_image,
+    same_geometry,
+    write_image,
+    write_json,
+)
+from tests.helpers import EMBEDDED_REAL, OBLIQUE_DIRECTION, make_image
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_round_trip_keeps_geometry_and_voxels(tmp_path, suffix):
+    image = make_image()
+    path = write_image(image, tmp_path / f"img{suffix}")
+    back = read_image(path)
+    assert same_geometry(Geometry.of(back), Geometry.of(image), tolerance=1e-5)
+    assert np.allclose(back.GetDirection(), OBLIQUE_DIRECTION, atol=1e-5)
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    assert read_geometry(path) == Geometry.of(back)
+
+
+def test_nifti_writes_are_byte_identical(tmp_path):
+    image = make_image()
+    a = write_image(image, tmp_path / "a.nii.gz").read_bytes()
+    b = write_image(image, tmp_path / "b.nii.gz").read_bytes()
+    assert a == b
+
+
+def test_index_world_round_trip_matches_simpleitk():
+    image = make_image()
+    geometry = Geometry.of(image)
+    rng = np.random.default_rng(1)
+    index_zyx = rng.uniform(0, 10, size=(20, 3))
+    world = geometry.index_to_world(index_zyx)
+    for idx, w in zip(index_zyx, world):
+        expected = image.TransformContinuousIndexToPhysicalPoint(tuple(float(v) for v in idx[::-1]))
+        assert np.allclose(w, expected, atol=1e-6)
+    assert np.allclose(geometry.world_to_index(world), index_zyx, atol=1e-9)
+
+
+def test_contains_index_uses_half_voxel_tolerance():
+    geometry = Geometry.of(make_image(shape_zyx=(4, 5, 6)))
+    assert geometry.contains_index([3.4, 4.4, 5.4])
+    assert not geometry.contains_index([3.6, 0, 0])
+    assert not geometry.contains_index([0, -0.6, 0])
+
+
+def test_geometry_difference_names_the_field():
+    a = Geometry.of(make_image())
+    b = Geometry.of(make_image(spacing=(0.8, 1.1, 3.0)))
+    assert same_geometry(a, a)
+    assert "spacing" in geometry_difference(a, b)
+    assert geometry_difference(a, a) is None
+
+
+def test_image_from_array_copies_geometry():
+    image = make_image()
+    array = np.zeros(image.GetSize()[::-1], dtype=np.uint32)
+    out = image_from_array(array, image)
+    assert same_geometry(Geometry.of(out), Geometry.of(image))
+    with pytest.raises(ValueError):
+        image_from_array(np.zeros((2, 2, 2)), image)
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert not target.exists()
+    assert os.listdir(tmp_path) == []
+    write_json({"b": 1, "a": [1, 2]}, target)
+    assert target.read_text().startswith('{\n  "a"')
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_real_ct_nifti_and_dicom():
+    ct = read_image(EMBEDDED_REAL / "example_ct.nii.gz")
+    assert ct.GetSize() == (122, 101, 112)
+    assert np.allclose(ct.GetSpacing(), (3.0, 3.0, 3.0))
+    assert np.allclose(np.diag(np.reshape(ct.GetDirection(), (3, 3))), (-1, -1, 1))
+    dicom = read_image(EMBEDDED_REAL / "example_ct_dicom")
+    assert dicom.GetSize() == (512, 512, 20)
+    assert np.allclose(dicom.GetSpacing(), (0.977, 0.977, 2.0), atol=0.01)
+    assert read_geometry(EMBEDDED_REAL / "example_ct_dicom") == Geometry.of(dicom)
+
+
+def test_dicom_series_survives_write_as_nifti(tmp_path):
+    dicom = read_image(EMBEDDED_REAL / "example_ct_dicom")
+    back = read_image(write_image(dicom, tmp_path / "ct.nii.gz"))
+    assert same_geometry(Geometry.of(back), Geometry.of(dicom), tolerance=1e-4)
+
+
+# ---- bad input: each names the file and the problem ------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="file not found") as err:
+        read_image(tmp_path / "nope.nii.gz")
+    assert "nope.nii.gz" in str(err.value)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.nii.gz"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        read_image(path)
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "corrupt.nii.gz"
+    path.write_bytes(gzip.compress(b"this is not a nifti header at all" * 20))
+    with pytest.raises(InputError, match="cannot read image") as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_nifti(tmp_path):
+    good = write_image(make_image(shape_zyx=(30, 40, 50)), tmp_path / "good.nii.gz").read_bytes()
+    path = tmp_path / "truncated.nii.gz"
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        read_image(path)
+    plain = tmp_path / "truncated.nii"
+    sitk.WriteImage(make_image(shape_zyx=(30, 40, 50)), str(tmp_path / "full.nii"))
+    plain.write_bytes((tmp_path / "full.nii").read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated"):
+        read_image(plain)
+
+
+def test_unsupported_suffix(tmp_path):
+    path = tmp_path / "scan.png"
+    path.write_bytes(b"\x89PNG")
+    with pytest.raises(InputError, match="not a supported image file"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("size", [(8, 9), (4, 5, 6, 2)])
+def test_wrong_dimension(tmp_path, size):
+    image = sitk.Image(list(size), sitk.sitkInt16)
+    path = tmp_path / "wrongdim.nii.gz"
+    sitk.WriteImage(image, str(path))
+    with pytest.raises(InputError, match="expected a 3D image"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".mha", ".nrrd"])
+def test_nan_voxels(tmp_path, suffix):
+    # ITK's NIfTI reader turns NaN into 0 silently; read_image must still see them.
+    array = np.zeros((4, 5, 6), np.float32)
+    array[1, 2, 3] = np.nan
+    array[0, 0, 0] = np.inf
+    path = tmp_path / f"nan{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    with pytest.raises(InputError, match="2 NaN/Inf"):
+        read_image(path)
+
+
+def _copy_dicom(src_files, dst):
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src_files:
+        (dst / f.name).write_bytes(f.read_bytes())
+
+
+def test_dicom_folder_with_two_series(tmp_path):
+    import pydicom
+
+    files = sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())
+    folder = tmp_path / "mixed"
+    _copy_dicom(files[:4], folder)
+    for f in files[4:8]:
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["series-b"])
+        ds.SOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[f.name])
+        ds.save_as(folder / (f.name + "b"))
+    with pytest.raises(InputError, match="2 DICOM series"):
+        read_image(folder)
+
+
+def test_dicom_series_with_missing_slice(tmp_path):
+    files = sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())
+    import pydicom
+
+    by_position = sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    folder = tmp_path / "gap"
+    _copy_dicom(by_position[:7] + by_position[8:], folder)
+    with pytest.raises(InputError, match="unevenly spaced"):
+        read_image(folder)
+
+
+def test_write_image_rejects_unknown_suffix(tmp_path):
+    with pytest.raises(InputError, match="cannot write"):
+        write_image(make_image(), tmp_path / "x.png")

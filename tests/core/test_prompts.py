@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry
+from lesionlocator.core.prompts import PromptFile, check_prompts_inside, read_prompts, write_prompts
+from tests.helpers import make_image
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "prompts.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_world_voxel_round_trip(tmp_path):
+    geometry = Geometry.of(make_image())
+    voxel = PromptFile(frame="voxel", lesions=[{"id": 300, "point": (3.0, 4.5, 7.25), "box": {"min": (1, 2, 3), "max": (5, 8, 11)}}])
+    world = voxel.in_world_frame(geometry)
+    assert world.frame == "world"
+    back = world.in_voxel_frame(geometry)
+    assert np.allclose(back.lesions[0].point, (3.0, 4.5, 7.25), atol=1e-9)
+    # A world box around a rotated voxel box is larger; it still contains the original corners.
+    assert np.all(np.asarray(back.lesions[0].box.min) <= np.asarray((1, 2, 3)) + 1e-9)
+    assert np.all(np.asarray(back.lesions[0].box.max) >= np.asarray((5, 8, 11)) - 1e-9)
+    path = write_prompts(world, tmp_path / "p.json")
+    assert read_prompts(path) == world
+
+
+def test_point_maps_like_simpleitk():
+    image = make_image()
+    world = image.TransformContinuousIndexToPhysicalPoint((7.0, 4.0, 2.0))  # x, y, z index
+    prompts = PromptFile(frame="world", lesions=[{"id": 1, "point": world}])
+    assert np.allclose(prompts.in_voxel_frame(Geometry.of(image)).lesions[0].point, (2.0, 4.0, 7.0))
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({"frame": "world", "lesions": [{"id": 1, "point": [0, 0, 0]}], "extra": 1}, "extra: unknown key"),
+        ({"frame": "world", "lesions": [{"id": 1, "pointt": [0, 0, 0]}]}, "unknown key"),
+        ({"frame": "world", "lesions": [{"id": 1, "box": {"min": [0, 5, 0], "max": [1, 1, 1]}}]}, "min > max on axis 1"),
+        ({"frame": "world", "lesions": [{"id": 1}]}, "neither a point nor a box"),
+        ({"frame": "mm", "lesions": [{"id": 1, "point": [0, 0, 0]}]}, "frame"),
+        ({"frame": "world", "lesions": [{"id": 0, "point": [0, 0, 0]}]}, "lesions.0.id"),
+        ({"frame": "world", "lesions": [{"id": 2, "point": [0, 0, 0]}, {"id": 2, "point": [1, 1, 1]}]}, "repeated"),
+        ({"frame": "world", "lesions": []}, "lesions"),
+    ],
+)
+def test_bad_prompt_files(tmp_path, data, problem):
+    path = _write(tmp_path, data)
+    with pytest.raises(InputError) as err:
+        read_prompts(path)
+    assert str(path) in str(err.value)
+    assert problem in str(err.value)
+
+
+def test_invalid_json(tmp_path):
+    path = tmp_path / "prompts.json"
+    path.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_prompts(path)
+
+
+def test_prompt_outside_image(tmp_path):
+    geometry = Geometry.of(make_image(shape_zyx=(12, 16, 20)))
+    inside = PromptFile(frame="voxel", lesions=[{"id": 1, "point": (11, 15, 19)}])
+    check_prompts_inside(inside, geometry, "p.json")
+    outside = PromptFile(frame="voxel", lesions=[{"id": 1, "point": (12.6, 0, 0)}])
+    with pytest.raises(InputError, match="lesion 1: point .* outside the image"):
+        check_prompts_inside(outside, geometry, "p.json")
+    box = PromptFile(frame="voxel", lesions=[{"id": 4, "box": {"min": (0, 0, 0), "max": (3, 3, 25)}}])
+    with pytest.raises(InputError, match="lesion 4: box .* outside"):
+        check_prompts_inside(box, geometry, "p.json")
+    far_world = PromptFile(frame="world", lesions=[{"id": 9, "point": (1e4, 0, 0)}])
+    with pytest.raises(InputError, match="world frame"):
+        check_prompts_inside(far_world, geometry, "p.json")

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry
+from lesionlocator.measure.lesions import LESION_SCHEMA, _outline_points, measure_labels, measure_patient, slice_diameters
+from tests.lesion_builders import ellipsoid, make_patient, oblique_geometry, write_labels, write_scan
+
+
+@pytest.mark.parametrize(
+    "spacing, degrees, in_plane, semi",
+    [
+        ((0.8, 0.9, 2.5), 30.0, 0.0, (14.0, 8.0, 6.0)),
+        ((0.6, 1.1, 3.0), -50.0, 35.0, (16.0, 9.0, 7.5)),
+        ((1.0, 0.5, 2.0), 90.0, 70.0, (12.0, 11.0, 5.0)),
+    ],
+)
+def test_ellipsoid_diameters_volume_centroid(spacing, degrees, in_plane, semi):
+    geometry = oblique_geometry(size=(72, 72, 20), spacing=spacing, degrees=degrees)
+    centre = (10.0, 36.0, 35.0)
+    mask = ellipsoid(geometry, centre, semi, in_plane_degrees=in_plane)
+    row = measure_labels(mask.astype(np.uint32) * 5, geometry).iloc[0]
+    pixel = float(np.hypot(spacing[0], spacing[1]))
+    # digitisation: each end of a diameter is off by at most half a pixel diagonal
+    assert row.longest_diameter_mm == pytest.approx(2 * semi[0], abs=pixel)
+    assert row.short_axis_mm == pytest.approx(2 * semi[1], abs=pixel)
+    assert row.diameter_slice == pytest.approx(centre[0], abs=1)
+    expected_ml = 4 / 3 * np.pi * np.prod(semi) / 1000
+    assert row.volume_ml == pytest.approx(expected_ml, rel=0.06)
+    assert row.voxel_count == mask.sum()
+    world = geometry.index_to_world(np.asarray(centre))
+    assert np.allclose([row.centroid_x_mm, row.centroid_y_mm, row.centroid_z_mm], world, atol=0.5 * max(spacing))
+
+
+def test_longest_diameter_matches_brute_force_over_outline():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        mask = np.zeros((18, 22), bool)
+        for _ in range(4):
+            r, c = rng.integers(2, 16), rng.integers(2, 20)
+            mask[r - rng.integers(0, 3): r + rng.integers(1, 3), c - rng.integers(0, 3): c + rng.integers(1, 3)] = True
+        spacing = (0.7, 1.3)
+        points = _outline_points(mask) * spacing
+        brute = max(np.linalg.norm(a - b) for a, b in itertools.combinations(points, 2))
+        longest, short = slice_diameters(mask, spacing)
+        assert longest == pytest.approx(brute)
+        assert 0 < short <= longest
+
+
+def test_split_lesion_sums_fragment_diameters(geometry):
+    a = ellipsoid(geometry, (12, 16, 16), (8, 8, 6))
+    b = ellipsoid(geometry, (12, 40, 46), (6, 6, 6))
+    one = measure_labels(a.astype(np.uint32), geometry).iloc[0]
+    two = measure_labels(b.astype(np.uint32), geometry).iloc[0]
+    both = measure_labels((a | b).astype(np.uint32) * 7, geometry).iloc[0]
+    assert both.n_fragments == 2
+    assert both.longest_diameter_mm == pytest.approx(one.longest_diameter_mm + two.longest_diameter_mm)
+    assert both.short_axis_mm == pytest.approx(one.short_axis_mm)
+
+
+def test_large_ids_and_intensity(geometry):
+    labels = np.zeros(geometry.shape_zyx, np.uint32)
+    labels[ellipsoid(geometry, (12, 20, 20), (6, 6, 6))] = 2**31 - 1
+    image = np.full(geometry.shape_zyx, 7.5)
+    frame = measure_labels(labels, geometry, image)
+    assert frame.lesion_id.tolist() == [2**31 - 1]
+    assert frame.mean_intensity.iloc[0] == pytest.approx(7.5)
+
+
+def test_measure_patient_rows_status_and_schema(tmp_path, geometry):
+    sessions = make_patient(tmp_path, geometry)
+    status = pd.DataFrame({"lesion_id": [3, 11, 11], "session": ["ses-00", "ses-01", "ses-02"],
+                           "status": ["present", "new_candidate", "merged"], "organ": ["liver", None, None],
+                           "by_fallback": [False, False, True]})  # fmt: skip
+    out = tmp_path / "lesions.parquet"
+    table = measure_patient("P1", sessions, out, status=status)
+    assert pq.read_schema(out).equals(LESION_SCHEMA)
+    frame = pq.read_table(out).to_pandas()
+    assert len(frame) == 6 and set(frame.session_index) == {0, 1, 2}
+    assert frame.set_index(["session", "lesion_id"]).loc[("ses-01", 11), "status"] == "new_candidate"
+    assert (frame.loc[frame.lesion_id == 3, "organ"] == "liver").all()
+    assert frame.loc[frame.by_fallback, ["session", "lesion_id"]].values.tolist() == [["ses-02", 11]]
+    volumes = frame[frame.lesion_id == 3].sort_values("session_index").volume_ml.to_numpy()
+    assert volumes[1] < volumes[0] < volumes[2]
+    assert table.num_rows == 6
+
+
+def test_vanished_lesion_row_and_empty_patient(tmp_path, geometry):
+    labels = np.zeros(geometry.shape_zyx, np.uint32)
+    labels[ellipsoid(geometry, (12, 20, 20), (6, 6, 6))] = 4
+    first = write_labels(labels, geometry, tmp_path / "a.nii.gz")
+    empty = write_labels(np.zeros_like(labels), geometry, tmp_path / "b.nii.gz")
+    frame = measure_patient("P", [("s1", None, first), ("s2", None, empty)]).to_pandas()
+    gone = frame[frame.session == "s2"].iloc[0]
+    assert gone.status == "vanished" and gone.voxel_count == 0 and pd.isna(gone.centroid_x_mm)
+    assert not frame.by_fallback.any()  # no status table: no lesion came from a fallback
+    out = tmp_path / "none.parquet"
+    measure_patient("Q", [("s1", None, empty)], out)
+    assert pq.read_schema(out).equals(LESION_SCHEMA) and pq.read_table(out).num_rows == 0
+
+
+def test_deterministic_bytes(tmp_path, geometry):
+    sessions = make_patient(tmp_path, geometry)
+    measure_patient("P1", sessions, tmp_path / "a.parquet")
+    measure_patient("P1", sessions, tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_geometry_mismatch_is_input_error_without_output(tmp_path, geometry):
+    labels = np.zeros(geometry.shape_zyx, np.uint32)
+    other = Geometry(geometry.size, geometry.spacing, (0.0, 0.0, 0.0), geometry.direction)
+    image = write_scan(np.zeros(geometry.shape_zyx), other, tmp_path / "ct.nii.gz")
+    label_path = write_labels(labels, geometry, tmp_path / "labels.nii.gz")
+    with pytest.raises(InputError, match="origin"):
+        measure_patient("P", [("s", image, label_path)], tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_bad_status_value(tmp_path, geometry):
+    label_path = write_labels(np.zeros(geometry.shape_zyx), geometry, tmp_path / "l.nii.gz")
+    bad = pd.DataFrame({"lesion_id": [1], "session": ["s"], "status": ["gone"]})
+    with pytest.raises(InputError, match="unknown status"):
+        measure_patient("P", [("s", None, label_path)], status=bad)
