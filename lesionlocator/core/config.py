@@ -373,8 +373,36 @@ class SyntheticConfig(StrictModel):
         return self
 
 
-class TrainConfig(StrictModel):
-    """Training of the promptable network (nnU-Net v2 trainer with a simulated prompt channel)."""
+class PromptNoise(StrictModel):
+    """How simulated box and mask prompts deviate from the lesion (network voxels): what training draws
+    from, and what ``evaluate-model`` scores against. Part of :class:`TrainConfig` (``train.box_noise``...)."""
+
+    box_noise: float = Field(
+        0.15, ge=0, description="Simulated box prompts: each face moves outwards by up to this fraction of the "
+        "lesion's extent (at least one voxel).",
+    )
+    box_shrink: float = Field(
+        0.0, ge=0, lt=0.5, description="Simulated box prompts: each face may also move inwards, by up to this "
+        "fraction of the lesion's extent (0: boxes always contain the lesion, so the network learns to expect it "
+        "inside the faces; > 0: a tight box is the middle of the noise, as drawn boxes and ground-truth boxes are).",
+    )
+    mask_morph: int = Field(
+        2, ge=0, description="Simulated mask prompts (a previous time point's mask): dilated or eroded by up to "
+        "this many network voxels (growth or shrinkage between sessions).",
+    )
+    mask_warp: float = Field(
+        1.5, ge=0, description="Simulated mask prompts: smooth random warp of up to this many network voxels "
+        "(registration error in the mask's shape).",
+    )
+    mask_shift: int = Field(
+        2, ge=0, description="Simulated mask prompts: shifted by up to this many network voxels per axis "
+        "(registration error in the mask's position).",
+    )
+
+
+class TrainConfig(PromptNoise):
+    """Training of the promptable network (nnU-Net v2 trainer with a simulated prompt channel). Its prompt
+    noise fields come from :class:`PromptNoise` (listed first)."""
 
     dataset: Path | None = Field(
         None,
@@ -416,27 +444,6 @@ class TrainConfig(StrictModel):
         default_factory=lambda: {"point": 0.4, "box": 0.3, "mask": 0.3},
         description="Weight of each simulated prompt kind (normalised to probabilities).",
     )
-    box_noise: float = Field(
-        0.15, ge=0, description="Simulated box prompts: each face moves outwards by up to this fraction of the "
-        "lesion's extent (at least one voxel).",
-    )
-    box_shrink: float = Field(
-        0.0, ge=0, lt=0.5, description="Simulated box prompts: each face may also move inwards, by up to this "
-        "fraction of the lesion's extent (0: boxes always contain the lesion, so the network learns to expect it "
-        "inside the faces; > 0: a tight box is the middle of the noise, as drawn boxes and ground-truth boxes are).",
-    )
-    mask_morph: int = Field(
-        2, ge=0, description="Simulated mask prompts (a previous time point's mask): dilated or eroded by up to "
-        "this many network voxels (growth or shrinkage between sessions).",
-    )
-    mask_warp: float = Field(
-        1.5, ge=0, description="Simulated mask prompts: smooth random warp of up to this many network voxels "
-        "(registration error in the mask's shape).",
-    )
-    mask_shift: int = Field(
-        2, ge=0, description="Simulated mask prompts: shifted by up to this many network voxels per axis "
-        "(registration error in the mask's position).",
-    )
     point_radius: float = Field(
         2.0, gt=0, description="Radius (network voxels) of a point prompt's ball; recorded in the model's "
         "lesionlocator.json, which the segmentation engine follows (a ball as large as the lesion lets the "
@@ -474,6 +481,10 @@ class TrainConfig(StrictModel):
         if self.features_max < self.features_base:
             raise ValueError("features_max: must be >= features_base")
         return self
+
+    def prompt_noise(self) -> PromptNoise:
+        """The prompt noise part of these settings."""
+        return PromptNoise(**self.model_dump(include=set(PromptNoise.model_fields)))
 
 
 # ``register`` is the natural key of the registration section; it only shadows ``ABCMeta.register``

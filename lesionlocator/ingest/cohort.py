@@ -39,6 +39,7 @@ from lesionlocator.core.io import (
 )
 from lesionlocator.core.layout import LABEL_PATTERN
 from lesionlocator.core.prompts import check_prompt_mask_labels, check_prompts_inside, read_prompts
+from lesionlocator.core.schema import arrow_schema
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class ManifestRow(BaseModel):
 
     patient: str = Field(pattern=LABEL_PATTERN.pattern, description="Patient label.")
     session: str = Field(pattern=LABEL_PATTERN.pattern, description="Session label.")
-    session_index: int = Field(ge=0, description="0 for the baseline, then in time order.")
+    session_index: int = Field(ge=0, description="0 for the baseline, then in time order.", json_schema_extra={"arrow": "int32"})
     is_baseline: bool = Field(description="True for the first session of the patient.")
     acq_time: str | None = Field(description="Acquisition date/time (ISO 8601) when known.")
     image: str = Field(description="Image file or DICOM series folder.")
@@ -89,7 +90,7 @@ class ManifestRow(BaseModel):
     origin: list[float] = Field(min_length=3, max_length=3, description="World position of voxel 0, mm (LPS).")
     direction: list[float] = Field(min_length=9, max_length=9, description="Direction cosines, row-major.")
     prompts: str | None = Field(description="prompts.json of the baseline, if any.")
-    n_prompts: int = Field(ge=0, description="Number of lesions prompted in prompts.json.")
+    n_prompts: int = Field(ge=0, description="Number of lesions prompted in prompts.json.", json_schema_extra={"arrow": "int32"})
     prompt_mask: str | None = Field(description="Lesion instance mask used as prompt, if any.")
     groundtruth: str | None = Field(description="Ground-truth lesion instance mask, if any.")
     fingerprint: str = Field(
@@ -99,26 +100,7 @@ class ManifestRow(BaseModel):
     )
 
 
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("patient", pa.string()),
-        ("session", pa.string()),
-        ("session_index", pa.int32()),
-        ("is_baseline", pa.bool_()),
-        ("acq_time", pa.string()),
-        ("image", pa.string()),
-        ("image_format", pa.string()),
-        ("size", pa.list_(pa.int64(), 3)),
-        ("spacing", pa.list_(pa.float64(), 3)),
-        ("origin", pa.list_(pa.float64(), 3)),
-        ("direction", pa.list_(pa.float64(), 9)),
-        ("prompts", pa.string()),
-        ("n_prompts", pa.int32()),
-        ("prompt_mask", pa.string()),
-        ("groundtruth", pa.string()),
-        ("fingerprint", pa.string()),
-    ]
-)
+MANIFEST_SCHEMA = arrow_schema(ManifestRow)
 
 
 def natural_key(label: str) -> list:

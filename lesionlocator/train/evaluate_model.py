@@ -37,14 +37,15 @@ import pandas as pd
 import pyarrow as pa
 import SimpleITK as sitk
 
+from lesionlocator.core.config import PromptNoise
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import read_image, write_parquet
-from lesionlocator.train.simulate import SimulationParams, move_box_faces, simulate_mask
+from lesionlocator.train.simulate import move_box_faces, simulate_mask
 
 log = logging.getLogger(__name__)
 
 PROMPT_TYPES = ("point", "box", "mask")
-EVAL_MASK_NOISE = SimulationParams(mask_morph=1, mask_warp=1.0, mask_shift=1)
+EVAL_MASK_NOISE = PromptNoise(mask_morph=1, mask_warp=1.0, mask_shift=1)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,7 +96,7 @@ def _case_modality(case: str) -> str | None:
     return match.group(1).upper() if match else None
 
 
-def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: SimulationParams = EVAL_MASK_NOISE,
+def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: PromptNoise = EVAL_MASK_NOISE,
                    box_grow: int = 0):
     """Per lesion: (id, mask, {"point": Prompt, "box": Prompt, "mask": Prompt}) in voxel frame (z, y, x).
 

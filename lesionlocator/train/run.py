@@ -35,7 +35,6 @@ from lesionlocator.core.hashing import file_sha256
 from lesionlocator.core.progress import bar_wanted
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.segment.normalization import PREPROCESSOR_NAME, SCHEME_NAME
-from lesionlocator.train.simulate import SimulationParams
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +261,7 @@ def train_model(settings, dataset: Path, run_dir: Path) -> Path:
             foreground_oversample=settings.foreground_oversample, seed=settings.seed,
             initial_lr=settings.initial_lr, save_every=settings.save_every,
             point_radius=settings.point_radius, augmentation=settings.augmentation,
-            simulation=SimulationParams(box_noise=settings.box_noise, box_shrink=settings.box_shrink,
-                                        mask_morph=settings.mask_morph, mask_warp=settings.mask_warp,
-                                        mask_shift=settings.mask_shift),
+            simulation=settings.prompt_noise(),
             time_limit_s=settings.time_limit_minutes * 60 if settings.time_limit_minutes else None,
         )
         _seed_everything(settings.seed)

@@ -29,20 +29,14 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from lesionlocator.core.config import PromptNoise
+
 PromptKind = Literal["point", "box", "mask"]
 PROMPT_KINDS: tuple[PromptKind, ...] = ("point", "box", "mask")
 
 
-@dataclass(frozen=True)
-class SimulationParams:
-    """Noise levels of the simulated prompts (voxels of the preprocessed patch)."""
-
-    box_noise: float = 0.15
-    box_shrink: float = 0.0
-    mask_morph: int = 2
-    mask_warp: float = 1.5
-    mask_shift: int = 2
-    min_lesion_voxels: int = 3
+#: Components smaller than this are chosen only when the patch holds no larger lesion.
+MIN_LESION_VOXELS = 3
 
 
 @dataclass(frozen=True)
@@ -181,10 +175,10 @@ def simulate_prompt(
     seg: np.ndarray,
     kind: PromptKind,
     rng: np.random.Generator,
-    params: SimulationParams = SimulationParams(),
+    params: PromptNoise = PromptNoise(),
 ) -> SimulatedPrompt | None:
     """Pick one lesion of ``seg`` and simulate a ``kind`` prompt for it; None when ``seg`` is empty."""
-    lesion = choose_lesion(seg, rng, params.min_lesion_voxels)
+    lesion = choose_lesion(seg, rng, MIN_LESION_VOXELS)
     if lesion is None:
         return None
     if kind == "point":

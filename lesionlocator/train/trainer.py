@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from typing import Mapping
 
 import numpy as np
@@ -33,8 +32,9 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from torch.nn.functional import interpolate
 
+from lesionlocator.core.config import PromptNoise
 from lesionlocator.core.progress import Progress
-from lesionlocator.train.simulate import SimulationParams, encode_prompt, sample_kind, simulate_prompt
+from lesionlocator.train.simulate import encode_prompt, sample_kind, simulate_prompt
 
 PROMPT_CHANNELS = 1
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.prompt_mix: dict[str, float] = {"point": 1 / 3, "box": 1 / 3, "mask": 1 / 3}
-        self.simulation = SimulationParams()
+        self.simulation = PromptNoise()
         self.oversample_foreground_percent = 1.0
         self.num_val_iterations_per_epoch = 5
         self.point_radius = 5.0
@@ -69,7 +69,7 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
         seed: int,
         initial_lr: float | None = None,
         save_every: int | None = None,
-        simulation: SimulationParams | None = None,
+        simulation: PromptNoise | None = None,
         point_radius: float = 5.0,
         time_limit_s: float | None = None,
         augmentation: str = "nnunet",
@@ -94,7 +94,7 @@ class nnUNetTrainerLesionLocator(nnUNetTrainer):  # noqa: N801 (nnU-Net finds tr
         self._rng = np.random.default_rng(seed)
         self._val_seed = seed + 1
         self.print_to_log_file(
-            f"LesionLocator prompts: mix {self.prompt_mix}, simulation {asdict(self.simulation)}, seed {seed}, "
+            f"LesionLocator prompts: mix {self.prompt_mix}, simulation {self.simulation.model_dump()}, seed {seed}, "
             f"augmentation {augmentation}"
         )
 

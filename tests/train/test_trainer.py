@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch.nn.functional import interpolate
 
-from lesionlocator.train.simulate import SimulationParams
+from lesionlocator.core.config import PromptNoise
 from lesionlocator.train.trainer import nnUNetTrainerLesionLocator
 
 
 def fake_trainer(mix):
-    return types.SimpleNamespace(prompt_mix=mix, simulation=SimulationParams(), point_radius=5.0)
+    return types.SimpleNamespace(prompt_mix=mix, simulation=PromptNoise(), point_radius=5.0)
 
 
 def batch_of(segs):
