@@ -29,8 +29,9 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from lesionlocator.core.regions import dice  # noqa: E402
 from lesionlocator.segment.api import Prompt  # noqa: E402
-from tests.segment.simulate import dice, insert_lesions  # noqa: E402
+from tests.segment.simulate import insert_lesions  # noqa: E402
 
 
 def where(args) -> str:

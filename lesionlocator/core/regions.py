@@ -1,4 +1,4 @@
-"""Small region helpers shared by the segmenter and the tracker."""
+"""Small region helpers shared by the stages: overlap (Dice) and the shell around a mask."""
 
 from __future__ import annotations
 
@@ -22,3 +22,14 @@ def shell_around(
     local = mask[box]
     distance = ndimage.distance_transform_edt(~local, sampling=spacing_zyx)
     return box, local, (distance > inner_mm) & (distance <= outer_mm)
+
+
+def dice_of_counts(intersection: int, size_a: int, size_b: int) -> float:
+    """Dice overlap from voxel counts: 2 |A n B| / (|A| + |B|), 1 when both regions are empty."""
+    total = size_a + size_b
+    return 1.0 if total == 0 else 2.0 * intersection / total
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean arrays of one shape (1 when both are empty)."""
+    return dice_of_counts(int(np.logical_and(a, b).sum()), int(a.sum()), int(b.sum()))

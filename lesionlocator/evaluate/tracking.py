@@ -34,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry, geometry_difference, read_geometry, read_image, write_patient_table
+from lesionlocator.core.regions import dice_of_counts
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def evaluate_labels(
             "detection": "tp" if det is not None else "fn",
             "gt_volume_ml": gt_counts[g] * voxel_ml,
             "pred_volume_ml": None if p is None else pred_counts[p] * voxel_ml,
-            "dice": 0.0 if p is None else 2.0 * inter[g, p] / (gt_counts[g] + pred_counts[p]),
+            "dice": 0.0 if p is None else dice_of_counts(inter[g, p], gt_counts[g], pred_counts[p]),
             "iou": 0.0 if p is None else float(iou[g, p]),
             "centre_distance_mm": None if p is None else float(np.linalg.norm(gt_centres[g] - pred_centres[p])),
             "gt_equivalent_radius_mm": float((3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)),

@@ -40,18 +40,13 @@ import SimpleITK as sitk
 from lesionlocator.core.config import PromptNoise
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import read_image, write_parquet
+from lesionlocator.core.regions import dice
 from lesionlocator.train.simulate import move_box_faces, simulate_mask
 
 log = logging.getLogger(__name__)
 
 PROMPT_TYPES = ("point", "box", "mask")
 EVAL_MASK_NOISE = PromptNoise(mask_morph=1, mask_warp=1.0, mask_shift=1)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean arrays (1 when both are empty)."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def dataset_cases(folder: Path) -> list[tuple[str, Path, Path, str]]:

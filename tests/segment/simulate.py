@@ -86,9 +86,3 @@ def insert_lesions(
             break
     out = image_from_array(np.round(array).astype(sitk.GetArrayViewFromImage(image).dtype), image)
     return SimulatedCase(image=out, labels=labels, boxes=boxes, points=points)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean arrays (1 when both are empty)."""
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total

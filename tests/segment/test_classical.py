@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
+from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.classical import ClassicalSegmenter
-from tests.segment.simulate import dice
 
 
 def _dices(result, case):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt, SegmentationResult
 from lesionlocator.segment.classical import ClassicalSegmenter
 from lesionlocator.segment.fallback import WithFallback
-from tests.segment.simulate import dice
 
 
 class Drops:

@@ -8,9 +8,9 @@ import SimpleITK as sitk
 import torch
 
 from lesionlocator.core.io import Geometry, same_geometry
+from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.nnunet import NnUNetSegmenter, patch_starts
-from tests.segment.simulate import dice
 
 
 class EchoPrompt(torch.nn.Module):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from lesionlocator.core.config import BUNDLED_MODEL
+from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.nnunet import NnUNetSegmenter
-from tests.segment.simulate import dice
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

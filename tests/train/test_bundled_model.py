@@ -10,12 +10,13 @@ import pytest
 import SimpleITK as sitk
 
 from lesionlocator.core.config import BUNDLED_MODEL, REPO_ROOT, validate_config
+from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.classical import ClassicalSegmenter
 from lesionlocator.segment.fallback import WithFallback
 from lesionlocator.segment.nnunet import NnUNetSegmenter
 from lesionlocator.segment.session import build_segmenter
-from tests.segment.simulate import dice, insert_lesions
+from tests.segment.simulate import insert_lesions
 
 SCORES = BUNDLED_MODEL / "heldout_scores.tsv"
 
