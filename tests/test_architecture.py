@@ -147,3 +147,16 @@ def test_test_only_code_is_not_in_the_package():
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])]
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 assert not [n for n in names if n.split(".")[0] == "tests"], f"{module} imports test code"
+
+
+def test_the_docs_name_every_room():
+    """docs/architecture.md and the README's layout name every subpackage and core module there is."""
+    package = REPO / "lesionlocator"
+    rooms = {p.name for p in package.iterdir() if (p / "__init__.py").is_file()} - {"cli"}
+    core = {p.stem for p in (package / "core").glob("*.py") if p.stem != "__init__"}
+    architecture = (REPO / "docs" / "architecture.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):readme.index("## The pipeline")]
+    for text in (architecture, layout):
+        assert {room for room in rooms if f"{room}/" not in text} == set()
+        assert {module for module in core if module not in text} == set()
