@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -183,8 +184,8 @@ def _body(array: np.ndarray) -> np.ndarray:
     foreground = ndimage.binary_closing(foreground, iterations=1)
     for k in range(foreground.shape[0]):
         foreground[k] = ndimage.binary_fill_holes(foreground[k])
-    labelled, n = ndimage.label(foreground)
-    if n == 0:
+    labelled = cc3d.connected_components(foreground, connectivity=6)
+    if not labelled.any():
         return foreground
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
@@ -208,7 +209,7 @@ def _grow(change: np.ndarray, peak: tuple[int, ...], radius_vox: np.ndarray, tak
     local_peak = tuple(np.asarray(peak) - lo)
     if not inside[local_peak]:
         return None
-    labelled, _ = ndimage.label(inside)
+    labelled = cc3d.connected_components(inside, connectivity=6)
     mask = np.zeros(change.shape, bool)
     mask[box] = labelled == labelled[local_peak]
     return mask
