@@ -18,12 +18,11 @@ A test walks ``pipeline.py`` and fails when a stage reads a config field it does
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from lesionlocator.core.config import StudyConfig
-from lesionlocator.core.hashing import code_sha256, file_sha256, json_sha256, weights_sha256
+from lesionlocator.core.hashing import code_sha256, file_sha256, files_of, json_sha256, package_versions, weights_sha256
 
 ALL = "*"  # every field of the config
 _PIPELINE = Path(__file__).with_name("pipeline.py")  # the module that runs the stages (read, not imported)
@@ -109,20 +108,7 @@ def weight_files(config: StudyConfig, stage: str) -> list[Path]:
     """Every file of :func:`weights_path` (sorted): a Snakemake job's inputs, so that weights
     replaced in place rerun the job (its patients then rerun by key)."""
     path = weights_path(config, stage)
-    if path is None:
-        return []
-    path = Path(path)
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-
-
-def _library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return [] if path is None else files_of(path)
 
 
 def code_version(stage: str) -> str:
@@ -132,7 +118,7 @@ def code_version(stage: str) -> str:
         {
             "modules": code_sha256(inputs.code),
             "pipeline": file_sha256(_PIPELINE),
-            "libraries": _library_versions(inputs.libraries),
+            "libraries": package_versions(inputs.libraries),
         }
     )
 

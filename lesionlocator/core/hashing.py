@@ -1,4 +1,5 @@
-"""Every hash of the project in one place: files, folders, canonical JSON and the package's own code.
+"""Every hash of the project in one place: files, folders, canonical JSON, the package's own code, and
+the versions of the libraries a result depends on.
 
 The rerun keys (:mod:`lesionlocator.stage_keys`), the manifest's per-session fingerprints, ``run.json``
 and a trained model's lineage all hash through these functions, so one input always hashes the same.
@@ -10,10 +11,28 @@ import ast
 import hashlib
 import json
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
 _CHUNK = 1 << 20
+
+
+def files_of(path: str | Path) -> list[Path]:
+    """A folder's files (recursively, sorted), or ``[path]`` for a file."""
+    path = Path(path)
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def package_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Installed version of each distribution (None when it is not installed)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def file_sha256(path: str | Path) -> str:
@@ -33,9 +52,7 @@ def files_sha256(paths: Iterable[str | Path | None]) -> str:
         if path is None:
             digest.update(b"\0none")
             continue
-        path = Path(path)
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
+        for file in files_of(path):
             digest.update(file.name.encode() + b"\0")
             with open(file, "rb") as handle:
                 for block in iter(lambda: handle.read(_CHUNK), b""):
@@ -48,8 +65,7 @@ def tree_sha256(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_dir():
         return {path.name: file_sha256(path)}
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return {p.relative_to(path).as_posix(): file_sha256(p) for p in files}
+    return {p.relative_to(path).as_posix(): file_sha256(p) for p in files_of(path)}
 
 
 @cache
@@ -65,8 +81,7 @@ def weights_sha256(path: str | Path | None) -> str | None:
     if path is None:
         return None
     path = Path(path).resolve()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files_of(path))
     return _weights_sha256_cached(path, stamp)
 
 
