@@ -16,9 +16,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,7 +29,7 @@ from scipy import ndimage
 from lesionlocator import __version__
 from lesionlocator.core.config import SyntheticConfig
 from lesionlocator.core.errors import ConfigError, InputError
-from lesionlocator.core.io import Geometry, image_from_array, write_image, write_json, write_parquet
+from lesionlocator.core.io import Geometry, atomic_directory, image_from_array, write_image, write_json, write_parquet
 from lesionlocator.core.progress import Progress
 from lesionlocator.core.prompts import BoxPrompt, LesionPrompt, PromptFile, write_prompts
 from synthetic import deform
@@ -624,10 +621,7 @@ def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None) 
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_synthetic_cohort(out))):
         raise InputError(out, "output exists and is not a synthetic cohort made by this generator; choose a new folder")
     plans, sources = plan_cohort(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_directory(out) as tmp:
         rows = []
         with Progress("synthetic cohort", total=len(plans), unit="patient", logger=log) as progress:
             for plan in plans:
@@ -645,10 +639,4 @@ def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None) 
         }
         write_json(description, tmp / "dataset_description.json")
         write_json({**description, "DatasetType": "derivative"}, tmp / "derivatives" / "groundtruth" / "dataset_description.json")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return table.to_pandas()

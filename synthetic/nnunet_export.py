@@ -23,16 +23,14 @@ per-image z-score). Two layouts:
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import SimpleITK as sitk
 
 from lesionlocator.core.errors import InputError
-from lesionlocator.core.io import read_image, write_image, write_json
+from lesionlocator.core.io import atomic_directory, read_image, write_image, write_json
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +44,7 @@ def _write_dataset(cohort: Path, cases: pd.DataFrame, folder: Path, channel: str
         meta = folder / "dataset.json"
         if not (overwrite and meta.is_file() and EXPORT_TAG in meta.read_text()):
             raise InputError(folder, "nnU-Net dataset folder exists (pass overwrite to replace an earlier export)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_directory(folder) as tmp:
         index = {}
         for row in cases.itertuples():
             case = f"{row.patient}_{row.session}"
@@ -77,12 +72,6 @@ def _write_dataset(cohort: Path, cases: pd.DataFrame, folder: Path, channel: str
             },
             tmp / "dataset.json",
         )
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("nnU-Net export: %d case(s) -> %s", len(index), folder)
     return folder
 

@@ -29,11 +29,8 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -44,8 +41,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lesionlocator.core.errors import InputError
-from lesionlocator.core.hashing import json_sha256, tree_sha256
-from lesionlocator.core.io import write_json
+from lesionlocator.core.hashing import json_sha256, package_versions, tree_sha256
+from lesionlocator.core.io import atomic_directory, write_json
 from lesionlocator.core.progress import Progress
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
@@ -252,9 +249,7 @@ def aggregate_cohort(
         raise InputError(missing[0], f"file not found ({len(missing)} per-patient table(s) missing)")
     session_frame = _read_sessions(sessions)
     output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+    with atomic_directory(output_dir) as work:
         tasks = []
         lesion_batches = _batches(lesion_files, files_per_partition)
         if lesion_batches:
@@ -289,14 +284,6 @@ def aggregate_cohort(
         counts["summary"] = len(summary)
         for name in TABLE_SCHEMAS:
             (work / name).mkdir(exist_ok=True)
-        if output_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
-            os.replace(output_dir, trash / "old")
-            shutil.rmtree(trash)
-        os.replace(work, output_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     log.info("cohort dataset -> %s (%s)", output_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
     return counts
 
@@ -365,12 +352,7 @@ def write_run_manifest(
     extra: dict | None = None,
 ) -> dict:
     """Write ``run.json``: config hash, package versions, checkpoint hash, timings (s), platform."""
-    versions = {}
-    for package in RUN_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = package_versions(RUN_PACKAGES)
     checkpoint_info = None
     if checkpoint is not None:
         checkpoint = Path(checkpoint)

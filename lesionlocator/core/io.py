@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import struct
 import tempfile
 import zlib
@@ -437,14 +438,67 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp creates 0600; results are meant to be shared like any file the user writes
-        umask = os.umask(0)
-        os.umask(umask)
         if tmp.exists():
-            tmp.chmod(0o666 & ~umask)
+            tmp.chmod(0o666 & ~_umask())  # mkstemp creates 0600; results are shared like any file the user writes
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def remove_stale_part_dirs(path: Path) -> list[Path]:
+    """Delete the temporary folders (``.<name>.<random>.part``) an earlier :func:`atomic_directory`
+    of ``path`` left when it was killed mid-build (one writer per output). Returns the folders removed."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.[A-Za-z0-9_]+\.part$")
+    removed = []
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+            if pattern.match(stale.name) and stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale)
+                log.warning("removed %s, left by a build of %s that was interrupted", stale.name, path)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; on success it replaces ``path``.
+
+    The folder is built under a hidden sibling name and renamed into place, so readers never see a
+    half-built folder and a failed build leaves ``path`` as it was (the temporary folder is removed).
+    A previous ``path`` is moved aside first and deleted once the new one is in place. The new
+    folder gets the permissions ``mkdir`` gives (0777 less the umask; mkdtemp makes 0700, which
+    colleagues cannot read). A build killed with SIGKILL leaves ``.<name>.<random>.part``, removed
+    by the next build of the same ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_part_dirs(path)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield work
+        work.chmod(0o777 & ~_umask())
+        if not path.exists() and not path.is_symlink():
+            os.replace(work, path)
+            return
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        os.replace(path, old / path.name)
+        try:
+            os.replace(work, path)
+        except BaseException:
+            os.replace(old / path.name, path)
+            shutil.rmtree(old, ignore_errors=True)
+            raise
+        shutil.rmtree(old, ignore_errors=True)  # what is left is removed by the next build
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
         raise
 
 

@@ -32,6 +32,7 @@ import torch
 from lesionlocator.core.devices import resolve_device
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.hashing import file_sha256
+from lesionlocator.core.io import atomic_directory
 from lesionlocator.core.progress import bar_wanted
 from lesionlocator.segment.model import MODEL_SIDECAR, find_folds, load_checkpoint, read_model_json
 from lesionlocator.segment.normalization import PREPROCESSOR_NAME, SCHEME_NAME
@@ -298,40 +299,34 @@ def export_model(trained: Path, target: Path, settings, seconds: float,
     prompt channel. A fine-tuned model also records the checkpoint it started from with its SHA-256,
     so its lineage can be checked after the starting folder has moved or gone.
     """
-    staging = target.with_name(f".{target.name}.part")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
-        if (trained / name).is_file():
-            shutil.copyfile(trained / name, staging / name)
-    folds = sorted(p for p in trained.glob("fold_*") if (p / "checkpoint_final.pth").is_file())
-    if not folds:
-        raise InputError(trained, "no fold_*/checkpoint_final.pth: training did not finish")
-    for fold in folds:
-        checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-        checkpoint["optimizer_state"] = None
-        checkpoint["grad_scaler_state"] = None
-        checkpoint["init_args"] = {**checkpoint["init_args"], "device": torch.device("cpu")}
-        (staging / fold.name).mkdir()
-        torch.save(checkpoint, staging / fold.name / "checkpoint_final.pth")
-        for log_file in ("progress.png",):
-            if (fold / log_file).is_file():
-                shutil.copyfile(fold / log_file, staging / fold.name / log_file)
-    sidecar = {
-        "trainer_name": TRAINER_NAME,
-        "trainer_module": TRAINER_MODULE,
-        "prompt_channels": 1,
-        "prompt_channel_index": "last (after the image channels)",
-        "configuration": CONFIGURATION,
-        "settings": settings.model_dump(mode="json"),
-        "training_seconds": round(seconds, 1),
-        "torch": torch.__version__,
-    }
-    if initial_checkpoint is not None:
-        sidecar["init_checkpoint"] = {"path": str(initial_checkpoint), "sha256": file_sha256(initial_checkpoint)}
-    (staging / MODEL_SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    with atomic_directory(target) as staging:
+        for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+            if (trained / name).is_file():
+                shutil.copyfile(trained / name, staging / name)
+        folds = sorted(p for p in trained.glob("fold_*") if (p / "checkpoint_final.pth").is_file())
+        if not folds:
+            raise InputError(trained, "no fold_*/checkpoint_final.pth: training did not finish")
+        for fold in folds:
+            checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+            checkpoint["optimizer_state"] = None
+            checkpoint["grad_scaler_state"] = None
+            checkpoint["init_args"] = {**checkpoint["init_args"], "device": torch.device("cpu")}
+            (staging / fold.name).mkdir()
+            torch.save(checkpoint, staging / fold.name / "checkpoint_final.pth")
+            for log_file in ("progress.png",):
+                if (fold / log_file).is_file():
+                    shutil.copyfile(fold / log_file, staging / fold.name / log_file)
+        sidecar = {
+            "trainer_name": TRAINER_NAME,
+            "trainer_module": TRAINER_MODULE,
+            "prompt_channels": 1,
+            "prompt_channel_index": "last (after the image channels)",
+            "configuration": CONFIGURATION,
+            "settings": settings.model_dump(mode="json"),
+            "training_seconds": round(seconds, 1),
+            "torch": torch.__version__,
+        }
+        if initial_checkpoint is not None:
+            sidecar["init_checkpoint"] = {"path": str(initial_checkpoint), "sha256": file_sha256(initial_checkpoint)}
+        (staging / MODEL_SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
     return target

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import (
     Geometry,
+    atomic_directory,
     atomic_path,
     geometry_difference,
     image_from_array,
@@ -88,6 +89,40 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
+
+
+def test_atomic_directory_replaces_the_folder_with_shared_permissions(tmp_path):
+    target = tmp_path / "cohort"
+    old_umask = os.umask(0o027)
+    try:
+        with atomic_directory(target) as work:
+            assert work.parent == tmp_path and work.name.startswith(".cohort.") and not target.exists()
+            (work / "a.txt").write_text("first")
+        assert target.stat().st_mode & 0o777 == 0o750  # mkdtemp's 0700 would lock colleagues out
+        os.umask(0o022)
+        with atomic_directory(target) as work:
+            (work / "b.txt").write_text("second")
+        assert target.stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old_umask)
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert os.listdir(tmp_path) == ["cohort"]
+
+
+def test_atomic_directory_keeps_the_old_folder_on_failure_and_clears_killed_builds(tmp_path):
+    target = tmp_path / "cohort"
+    with atomic_directory(target) as work:
+        (work / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as work:
+            (work / "a.txt").write_text("half")
+            raise RuntimeError("killed")
+    assert (target / "a.txt").read_text() == "first" and os.listdir(tmp_path) == ["cohort"]
+    (tmp_path / ".cohort.k3j2_x9q.part").mkdir()  # left by a build killed with SIGKILL
+    (tmp_path / ".cohorts.k3j2_x9q.part").mkdir()  # another output's
+    with atomic_directory(target) as work:
+        (work / "a.txt").write_text("again")
+    assert sorted(os.listdir(tmp_path)) == [".cohorts.k3j2_x9q.part", "cohort"]
 
 def test_real_ct_nifti_and_dicom():
     ct = read_image(EMBEDDED_REAL / "example_ct.nii.gz")
