@@ -3,6 +3,8 @@
 Every function works on a lesions frame (columns of :data:`lesionlocator.measure.lesions.LESION_SCHEMA`)
 that may hold one patient or a whole cohort: all steps are vectorised group-by operations, so a
 cohort partition of a million rows is assessed in about a second.
+:func:`assess_response` composes named steps: target selection, sum of diameters and nadir, target,
+non-target and overall response (with reappearance after CR), volumetric response, best response.
 
 Definitions (RECIST 1.1: Eisenhauer EA et al., "New response evaluation criteria in solid tumours:
 revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
@@ -195,36 +197,23 @@ def select_targets(lesions: pd.DataFrame, criteria: ResponseCriteria = ResponseC
     return chosen[["patient", "lesion_id"]].assign(organ=organ.reindex(chosen.index)).reset_index(drop=True)
 
 
-def _session_frame(lesions: pd.DataFrame, sessions: pd.DataFrame | None) -> pd.DataFrame:
-    frames = [lesions[["patient", "session", "session_index"]]]
-    if sessions is not None:
-        frames.append(sessions[["patient", "session", "session_index"]])
-    frame = pd.concat(frames, ignore_index=True).drop_duplicates(KEY)
-    frame["session_index"] = frame["session_index"].astype("int32")
-    return frame.sort_values(KEY, kind="mergesort").reset_index(drop=True)
-
-
 def _pct(value: pd.Series, reference: pd.Series) -> pd.Series:
     ref = reference.where(reference > 0)
     return (value - ref) / ref * 100.0
 
 
-def assess_response(
-    lesions: pd.DataFrame,
-    sessions: pd.DataFrame | None = None,
-    criteria: ResponseCriteria = ResponseCriteria(),
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """RECIST 1.1 and volumetric response of every patient and session.
+# -- the steps of assess_response ----------------------------------------------------------------
+# Each takes the sessions frame (one row per patient x session, sorted by KEY; patients as integer
+# codes) and returns it with its columns added, or a series aligned to it. Internal columns hold
+# recorded diameters in integer tenths of a mm (``*_tenths``) and are dropped at the end.
 
-    ``lesions`` has the columns of :data:`~lesionlocator.measure.lesions.LESION_SCHEMA`; ``sessions``
-    (optional; columns patient, session, session_index) adds sessions that hold no lesion rows.
-    Returns ``(sessions, patients)`` frames with the columns of :data:`SESSION_SCHEMA` and
-    :data:`PATIENT_SCHEMA`, sorted by patient and session_index.
-    """
+
+def _encode_patients(lesions: pd.DataFrame, sessions: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray]:
+    """The columns the assessment reads, with patients as integer codes (merging and taking string
+    columns costs most of the time); the code -> name array."""
     needed = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count",
               "volume_ml", "longest_diameter_mm", "slice_thickness_mm"]  # fmt: skip
     lesions = lesions.reindex(columns=needed).reset_index(drop=True)
-    # work on integer patient codes: merging and taking string columns costs most of the time
     names = [lesions["patient"]] + ([sessions["patient"]] if sessions is not None else [])
     codes, patient_names = pd.factorize(pd.concat(names, ignore_index=True), sort=True)
     lesions["patient"] = codes[: len(lesions)]
@@ -232,19 +221,37 @@ def assess_response(
         lesions[column] = lesions[column].astype(object)
     if sessions is not None:
         sessions = sessions[["session", "session_index"]].assign(patient=codes[len(lesions) :])
-    frame = _session_frame(lesions, sessions)
+    return lesions, sessions, np.asarray(patient_names, dtype=object)
+
+
+def session_frame(lesions: pd.DataFrame, sessions: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per patient x session of either frame, sorted by KEY, with baseline_index and is_baseline."""
+    frames = [lesions[["patient", "session", "session_index"]]]
+    if sessions is not None:
+        frames.append(sessions[["patient", "session", "session_index"]])
+    frame = pd.concat(frames, ignore_index=True).drop_duplicates(KEY)
+    frame["session_index"] = frame["session_index"].astype("int32")
+    frame = frame.sort_values(KEY, kind="mergesort").reset_index(drop=True)
     frame["baseline_index"] = frame.groupby("patient", sort=False)["session_index"].transform("min")
     frame["is_baseline"] = frame["session_index"] == frame["baseline_index"]
-    lesions = lesions.merge(frame[["patient", "baseline_index"]].drop_duplicates("patient"), on="patient", how="left")
-    has_voxels = lesions["voxel_count"] > 0
+    return frame
 
-    # all lesions: counts, volume, new lesions
+
+def new_lesions(lesions: pd.DataFrame) -> pd.Series:
+    """Per lesion row (with ``baseline_index``): a new lesion, i.e. a follow-up row with voxels of a
+    lesion first seen after baseline or of status ``new_candidate``."""
+    has_voxels = lesions["voxel_count"] > 0
     first_seen = lesions[has_voxels].groupby(["patient", "lesion_id"], sort=False)["session_index"].min()
-    lesions = lesions.join(first_seen.rename("first_seen"), on=["patient", "lesion_id"])
-    is_new = has_voxels & ((lesions["first_seen"] > lesions["baseline_index"]) | (lesions["status"] == "new_candidate"))
-    is_new &= lesions["session_index"] > lesions["baseline_index"]
+    first_seen = lesions.join(first_seen.rename("first_seen"), on=["patient", "lesion_id"])["first_seen"]
+    is_new = has_voxels & ((first_seen > lesions["baseline_index"]) | (lesions["status"] == "new_candidate"))
+    return is_new & (lesions["session_index"] > lesions["baseline_index"])
+
+
+def count_lesions(frame: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+    """Adds n_lesions (with voxels), n_new_lesions (:func:`new_lesions`) and total_volume_ml per session."""
+    has_voxels = lesions["voxel_count"] > 0
     per_session = (
-        lesions.assign(_present=has_voxels, _new=is_new, _vol=lesions["volume_ml"].where(has_voxels, 0.0))
+        lesions.assign(_present=has_voxels, _new=new_lesions(lesions), _vol=lesions["volume_ml"].where(has_voxels, 0.0))
         .groupby(KEY, sort=False)
         .agg(n_lesions=("_present", "sum"), n_new_lesions=("_new", "sum"), total_volume_ml=("_vol", "sum"))
     )
@@ -252,9 +259,14 @@ def assess_response(
     for column in ("n_lesions", "n_new_lesions"):
         frame[column] = frame[column].fillna(0).astype("int32")
     frame["total_volume_ml"] = frame["total_volume_ml"].fillna(0.0).astype(float)
+    return frame
 
-    # targets: the cross product targets x sessions, absent rows count 0 mm
-    targets = select_targets(lesions, criteria)
+
+def sum_of_diameters(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
+    """Adds the targets' sums per session: n_targets, has_targets, evaluable (no target out of the
+    field of view), sum_diameters_mm and target_volume_ml (evaluable sessions only), and the recorded
+    sums in tenths of a mm: sod_tenths (evaluable sessions only), sod_all_tenths (every target),
+    sod_evaluable_tenths (the evaluable targets). A target without a row or voxels counts 0 mm, 0 mL."""
     grid = frame[["patient", "session_index"]].merge(targets[["patient", "lesion_id"]], on="patient")
     grid = grid.merge(
         lesions[["patient", "session_index", "lesion_id", "status", "longest_diameter_mm", "volume_ml"]],
@@ -265,91 +277,72 @@ def assess_response(
     grid["volume_ml"] = grid["volume_ml"].fillna(0.0)
     grid["unevaluable"] = grid["status"].eq("out_of_fov")
     grid["_d10_ok"] = grid["_d10"].where(~grid["unevaluable"], 0)
-    target_sums = grid.groupby(KEY, sort=False).agg(
+    sums = grid.groupby(KEY, sort=False).agg(
         n_targets=("lesion_id", "size"),
-        _sod=("_d10", "sum"),
-        _sod_evaluable=("_d10_ok", "sum"),
+        sod_all_tenths=("_d10", "sum"),
+        sod_evaluable_tenths=("_d10_ok", "sum"),
         _vol=("volume_ml", "sum"),
         _unevaluable=("unevaluable", "sum"),
     )
-    frame = frame.join(target_sums, on=KEY)
+    frame = frame.join(sums, on=KEY)
     frame["n_targets"] = frame["n_targets"].fillna(0).astype("int32")
-    has_targets = frame["n_targets"] > 0
-    evaluable = has_targets & (frame["_unevaluable"].fillna(0) == 0)
+    frame["has_targets"] = frame["n_targets"] > 0
+    frame["evaluable"] = frame["has_targets"] & (frame["_unevaluable"].fillna(0) == 0)
     # sums of diameters in integer tenths of a mm (held as floats, exact far beyond any real sum)
-    sod = frame["_sod"].where(evaluable)
-    frame["sum_diameters_mm"] = sod / 10.0
-    frame["target_volume_ml"] = frame["_vol"].where(evaluable)
+    frame["sod_tenths"] = frame["sod_all_tenths"].where(frame["evaluable"])
+    frame["sum_diameters_mm"] = frame["sod_tenths"] / 10.0
+    frame["target_volume_ml"] = frame["_vol"].where(frame["evaluable"])
+    return frame
 
-    by_patient = frame.groupby("patient", sort=False)
-    baseline_sod = sod.where(frame["is_baseline"]).groupby(frame["patient"]).transform("max")
-    baseline_vol = frame["target_volume_ml"].where(frame["is_baseline"]).groupby(frame["patient"]).transform("max")
-    nadir = sod.groupby(frame["patient"]).cummin().groupby(frame["patient"]).shift()
-    nadir_vol = by_patient["target_volume_ml"].cummin().groupby(frame["patient"]).shift()
-    # a session after an unevaluable one keeps the nadir of the sessions before
-    nadir = nadir.groupby(frame["patient"]).ffill()
-    nadir_vol = nadir_vol.groupby(frame["patient"]).ffill()
+
+def baseline_and_nadir(values: pd.Series, patient: pd.Series, is_baseline: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Per session (rows sorted by KEY) its patient's baseline value and the nadir: the smallest
+    value of the sessions before, baseline included; an unevaluable session (NaN) is skipped, so
+    the session after it keeps the nadir of the sessions before."""
+    baseline = values.where(is_baseline).groupby(patient).transform("max")
+    nadir = values.groupby(patient).cummin().groupby(patient).shift()
+    return baseline, nadir.groupby(patient).ffill()
+
+
+def nadir_and_changes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds the baselines and nadirs of the sum of diameters (baseline_sod_tenths, nadir_tenths,
+    nadir_sum_mm) and of the target volume (baseline_volume_ml, nadir_volume_ml), and the percentage
+    changes from baseline and from the nadir."""
+    patient, is_baseline = frame["patient"], frame["is_baseline"]
+    baseline_sod, nadir = baseline_and_nadir(frame["sod_tenths"], patient, is_baseline)
+    baseline_vol, nadir_vol = baseline_and_nadir(frame["target_volume_ml"], patient, is_baseline)
+    frame = frame.assign(baseline_sod_tenths=baseline_sod, nadir_tenths=nadir, baseline_volume_ml=baseline_vol, nadir_volume_ml=nadir_vol)
     frame["nadir_sum_mm"] = nadir / 10.0
     frame["pct_change_baseline"] = _pct(frame["sum_diameters_mm"], baseline_sod / 10.0)
     frame["pct_change_nadir"] = _pct(frame["sum_diameters_mm"], frame["nadir_sum_mm"])
     frame["pct_volume_change_baseline"] = _pct(frame["target_volume_ml"], baseline_vol)
     frame["pct_volume_change_nadir"] = _pct(frame["target_volume_ml"], nadir_vol)
+    return frame
 
-    follow_up = ~frame["is_baseline"]
-    new = frame["n_new_lesions"] > 0
-    sod_any = frame["_sod_evaluable"]
-    # exact comparisons: integer tenths of a mm times integer factors in units of 1e-4
+
+def target_response(frame: pd.DataFrame, criteria: ResponseCriteria = ResponseCriteria()) -> pd.Series:
+    """RECIST 1.1 target response per follow-up (None at baseline and without targets): NE with a
+    target out of the field of view unless the evaluable targets already progress; CR, PD, PR, SD.
+    Exact: integer tenths of a mm times integer factors in units of 1e-4."""
+    nadir, sod_evaluable = frame["nadir_tenths"], frame["sod_evaluable_tenths"]
     progression = (
-        (sod_any * 10_000 >= nadir * _pct_factor(criteria.pd_pct))
-        & (sod_any - nadir >= int(tenths_mm(criteria.pd_min_increase_mm)))
+        (sod_evaluable * 10_000 >= nadir * _pct_factor(criteria.pd_pct))
+        & (sod_evaluable - nadir >= int(tenths_mm(criteria.pd_min_increase_mm)))
         & nadir.notna()
     )
-    partial = has_targets & ~evaluable
-    target = np.select(
-        [~has_targets, partial & progression, partial, frame["_sod"] == 0, progression,
-         frame["_sod"] * 10_000 <= baseline_sod * _pct_factor(criteria.pr_pct)],
+    partial = frame["has_targets"] & ~frame["evaluable"]
+    response = np.select(
+        [~frame["has_targets"], partial & progression, partial, frame["sod_all_tenths"] == 0, progression,
+         frame["sod_all_tenths"] * 10_000 <= frame["baseline_sod_tenths"] * _pct_factor(criteria.pr_pct)],
         [None, "PD", "NE", "CR", "PD", "PR"],
         default="SD",
     )  # fmt: skip
-    frame["target_response"] = pd.Series(target, index=frame.index, dtype=object).where(follow_up, None)
-
-    non_target = _non_target_response(lesions, targets, frame)
-    frame["non_target_response"] = non_target.where(follow_up, None)
-
-    t, nt = frame["target_response"], frame["non_target_response"]
-    overall = np.select(
-        [new | t.eq("PD"), t.eq("CR") & (nt.eq("CR") | nt.isna()), t.eq("CR"), t.eq("PR"), t.eq("SD"), t.eq("NE"),
-         t.isna() & nt.eq("CR"), t.isna() & nt.eq("NON-CR/NON-PD"), t.isna() & nt.eq("NE")],
-        ["PD", "CR", "PR", "PR", "SD", "NE", "CR", "NON-CR/NON-PD", "NE"],
-        default=None,
-    )  # fmt: skip
-    overall = pd.Series(overall, index=frame.index, dtype=object).where(follow_up, None)
-    # after an overall CR, any lesion with voxels again is PD (RECIST 1.1, see the module docstring)
-    was_cr = overall.eq("CR").groupby(frame["patient"]).cummax()
-    after_cr = was_cr.groupby(frame["patient"]).shift(fill_value=False).astype(bool) & follow_up
-    frame.loc[after_cr & (frame["_sod"] > 0), "target_response"] = "PD"
-    frame.loc[after_cr & nt.eq("NON-CR/NON-PD"), "non_target_response"] = "PD"
-    overall[after_cr & (frame["n_lesions"] > 0)] = "PD"
-    frame["recist_response"] = overall
-
-    volume, vol_nadir = frame["target_volume_ml"], nadir_vol
-    vol_progression = (volume >= vol_nadir * (1 + criteria.volume_pd_pct / 100.0)) & (volume > vol_nadir)
-    volumetric = np.select(
-        [new, ~has_targets, partial, volume == 0, vol_progression,
-         volume <= baseline_vol * (1 + criteria.volume_pr_pct / 100.0)],
-        ["PD", None, "NE", "CR", "PD", "PR"],
-        default="SD",
-    )  # fmt: skip
-    frame["volumetric_response"] = pd.Series(volumetric, index=frame.index, dtype=object).where(follow_up, None)
-
-    patients = _patients(frame, lesions, targets)
-    names = np.asarray(patient_names, dtype=object)
-    frame["patient"] = names[frame["patient"].to_numpy()]
-    patients["patient"] = names[patients["patient"].to_numpy()]
-    return frame[SESSION_SCHEMA.names].reset_index(drop=True), patients
+    return pd.Series(response, index=frame.index, dtype=object).where(~frame["is_baseline"], None)
 
 
-def _non_target_response(lesions: pd.DataFrame, targets: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
+def non_target_response(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.DataFrame) -> pd.Series:
+    """Non-target response per follow-up (None at baseline and without non-targets): NE when one is out
+    of the field of view, CR when all are gone, else NON-CR/NON-PD."""
     baseline_present = lesions[(lesions["session_index"] == lesions["baseline_index"]) & (lesions["voxel_count"] > 0)]
     non_targets = baseline_present[["patient", "lesion_id"]].merge(
         targets[["patient", "lesion_id"]], how="left", indicator=True
@@ -366,7 +359,78 @@ def _non_target_response(lesions: pd.DataFrame, targets: pd.DataFrame, frame: pd
         [None, "NE", "CR"],
         default="NON-CR/NON-PD",
     )
-    return pd.Series(result, index=frame.index, dtype=object)
+    return pd.Series(result, index=frame.index, dtype=object).where(~frame["is_baseline"], None)
+
+
+def overall_response(frame: pd.DataFrame) -> pd.Series:
+    """RECIST 1.1 Table 1 per follow-up (None at baseline): target x non-target response x new lesions."""
+    t, nt = frame["target_response"], frame["non_target_response"]
+    overall = np.select(
+        [(frame["n_new_lesions"] > 0) | t.eq("PD"), t.eq("CR") & (nt.eq("CR") | nt.isna()), t.eq("CR"), t.eq("PR"),
+         t.eq("SD"), t.eq("NE"), t.isna() & nt.eq("CR"), t.isna() & nt.eq("NON-CR/NON-PD"), t.isna() & nt.eq("NE")],
+        ["PD", "CR", "PR", "PR", "SD", "NE", "CR", "NON-CR/NON-PD", "NE"],
+        default=None,
+    )  # fmt: skip
+    return pd.Series(overall, index=frame.index, dtype=object).where(~frame["is_baseline"], None)
+
+
+def progression_after_complete_response(frame: pd.DataFrame, overall: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """The target, non-target and overall responses once reappearance after an overall CR is PD (see
+    the module docstring): every follow-up after the first overall CR is PD where any lesion has
+    voxels, its target response where a target does, its non-target response where a non-target does."""
+    patient = frame["patient"]
+    was_cr = overall.eq("CR").groupby(patient).cummax()
+    after_cr = was_cr.groupby(patient).shift(fill_value=False).astype(bool) & ~frame["is_baseline"]
+    target, non_target, overall = frame["target_response"].copy(), frame["non_target_response"].copy(), overall.copy()
+    target[after_cr & (frame["sod_all_tenths"] > 0)] = "PD"
+    non_target[after_cr & frame["non_target_response"].eq("NON-CR/NON-PD")] = "PD"
+    overall[after_cr & (frame["n_lesions"] > 0)] = "PD"
+    return target, non_target, overall
+
+
+def volumetric_response(frame: pd.DataFrame, criteria: ResponseCriteria = ResponseCriteria()) -> pd.Series:
+    """Volumetric response per follow-up (None at baseline): PD for new lesions, NE with a target out
+    of the field of view, CR at 0 mL, PD at ``volume_pd_pct`` over a nadir it exceeds, PR at
+    ``volume_pr_pct`` from baseline, SD otherwise."""
+    volume, nadir = frame["target_volume_ml"], frame["nadir_volume_ml"]
+    progression = (volume >= nadir * (1 + criteria.volume_pd_pct / 100.0)) & (volume > nadir)
+    response = np.select(
+        [frame["n_new_lesions"] > 0, ~frame["has_targets"], frame["has_targets"] & ~frame["evaluable"], volume == 0,
+         progression, volume <= frame["baseline_volume_ml"] * (1 + criteria.volume_pr_pct / 100.0)],
+        ["PD", None, "NE", "CR", "PD", "PR"],
+        default="SD",
+    )  # fmt: skip
+    return pd.Series(response, index=frame.index, dtype=object).where(~frame["is_baseline"], None)
+
+
+def assess_response(
+    lesions: pd.DataFrame,
+    sessions: pd.DataFrame | None = None,
+    criteria: ResponseCriteria = ResponseCriteria(),
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """RECIST 1.1 and volumetric response of every patient and session.
+
+    ``lesions`` has the columns of :data:`~lesionlocator.measure.lesions.LESION_SCHEMA`; ``sessions``
+    (optional; columns patient, session, session_index) adds sessions that hold no lesion rows.
+    Returns ``(sessions, patients)`` frames with the columns of :data:`SESSION_SCHEMA` and
+    :data:`PATIENT_SCHEMA`, sorted by patient and session_index.
+    """
+    lesions, sessions, names = _encode_patients(lesions, sessions)
+    frame = session_frame(lesions, sessions)
+    lesions = lesions.merge(frame[["patient", "baseline_index"]].drop_duplicates("patient"), on="patient", how="left")
+    frame = count_lesions(frame, lesions)
+    targets = select_targets(lesions, criteria)
+    frame = nadir_and_changes(sum_of_diameters(frame, lesions, targets))
+    frame["target_response"] = target_response(frame, criteria)
+    frame["non_target_response"] = non_target_response(frame, lesions, targets)
+    responses = progression_after_complete_response(frame, overall_response(frame))
+    frame["target_response"], frame["non_target_response"], frame["recist_response"] = responses
+    frame["volumetric_response"] = volumetric_response(frame, criteria)
+
+    patients = patient_summary(frame, lesions, targets)
+    frame["patient"] = names[frame["patient"].to_numpy()]
+    patients["patient"] = names[patients["patient"].to_numpy()]
+    return frame[SESSION_SCHEMA.names].reset_index(drop=True), patients
 
 
 def best_response(responses: pd.Series, patients: pd.Series, order: pd.Series) -> pd.DataFrame:
@@ -384,7 +448,8 @@ def best_response(responses: pd.Series, patients: pd.Series, order: pd.Series) -
     return pd.concat([best, first_pd], axis=1)
 
 
-def _patients(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
+def patient_summary(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient (:data:`PATIENT_SCHEMA`): counts, baseline sum, best changes and best responses."""
     patients = frame.groupby("patient", sort=True).agg(
         n_sessions=("session_index", "size"),
         n_targets=("n_targets", "max"),

@@ -8,7 +8,7 @@ import pytest
 
 from lesionlocator.core.io import Geometry
 from lesionlocator.measure.lesions import measure_labels
-from lesionlocator.measure.response import ResponseCriteria, assess_response, select_targets
+from lesionlocator.measure.response import ResponseCriteria, assess_response, baseline_and_nadir, select_targets
 
 
 def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int, int], str] | None = None, organ=None,
@@ -188,3 +188,12 @@ def test_measured_slice_thickness_decides_measurability(slice_mm, is_target):
     assert measured.slice_thickness_mm.tolist() == [slice_mm]
     frame = measured.assign(patient="A", session="s0", session_index=0, status="present", by_fallback=False, organ=None)
     assert (1 in select_targets(frame).lesion_id.tolist()) is is_target
+
+
+def test_nadir_skips_an_unevaluable_session_and_restarts_per_patient():
+    values = pd.Series([300.0, 200.0, np.nan, 250.0, 100.0, 120.0])
+    patient = pd.Series([0, 0, 0, 0, 1, 1])
+    baseline, nadir = baseline_and_nadir(values, patient, pd.Series([True, False, False, False, True, False]))
+    assert baseline.tolist() == [300.0] * 4 + [100.0] * 2
+    assert nadir.tolist()[1:4] == [300.0, 200.0, 200.0] and nadir.tolist()[5] == 100.0
+    assert np.isnan(nadir[0]) and np.isnan(nadir[4])
