@@ -44,7 +44,7 @@ from lesionlocator.core.errors import InputError
 from lesionlocator.core.hashing import json_sha256, package_versions, tree_sha256
 from lesionlocator.core.io import atomic_directory, write_json
 from lesionlocator.core.progress import Progress
-from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, session_metrics
+from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, lesion_outcomes, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
 from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, ResponseCriteria, assess_response
 
@@ -151,20 +151,17 @@ def _lesion_partials(lesions: pd.DataFrame, sessions: pd.DataFrame, patients: pd
 
 
 def _evaluation_partials(evaluation: pd.DataFrame, radius_mm: float) -> pd.DataFrame:
-    e = evaluation
-    is_gt = e["gt_lesion_id"].notna()
-    distance = e["centre_distance_mm"].astype(float)
-    within = is_gt & (distance <= radius_mm)
+    """Summable evaluation figures of one partition, by the per-row rules of :func:`lesion_outcomes`."""
+    rows = lesion_outcomes(evaluation, radius_mm)
     work = pd.DataFrame(
         {
-            "session_index": e["session_index"],
-            "n_gt": is_gt, "tp": e["detection"].eq("tp"), "fp": e["detection"].eq("fp"), "fn": e["detection"].eq("fn"),
-            "sum_dice": e["dice"].astype(float).where(is_gt, 0.0),
-            "n_within_r": within, "n_within_radius": is_gt & (distance <= e["gt_equivalent_radius_mm"].astype(float)),
-            "sum_dice_within_r": e["dice"].astype(float).where(within, 0.0),
-            "sum_distance": distance.where(is_gt & distance.notna(), 0.0), "n_distance": is_gt & distance.notna(),
-            "fp_volume_ml": e["pred_volume_ml"].astype(float).where(e["detection"].eq("fp"), 0.0),
-            "fn_volume_ml": e["gt_volume_ml"].astype(float).where(e["detection"].eq("fn"), 0.0),
+            "session_index": evaluation["session_index"],
+            "n_gt": rows["is_gt"], "tp": rows["tp"], "fp": rows["fp"], "fn": rows["fn"],
+            "sum_dice": rows["dice"].where(rows["is_gt"], 0.0),
+            "n_within_r": rows["within_r"], "n_within_radius": rows["within_radius"],
+            "sum_dice_within_r": rows["dice_within_r"].where(rows["within_r"], 0.0),
+            "sum_distance": rows["centre_distance_mm"].fillna(0.0), "n_distance": rows["centre_distance_mm"].notna(),
+            "fp_volume_ml": rows["fp_volume_ml"], "fn_volume_ml": rows["fn_volume_ml"],
         }
     )  # fmt: skip
     sums = work.groupby("session_index").sum().astype(float)

@@ -227,32 +227,61 @@ def _labels(array: np.ndarray, path) -> np.ndarray:
     return array
 
 
-def session_metrics(evaluation: pd.DataFrame, radius_mm: float = 25.0) -> pd.DataFrame:
-    """Per patient x session metrics (columns of :data:`SESSION_METRICS_SCHEMA`) from evaluation rows.
+def lesion_outcomes(evaluation: pd.DataFrame, radius_mm: float = 25.0) -> pd.DataFrame:
+    """What each evaluation row counts for in the session figures, one row per evaluation row.
 
-    Vectorised over any number of patients; ``radius_mm`` is r of CPM@r and Dice@r.
+    The one definition of these rules: :func:`session_metrics` averages them per session and the
+    cohort summary (``aggregate.cohort``) adds them up over partitions. Columns:
+
+    * ``is_gt``, ``tp``, ``fp``, ``fn`` (bool): the row is a GT lesion; its detection outcome;
+    * ``within_r``, ``within_radius`` (bool): a GT lesion whose predicted centre lies within
+      ``radius_mm`` mm / within the lesion's own equivalent radius;
+    * ``dice``: Dice of a GT lesion (NaN on predicted-only rows); ``dice_within_r``: of a GT lesion
+      within ``radius_mm`` (NaN otherwise);
+    * ``centre_distance_mm``: of a GT lesion that has a prediction (NaN otherwise);
+    * ``fp_volume_ml``, ``fn_volume_ml``: volume of an unmatched prediction / of a missed GT lesion (0 otherwise).
     """
     e = evaluation
     is_gt = e["gt_lesion_id"].notna()
     distance = e["centre_distance_mm"].astype(float)
+    dice = e["dice"].astype(float)
     within_r = is_gt & (distance <= radius_mm)
-    within_radius = is_gt & (distance <= e["gt_equivalent_radius_mm"].astype(float))
+    return pd.DataFrame(
+        {
+            "is_gt": is_gt, "tp": e["detection"].eq("tp"), "fp": e["detection"].eq("fp"), "fn": e["detection"].eq("fn"),
+            "within_r": within_r, "within_radius": is_gt & (distance <= e["gt_equivalent_radius_mm"].astype(float)),
+            "dice": dice.where(is_gt), "dice_within_r": dice.where(within_r),
+            "centre_distance_mm": distance.where(is_gt),
+            "fp_volume_ml": e["pred_volume_ml"].astype(float).where(e["detection"].eq("fp"), 0.0),
+            "fn_volume_ml": e["gt_volume_ml"].astype(float).where(e["detection"].eq("fn"), 0.0),
+        }
+    )  # fmt: skip
+
+
+def session_metrics(evaluation: pd.DataFrame, radius_mm: float = 25.0) -> pd.DataFrame:
+    """Per patient x session metrics (columns of :data:`SESSION_METRICS_SCHEMA`) from evaluation rows.
+
+    Vectorised over any number of patients; ``radius_mm`` is r of CPM@r and Dice@r. The per-row
+    rules are :func:`lesion_outcomes`.
+    """
+    e = evaluation
+    rows = lesion_outcomes(e, radius_mm)
     work = pd.DataFrame(
         {
             "patient": e["patient"],
             "session": e["session"],
             "session_index": e["session_index"],
-            "n_gt": is_gt,
-            "tp": e["detection"].eq("tp"),
-            "fp": e["detection"].eq("fp"),
-            "fn": e["detection"].eq("fn"),
-            "_dice_gt": e["dice"].astype(float).where(is_gt),
-            "_within_r": within_r.where(is_gt),
-            "_within_radius": within_radius.where(is_gt),
-            "_dice_r": e["dice"].astype(float).where(within_r),
-            "_distance": distance.where(is_gt),
-            "_fp_vol": e["pred_volume_ml"].astype(float).where(e["detection"].eq("fp"), 0.0),
-            "_fn_vol": e["gt_volume_ml"].astype(float).where(e["detection"].eq("fn"), 0.0),
+            "n_gt": rows["is_gt"],
+            "tp": rows["tp"],
+            "fp": rows["fp"],
+            "fn": rows["fn"],
+            "_dice_gt": rows["dice"],
+            "_within_r": rows["within_r"].where(rows["is_gt"]),
+            "_within_radius": rows["within_radius"].where(rows["is_gt"]),
+            "_dice_r": rows["dice_within_r"],
+            "_distance": rows["centre_distance_mm"],
+            "_fp_vol": rows["fp_volume_ml"],
+            "_fn_vol": rows["fn_volume_ml"],
         }
     )
     for column in ("_within_r", "_within_radius"):

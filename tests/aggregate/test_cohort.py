@@ -117,3 +117,35 @@ def test_bench_smoke_100_files(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "bench" / "bench_aggregate.py"), "--patients", "100", "--workdir", str(tmp_path)],
                             capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
     assert "rows: lesions 10000, sessions 500, patients 100" in result.stdout
+
+
+def test_summary_follows_the_session_metrics_rules(tmp_path):
+    """One patient: the pooled per-session summary equals session_metrics (one set of per-row rules)."""
+    from lesionlocator.core.io import write_patient_table
+    from lesionlocator.evaluate.tracking import evaluation_table, session_metrics
+
+    rng = np.random.default_rng(3)
+    n = 40
+    detection = rng.choice(["tp", "fn", "fp"], n)
+    is_gt = detection != "fp"
+    matched = ~is_gt | (rng.random(n) < 0.7)
+    frame = pd.DataFrame(
+        {
+            "patient": "P0", "session_index": rng.integers(0, 3, n), "detection": detection,
+            "gt_lesion_id": pd.Series(np.arange(1, n + 1)).where(is_gt),
+            "pred_lesion_id": pd.Series(np.arange(1, n + 1)).where(matched),
+            "dice": np.where(is_gt, np.where(matched, rng.random(n), 0.0), np.nan),
+            "centre_distance_mm": np.where(is_gt & matched, rng.random(n) * 50, np.nan),
+            "gt_equivalent_radius_mm": np.where(is_gt, rng.random(n) * 30, np.nan),
+            "gt_volume_ml": np.where(is_gt, rng.random(n), np.nan), "pred_volume_ml": np.where(matched, rng.random(n), np.nan),
+        }
+    )  # fmt: skip
+    frame["session"] = "ses-0" + frame["session_index"].astype(str)
+    write_patient_table(evaluation_table(frame), tmp_path / "eval.parquet")
+    aggregate_cohort([], tmp_path / "dataset", evaluation_files=[tmp_path / "eval.parquet"], radius_mm=20.0)
+    summary = read_cohort_table(tmp_path / "dataset", "summary")
+    pooled = summary[summary.scope == "eval_session_index"].pivot(index="session_index", columns="metric", values="value")
+    metrics = session_metrics(frame, radius_mm=20.0).set_index("session_index")
+    for column in ("mean_dice", "cpm_at_r", "cpm_at_radius", "dice_at_r", "mean_centre_distance_mm", "precision", "recall", "f1",
+                   "fp_volume_ml", "fn_volume_ml", "tp", "fp", "fn", "n_gt"):  # fmt: skip
+        assert pooled[column].to_numpy() == pytest.approx(metrics[column].to_numpy(dtype=float), nan_ok=True), column

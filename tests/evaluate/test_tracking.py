@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry
-from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, evaluate_labels, evaluate_patient, session_metrics
+from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, evaluate_labels, evaluate_patient, lesion_outcomes, session_metrics
 from tests.lesion_builders import oblique_geometry, write_labels
 
 monai_metrics = pytest.importorskip("monai.metrics", reason="monai (test extra) is not installed")
@@ -142,3 +142,26 @@ def test_evaluate_patient_schema_and_geometry_check(tmp_path, geometry):
     with pytest.raises(InputError, match="spacing"):
         evaluate_patient("P", bad, tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_lesion_outcomes_rules():
+    evaluation = pd.DataFrame(
+        {
+            "gt_lesion_id": pd.array([1, 2, 3, None], dtype="Int64"),
+            "detection": ["tp", "tp", "fn", "fp"],
+            "dice": [0.8, 0.5, 0.0, None],
+            "centre_distance_mm": [3.0, 30.0, None, None],
+            "gt_equivalent_radius_mm": [5.0, 40.0, 2.0, None],
+            "gt_volume_ml": [1.0, 2.0, 0.5, None],
+            "pred_volume_ml": [1.1, 2.5, None, 0.7],
+        }
+    )
+    rows = lesion_outcomes(evaluation, radius_mm=25.0)
+    assert rows["is_gt"].tolist() == [True, True, True, False]
+    assert rows["within_r"].tolist() == [True, False, False, False]
+    assert rows["within_radius"].tolist() == [True, True, False, False]
+    assert rows["dice"].tolist()[:3] == [0.8, 0.5, 0.0] and np.isnan(rows["dice"].iloc[3])
+    assert rows["dice_within_r"].notna().tolist() == [True, False, False, False]
+    assert rows["centre_distance_mm"].notna().tolist() == [True, True, False, False]
+    assert rows["fp_volume_ml"].tolist() == [0.0, 0.0, 0.0, 0.7] and rows["fn_volume_ml"].tolist() == [0.0, 0.0, 0.5, 0.0]
+
