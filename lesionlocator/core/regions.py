@@ -1,7 +1,8 @@
-"""Small region helpers shared by the stages: overlap (Dice) and the shell around a mask."""
+"""Small region helpers shared by the stages: overlap (Dice), connected components, the shell around a mask."""
 
 from __future__ import annotations
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -33,3 +34,14 @@ def dice_of_counts(intersection: int, size_a: int, size_b: int) -> float:
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice overlap of two boolean arrays of one shape (1 when both are empty)."""
     return dice_of_counts(int(np.logical_and(a, b).sum()), int(a.sum()), int(b.sum()))
+
+
+def label_components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
+    """Connected components of a boolean mask (voxel frame z, y, x) and their number.
+
+    ``connectivity`` is 6 (faces; ``scipy.ndimage.label``'s default in 3D), 18 or 26. Components are
+    numbered 1..n in raster order of their first voxel (x fastest), as ``scipy.ndimage.label`` numbers
+    them: cc3d follows the memory order, so the mask is made C-contiguous first.
+    """
+    labels, n = cc3d.connected_components(np.ascontiguousarray(mask, dtype=bool), connectivity=connectivity, return_N=True)
+    return labels, int(n)

@@ -28,7 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lesionlocator.core.regions import shell_around
+from lesionlocator.core.regions import label_components, shell_around
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ class ClassicalSegmenter:
         else:
             prob = (seeds == 1).astype(np.float32)
         mask = prob > 0.5
-        labelled, n = ndimage.label(mask)
+        labelled, n = label_components(mask, connectivity=6)
         if n > 1:
             hits = np.bincount(labelled[fg_seed & mask], minlength=n + 1)
             hits[0] = 0

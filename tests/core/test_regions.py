@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from lesionlocator.core.regions import dice, dice_of_counts
+from lesionlocator.core.regions import dice, dice_of_counts, label_components
 
 
 def test_dice_of_masks_and_of_counts_agree():
@@ -21,3 +22,17 @@ def test_dice_of_masks_and_of_counts_agree():
 def test_dice_of_two_empty_regions_is_one():
     empty = np.zeros((3, 3, 3), bool)
     assert dice(empty, empty) == 1.0 and dice_of_counts(0, 0, 0) == 1.0
+
+
+@pytest.mark.parametrize("connectivity", [6, 26])
+def test_components_are_those_of_ndimage_label_numbered_alike(connectivity):
+    """The classical segmenter moved from ndimage.label to cc3d: same labels, same numbers (ties pick the lowest)."""
+    structure = ndimage.generate_binary_structure(3, 1 if connectivity == 6 else 3)
+    rng = np.random.default_rng(connectivity)
+    for trial in range(40):
+        mask = rng.random(tuple(rng.integers(1, 25, 3))) < rng.uniform(0.1, 0.6)
+        if trial % 2:
+            mask = np.asfortranarray(mask)  # cc3d alone would number these in Fortran order
+        expected, n = ndimage.label(mask, structure=structure)
+        labels, count = label_components(mask, connectivity)
+        assert count == n and np.array_equal(labels, expected)
