@@ -6,14 +6,14 @@ import argparse
 
 from pydantic import ValidationError
 
-from lesionlocator.core.config import load_config
+from lesionlocator.cli.command import Command, Device, Output
 from lesionlocator.core.errors import ConfigError
 
 
 def run(args: argparse.Namespace) -> None:
     from lesionlocator.segment.session import segment_session
 
-    config = load_config(args.config).segment
+    config = args.config.segment
     overrides = {}
     if args.segmenter:
         overrides["segmenter"] = args.segmenter
@@ -46,15 +46,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"-> {out.labels_path}")
 
 
-def add_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "segment",
-        help="segment the prompted lesions of one scan (points, boxes or masks) into a uint32 label map",
-        description="Segment every lesion prompted by a prompts.json (points/boxes, world or voxel frame) "
-        "and/or an instance mask (one lesion per label value; IDs kept). Writes one uint32 instance map with "
-        "the image's geometry (lesion ID = prompt ID). The segmenter (classical, or an nnU-Net / released "
-        "LesionLocator checkpoint) comes from the config's 'segment' section; flags override it.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, help="image file (NIfTI/NRRD/MHA) or DICOM series folder")
     parser.add_argument("--prompts", help="prompts.json (see lesionlocator.core.prompts)")
     parser.add_argument("--prompt-mask", help="instance mask with the image's geometry; each label is one lesion")
@@ -62,11 +54,24 @@ def add_cli(subparsers) -> None:
                         help="turn each lesion of --prompt-mask into this prompt kind (default: mask)")
     parser.add_argument("--prefer", choices=["box", "point"], default="box",
                         help="prompt kind used for lesions of --prompts that have both a point and a box (default: box)")
-    parser.add_argument("--config", help="study config YAML (default: config/config.yaml)")
     parser.add_argument("--segmenter", choices=["classical", "nnunet"], help="override segment.segmenter")
     parser.add_argument("--checkpoint", help="override segment.checkpoint (nnU-Net or LesionLocator model folder)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="override segment.device")
     parser.add_argument("--no-tta", action="store_true", help="disable mirroring test-time augmentation")
     parser.add_argument("--per-lesion-dir", help="also write lesion_<id>.nii.gz binary masks into this folder")
-    parser.add_argument("-o", "--output", required=True, help="instance label map to write (e.g. labels.nii.gz)")
-    parser.set_defaults(func=run)
+
+
+COMMANDS = [
+    Command(
+        "segment",
+        help="segment the prompted lesions of one scan (points, boxes or masks) into a uint32 label map",
+        description="Segment every lesion prompted by a prompts.json (points/boxes, world or voxel frame) "
+        "and/or an instance mask (one lesion per label value; IDs kept). Writes one uint32 instance map with "
+        "the image's geometry (lesion ID = prompt ID). The segmenter (classical, or an nnU-Net / released "
+        "LesionLocator checkpoint) comes from the config's 'segment' section; flags override it.",
+        add_arguments=add_arguments,
+        run=run,
+        config=True,
+        output=Output("instance label map to write (e.g. labels.nii.gz)"),
+        device=Device(("auto", "cpu", "cuda", "mps"), help="override segment.device"),
+    ),
+]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lesionlocator.core.config import load_config
+from lesionlocator.cli.command import Command, Output
 
 
 def run(args: argparse.Namespace) -> None:
     from synthetic import export_nnunet, generate_cohort
 
-    config = load_config(args.config).synthetic
+    config = args.config.synthetic
     overrides = {k: v for k, v in (("seed", args.seed), ("n_patients", args.patients), ("n_sessions", args.sessions)) if v is not None}
     if overrides:
         from lesionlocator.core.config import StudyConfig, config_to_dict, validate_config
@@ -29,17 +29,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"nnU-Net dataset -> {folder}")
 
 
-def add_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "synthesize",
-        help="generate a synthetic longitudinal lesion cohort (BIDS-like, with ground truth)",
-        description="Insert lesions into real or phantom anatomy, let them grow, shrink, vanish or appear over "
-        "the sessions with tissue displacement, repositioning, FOV, spacing and intensity changes, and write a "
-        "BIDS-like cohort (images, baseline prompts.json, sessions.tsv) with ground-truth instance masks and "
-        "derivatives/groundtruth/groundtruth.parquet. Settings: the synthetic section of the study config.",
-    )
-    parser.add_argument("--config", help="study YAML whose synthetic section is used (default: config/config.yaml)")
-    parser.add_argument("-o", "--output", help="cohort folder to write (default: synthetic.output)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="override synthetic.seed")
     parser.add_argument("--patients", type=int, help="override synthetic.n_patients")
     parser.add_argument("--sessions", type=int, help="override synthetic.n_sessions (baseline included)")
@@ -48,4 +38,19 @@ def add_cli(subparsers) -> None:
                         help="per-modality: one dataset per modality (CT: channel 'CT', MR: 'MR'); combined: one "
                         "dataset with channel 'zscore' for mixed CT+MR training (default: %(default)s)")
     parser.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id of the (first) export (default: %(default)s)")
-    parser.set_defaults(func=run)
+
+
+COMMANDS = [
+    Command(
+        "synthesize",
+        help="generate a synthetic longitudinal lesion cohort (BIDS-like, with ground truth)",
+        description="Insert lesions into real or phantom anatomy, let them grow, shrink, vanish or appear over "
+        "the sessions with tissue displacement, repositioning, FOV, spacing and intensity changes, and write a "
+        "BIDS-like cohort (images, baseline prompts.json, sessions.tsv) with ground-truth instance masks and "
+        "derivatives/groundtruth/groundtruth.parquet. Settings: the synthetic section of the study config.",
+        add_arguments=add_arguments,
+        run=run,
+        config=True,
+        output=Output("cohort folder to write (default: synthetic.output)", required=False),
+    ),
+]

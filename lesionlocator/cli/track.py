@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from lesionlocator.core.config import StudyConfig, load_config
+from lesionlocator.cli.command import Command, Output
+from lesionlocator.core.config import StudyConfig
 from lesionlocator.core.errors import LesionLocatorError
 
 
 def _config(args: argparse.Namespace) -> StudyConfig:
-    config = load_config(args.config)
-    track = config.track.model_copy(
+    track = args.config.track.model_copy(
         update={
             **({"candidates": False} if args.no_candidates else {}),
             **({"qc_figures": True} if args.qc_figures else {}),
         }
     )
-    return config.model_copy(update={"results_dir": Path(args.output), "track": track})
+    return args.config.model_copy(update={"results_dir": Path(args.output), "track": track})
 
 
 def summary_lines(results_dir: Path, patient: str, manifest: Path) -> list[str]:
@@ -78,8 +78,17 @@ def layout_dir(results: Path, patient: str) -> Path:
     return ResultsLayout(results).patient_dir(patient)
 
 
-def add_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root", help="BIDS-like cohort root folder (ingested first)")
+    source.add_argument("--manifest", help="an existing manifest Parquet (from lesionlocator ingest)")
+    parser.add_argument("--patient", required=True, help="patient label, e.g. P001 (without sub-)")
+    parser.add_argument("--no-candidates", action="store_true", help="skip the new-lesion candidate search")
+    parser.add_argument("--qc-figures", action="store_true", help="write a QC figure (PNG) per lesion")
+
+
+COMMANDS = [
+    Command(
         "track",
         help="segment and track every lesion of one patient through all its sessions (no Snakemake)",
         description="Track one patient: ingest the cohort (into RESULTS_DIR/ingest/manifest.parquet), segment "
@@ -88,13 +97,9 @@ def add_cli(subparsers) -> None:
         "out_of_fov, merged, split, not_found) plus new-lesion candidates for review. Writes per session "
         "lesions.nii.gz, candidates.nii.gz, to_previous.tfm and tracking.parquet under "
         "RESULTS_DIR/patients/sub-<patient>/ and prints a summary table.",
-    )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--root", help="BIDS-like cohort root folder (ingested first)")
-    source.add_argument("--manifest", help="an existing manifest Parquet (from lesionlocator ingest)")
-    parser.add_argument("--patient", required=True, help="patient label, e.g. P001 (without sub-)")
-    parser.add_argument("--config", help="study config YAML (default: the built-in defaults)")
-    parser.add_argument("-o", "--output", required=True, help="results folder (RESULTS_DIR)")
-    parser.add_argument("--no-candidates", action="store_true", help="skip the new-lesion candidate search")
-    parser.add_argument("--qc-figures", action="store_true", help="write a QC figure (PNG) per lesion")
-    parser.set_defaults(func=run)
+        add_arguments=add_arguments,
+        run=run,
+        config=True,
+        output=Output("results folder (RESULTS_DIR)"),
+    ),
+]

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lesionlocator.cli.command import Command, Device, Output
 from lesionlocator.core.errors import ConfigError
 
 
@@ -74,67 +75,75 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(table.to_string(index=False))
 
 
-def add_cli(subparsers) -> None:
-    train = subparsers.add_parser(
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("configfile", nargs="?", help="study config YAML (default: built-in defaults)")
+    parser.add_argument("--dataset", help="nnU-Net raw dataset folder (DatasetNNN_Name)")
+    parser.add_argument("-o", "--output-dir", dest="output_dir", help="run folder (default: results/train)")
+    parser.add_argument("--architecture", choices=["small", "nnunet", "resenc_m", "resenc_l"])
+    parser.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--iterations-per-epoch", dest="iterations_per_epoch", type=int)
+    parser.add_argument("--prompt-mix", help='JSON weights, e.g. \'{"point": 0.4, "box": 0.3, "mask": 0.3}\'')
+    parser.add_argument("--box-noise", dest="box_noise", type=float,
+                        help="simulated boxes: faces move outwards by up to this fraction of the lesion's extent")
+    parser.add_argument("--box-shrink", dest="box_shrink", type=float,
+                        help="simulated boxes: faces may move inwards by up to this fraction (0: never)")
+    parser.add_argument("--mask-morph", dest="mask_morph", type=int,
+                        help="simulated masks: dilated or eroded by up to this many network voxels")
+    parser.add_argument("--mask-warp", dest="mask_warp", type=float,
+                        help="simulated masks: warped by up to this many network voxels")
+    parser.add_argument("--mask-shift", dest="mask_shift", type=int,
+                        help="simulated masks: shifted by up to this many network voxels per axis")
+    parser.add_argument("--normalization", choices=["body", "zscore", "auto"])
+    parser.add_argument("--time-limit-minutes", dest="time_limit_minutes", type=float,
+                        help="wall-clock budget; the epoch count shrinks to fit")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--num-threads", dest="num_threads", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    parser.add_argument("--init-from", dest="init_from", metavar="MODEL_FOLDER",
+                        help="fine-tune: start from this trained-model folder's plans and weights")
+    parser.add_argument("--initial-lr", dest="initial_lr", type=float, help="initial learning rate (poly schedule)")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cohort", nargs="+", help="held-out nnU-Net raw dataset folder(s)")
+    parser.add_argument("--model", action="append", metavar="[NAME=]FOLDER",
+                        help="nnU-Net trained-model folder, optionally named (repeat for several, e.g. "
+                        "mixed=models/lesionlocator_small ct_only=run_ct/model for zero-shot); omit to score "
+                        "the classical segmenter only")
+    parser.add_argument("--mirroring", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated prompts")
+    parser.add_argument("--max-lesions", type=int, default=None, help="at most this many lesions per dataset")
+    parser.add_argument("--box-margin-mm", type=_box_margin, default=0.0, metavar="MM|none",
+                        help="cut the networks' masks for box prompts to the box grown by MM "
+                        "(segment.box_margin_mm; default 0); none: no cut")
+    parser.add_argument("--box-grow", type=int, default=0, metavar="VOXELS",
+                        help="move every box prompt's faces this many voxels outwards (negative: inwards, at "
+                        "most to the lesion's middle); default 0, tight boxes")
+    parser.add_argument("--no-classical", action="store_true", help="skip the classical segmenter")
+
+
+COMMANDS = [
+    Command(
         "train",
         help="train a promptable nnU-Net (image + prompt channel) on an nnU-Net raw dataset",
         description="Plan and preprocess an nnU-Net raw dataset, train nnUNetTrainerLesionLocator (prompts "
         "simulated from the ground truth) and export an nnU-Net trained-model folder to OUTPUT_DIR/model. "
         "Settings come from the config's train section; options override them.",
-    )
-    train.add_argument("configfile", nargs="?", help="study config YAML (default: built-in defaults)")
-    train.add_argument("--dataset", help="nnU-Net raw dataset folder (DatasetNNN_Name)")
-    train.add_argument("-o", "--output-dir", dest="output_dir", help="run folder (default: results/train)")
-    train.add_argument("--architecture", choices=["small", "nnunet", "resenc_m", "resenc_l"])
-    train.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"))
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--iterations-per-epoch", dest="iterations_per_epoch", type=int)
-    train.add_argument("--prompt-mix", help='JSON weights, e.g. \'{"point": 0.4, "box": 0.3, "mask": 0.3}\'')
-    train.add_argument("--box-noise", dest="box_noise", type=float,
-                       help="simulated boxes: faces move outwards by up to this fraction of the lesion's extent")
-    train.add_argument("--box-shrink", dest="box_shrink", type=float,
-                       help="simulated boxes: faces may move inwards by up to this fraction (0: never)")
-    train.add_argument("--mask-morph", dest="mask_morph", type=int,
-                       help="simulated masks: dilated or eroded by up to this many network voxels")
-    train.add_argument("--mask-warp", dest="mask_warp", type=float,
-                       help="simulated masks: warped by up to this many network voxels")
-    train.add_argument("--mask-shift", dest="mask_shift", type=int,
-                       help="simulated masks: shifted by up to this many network voxels per axis")
-    train.add_argument("--normalization", choices=["body", "zscore", "auto"])
-    train.add_argument("--time-limit-minutes", dest="time_limit_minutes", type=float,
-                       help="wall-clock budget; the epoch count shrinks to fit")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    train.add_argument("--num-threads", dest="num_threads", type=int)
-    train.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
-    train.add_argument("--init-from", dest="init_from", metavar="MODEL_FOLDER",
-                       help="fine-tune: start from this trained-model folder's plans and weights")
-    train.add_argument("--initial-lr", dest="initial_lr", type=float, help="initial learning rate (poly schedule)")
-    train.set_defaults(func=run_train)
-
-    evaluate = subparsers.add_parser(
+        add_arguments=add_train_arguments,
+        run=run_train,
+        device=Device(),
+    ),
+    Command(
         "evaluate-model",
         help="Dice per prompt type (point, box, mask) of a model and the classical segmenter on held-out data",
         description="Segment every lesion of held-out nnU-Net raw datasets (one per modality, e.g. the synthetic "
         "CT and MR exports) from simulated point, box and mask prompts with a trained-model folder and with the "
         "classical segmenter; writes per-lesion Dice (Parquet) and prints the mean Dice per dataset x prompt type.",
-    )
-    evaluate.add_argument("cohort", nargs="+", help="held-out nnU-Net raw dataset folder(s)")
-    evaluate.add_argument("--model", action="append", metavar="[NAME=]FOLDER",
-                          help="nnU-Net trained-model folder, optionally named (repeat for several, e.g. "
-                          "mixed=models/lesionlocator_small ct_only=run_ct/model for zero-shot); omit to score "
-                          "the classical segmenter only")
-    evaluate.add_argument("--mirroring", action="store_true", help="mirroring test-time augmentation (8x slower)")
-    evaluate.add_argument("-o", "--output", required=True, help="per-lesion Dice table (Parquet)")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the simulated prompts")
-    evaluate.add_argument("--max-lesions", type=int, default=None, help="at most this many lesions per dataset")
-    evaluate.add_argument("--box-margin-mm", type=_box_margin, default=0.0, metavar="MM|none",
-                          help="cut the networks' masks for box prompts to the box grown by MM "
-                          "(segment.box_margin_mm; default 0); none: no cut")
-    evaluate.add_argument("--box-grow", type=int, default=0, metavar="VOXELS",
-                          help="move every box prompt's faces this many voxels outwards (negative: inwards, at "
-                          "most to the lesion's middle); default 0, tight boxes")
-    evaluate.add_argument("--no-classical", action="store_true", help="skip the classical segmenter")
-    evaluate.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    evaluate.set_defaults(func=run_evaluate)
+        add_arguments=add_evaluate_arguments,
+        run=run_evaluate,
+        output=Output("per-lesion Dice table (Parquet)"),
+        device=Device(default="cpu"),
+    ),
+]
