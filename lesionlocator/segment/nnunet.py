@@ -13,6 +13,7 @@ segmenter does.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -209,7 +210,7 @@ class NnUNetSegmenter:
         axes = [a + 2 for a in (model.mirror_axes or ())] if self.mirroring else []
         combos = [()] + [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
         total = None
-        autocast = torch.autocast("cuda") if self.device.type == "cuda" else _null_context()
+        autocast = torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext()
         with autocast:
             for net in model.networks:
                 for combo in combos:
@@ -324,11 +325,3 @@ def _gaussian(patch: tuple[int, ...]) -> np.ndarray:
 
         _GAUSSIANS[patch] = compute_gaussian(patch, sigma_scale=1.0 / 8, value_scaling_factor=10, dtype=torch.float32, device=torch.device("cpu")).numpy()
     return _GAUSSIANS[patch]
-
-
-class _null_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

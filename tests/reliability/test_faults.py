@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -85,17 +87,39 @@ def test_memory_estimate_of_a_dicom_folder():
     assert voxels == 512 * 512 * 20 and needed == voxels * per_voxel
 
 
-def test_available_memory_is_the_smaller_of_meminfo_and_the_cgroup_room(tmp_path):
-    (tmp_path / "meminfo").write_text("MemTotal:  8000000 kB\nMemAvailable:  4000000 kB\n")
+def test_available_memory_is_the_smaller_of_meminfo_and_the_cgroup_room(monkeypatch, tmp_path):
+    import psutil
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=4000000 * 1024, total=8000000 * 1024))
     cgroup = tmp_path / "cgroup"
     cgroup.mkdir()
-    assert available_memory_bytes(tmp_path / "meminfo", cgroup) == 4000000 * 1024
+    assert available_memory_bytes(cgroup) == 4000000 * 1024
     (cgroup / "memory.max").write_text("max\n")
-    assert available_memory_bytes(tmp_path / "meminfo", cgroup) == 4000000 * 1024
+    assert available_memory_bytes(cgroup) == 4000000 * 1024
     (cgroup / "memory.max").write_text("2000000000\n")
     (cgroup / "memory.current").write_text("500000000\n")
-    assert available_memory_bytes(tmp_path / "meminfo", cgroup) == 1500000000
-    assert available_memory_bytes(tmp_path / "none", tmp_path / "none") is None
+    assert available_memory_bytes(cgroup) == 1500000000
+    (cgroup / "memory.current").write_text("2500000000\n")  # over the limit: no room at all
+    assert available_memory_bytes(cgroup) == 0
+
+    def unknown():
+        raise OSError("no /proc")
+
+    monkeypatch.setattr(psutil, "virtual_memory", unknown)
+    assert available_memory_bytes(cgroup) == 0
+    assert available_memory_bytes(tmp_path / "none") is None
+
+
+def test_available_memory_is_memavailable_of_meminfo_on_linux():
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.exists():
+        pytest.skip("no /proc/meminfo")
+    fields = dict(line.split(":", 1) for line in meminfo.read_text().splitlines())
+    if "MemAvailable" not in fields:
+        pytest.skip("kernel without MemAvailable")
+    expected = int(fields["MemAvailable"].split()[0]) * 1024
+    # psutil reads the same field; memory moves between the two reads, so allow 5 %
+    assert abs(available_memory_bytes(Path("/nonexistent")) - expected) <= 0.05 * expected
 
 
 def test_memory_check_compares_the_voxel_bytes_with_the_available_memory(monkeypatch, tmp_path):
