@@ -28,6 +28,7 @@ from lesionlocator.track.followup import (
     SessionScan,
     baseline_prompts,
     baseline_rows,
+    read_followup_inputs,
     track_followup,
     write_labels,
     write_tracking,
@@ -151,14 +152,16 @@ def track_shard(
 
         def run(patient=patient, rows=rows) -> None:
             scans = _scans(rows)
-            labels_paths = [layout.labels(patient, s.session) for s in scans[:t]]
-            transform_paths = [None] + [layout.transform(patient, s.session) for s in scans[1 : t + 1]]
-            previous = [r for s in scans[:t] for r in pq.read_table(layout.tracking(patient, s.session)).to_pylist()]
-            result = track_followup(
-                patient, scans, t, labels_paths, transform_paths, previous, segmenter(), config.track,
-                config.register.min_fraction_inside,
+            inputs = read_followup_inputs(
+                scans,
+                t,
+                labels_paths=[layout.labels(patient, s.session) for s in scans[:t]],
+                transform_paths=[None] + [layout.transform(patient, s.session) for s in scans[1 : t + 1]],
+                tracking_paths=[layout.tracking(patient, s.session) for s in scans[:t]],
+                track=config.track,
             )
-            reference = read_image(scans[t].image)
+            result = track_followup(patient, scans, t, inputs, segmenter(), config.track, config.register.min_fraction_inside)
+            reference = inputs.image
             write_labels(result.labels, reference, layout.labels(patient, scans[t].session))
             _export_dicom_seg(rows[t], result.labels, reference, layout, patient, config)
             write_labels(result.candidates, reference, layout.candidates(patient, scans[t].session))
@@ -166,7 +169,7 @@ def track_shard(
             if config.track.qc_figures and t == len(scans) - 1:
                 from lesionlocator.track.qc import write_qc_figures
 
-                all_rows = previous + result.rows
+                all_rows = inputs.previous_rows + result.rows
                 write_qc_figures(
                     [s.image for s in scans], [layout.labels(patient, s.session) for s in scans], all_rows,
                     [s.session for s in scans], layout.patient_dir(patient) / "qc",

@@ -19,6 +19,11 @@ For each follow-up session ``t`` (in time order) and each lesion prompted at bas
    label map and not tracked further).
 
 All decisions are deterministic: no random choices, ties broken by lesion ID.
+
+Files are read at the edge: :func:`read_followup_inputs` reads a follow-up's scans, label maps,
+transforms and tracking rows; :func:`track_followup` composes the steps above on what was read
+(:func:`propagate_lesions`, :func:`segment_lesions`, :func:`followup_statuses`,
+:func:`followup_candidates`), each a function of arrays, images and geometry.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Collection, Sequence
 import cc3d
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import SimpleITK as sitk
 from scipy import ndimage
 
@@ -41,10 +47,10 @@ from lesionlocator.core.io import Geometry, image_from_array, read_image, write_
 from lesionlocator.core.prompts import read_prompts
 from lesionlocator.core.regions import shell_around
 from lesionlocator.register.base import load_transform
-from lesionlocator.segment.api import Prompt, Segmenter
+from lesionlocator.segment.api import Prompt, SegmentationResult, Segmenter
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
 from lesionlocator.track.candidates import find_candidates
-from lesionlocator.track.propagate import OutOfFov, propagate_prompt
+from lesionlocator.track.propagate import OutOfFov, PropagationResult, propagate_prompt
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +214,7 @@ def assign_statuses(
     return statuses
 
 
-# -- one follow-up -------------------------------------------------------------------------------
+# -- one follow-up: helpers -----------------------------------------------------------------------
 
 
 def _chain_transform(transforms: Sequence[sitk.Transform]) -> sitk.Transform:
@@ -294,13 +300,152 @@ def _clear_faded(
     return cleared
 
 
-def read_labels(path: Path) -> tuple[np.ndarray, Geometry]:
-    image = read_image(path)
-    return sitk.GetArrayFromImage(image).astype(np.uint32, copy=False), Geometry.of(image)
+# -- one follow-up: the steps --------------------------------------------------------------------
+
+
+def baseline_lesion_ids(previous_rows: Sequence[dict]) -> list[int]:
+    """The tracked lesions: IDs of the baseline's (session index 0) non-candidate rows, ascending."""
+    return sorted({r["lesion_id"] for r in previous_rows if r["session_index"] == 0 and not r["is_candidate"]})
+
+
+def last_observed(previous_rows: Sequence[dict]) -> dict[int, int]:
+    """Per lesion ID, the latest session index where it was observed (present, merged or split)."""
+    last: dict[int, int] = {}
+    for row in previous_rows:
+        if not row["is_candidate"] and row["status"] in ("present", "merged", "split"):
+            last[row["lesion_id"]] = max(last.get(row["lesion_id"], -1), row["session_index"])
+    return last
+
+
+def prompt_sources(previous_rows: Sequence[dict], prompt_source: str) -> dict[int, int]:
+    """Per baseline lesion to propagate (ascending ID), the session index whose mask prompts it.
+
+    ``baseline_prompt``: session 0; ``previous_mask``: the last session where the lesion was
+    observed. A lesion never observed (its baseline prompt gave an empty mask) has no source.
+    """
+    last = last_observed(previous_rows)
+    return {i: 0 if prompt_source == "baseline_prompt" else last[i] for i in baseline_lesion_ids(previous_rows) if i in last}
+
+
+def propagate_lesions(
+    sources: dict[int, int],
+    labels: dict[int, tuple[np.ndarray, Geometry]],
+    transforms: dict[int, sitk.Transform],
+    t: int,
+    fixed: Geometry,
+    min_fraction_inside: float,
+) -> dict[int, PropagationResult]:
+    """Each lesion's source mask warped onto follow-up ``t`` as a mask prompt, or :class:`OutOfFov`.
+
+    ``sources``: lesion ID -> session index (:func:`prompt_sources`); ``labels``: label maps (uint32,
+    z y x) and geometries by session index; ``transforms[s]``: world (mm, LPS) of session ``s`` to
+    ``s-1``, chained from ``t`` back to the source; ``fixed``: the follow-up's geometry, whose voxel
+    frame (z y x) the prompts are in. A lesion with less than ``min_fraction_inside`` of its warped
+    volume inside the follow-up is out of the field of view. Keyed by lesion ID in ``sources`` order.
+    """
+    results: dict[int, PropagationResult] = {}
+    for lesion_id, source in sources.items():
+        source_labels, source_geometry = labels[source]
+        chain = _chain_transform([transforms[s] for s in range(t, source, -1)])
+        mask_prompt = Prompt(lesion_id, "mask", mask=source_labels == np.uint32(lesion_id))
+        results[lesion_id] = propagate_prompt(mask_prompt, chain, source_geometry, fixed, min_fraction_inside=min_fraction_inside)
+    return results
+
+
+def segment_lesions(segmenter: Segmenter, image: sitk.Image, prompts: Sequence[Prompt]) -> SegmentationResult:
+    """The follow-up's lesion map: a fresh uint32 array on ``image``'s grid (z y x), lesion ID =
+    prompt ID, with scores; all background (no segmenter call) when there is no prompt."""
+    if not prompts:
+        return SegmentationResult(np.zeros(Geometry.of(image).shape_zyx, np.uint32))
+    result = segmenter.segment(image, prompts)
+    return SegmentationResult(result.labels.astype(np.uint32, copy=True), dict(result.scores), result.by_fallback)
+
+
+def followup_statuses(
+    labels: np.ndarray,
+    geometry: Geometry,
+    lesion_ids: Sequence[int],
+    sources: dict[int, int],
+    out_of_fov: set[int],
+    previous_labels: np.ndarray,
+    min_volume_ml: float,
+    split_min_fraction: float,
+) -> dict[int, str]:
+    """The lifecycle status of each tracked lesion at a follow-up (:func:`assign_statuses`).
+
+    ``labels``: the follow-up's lesion map (z y x, ``geometry``), from which vanished lesions
+    (fewer voxels than ``min_volume_ml``, in mL) are cleared in place; ``previous_labels``: the
+    previous session's map (its own grid), whose touching pairs are not merges; a lesion without
+    a prompt source was never observed: ``not_found``.
+    """
+    min_voxels = int(np.ceil(min_volume_ml / geometry.voxel_volume_ml()))
+    statuses = assign_statuses(labels, lesion_ids, out_of_fov, touching_pairs(previous_labels), min_voxels, split_min_fraction)
+    for lesion_id in lesion_ids:
+        if lesion_id not in sources:
+            statuses[lesion_id] = "not_found"  # the baseline prompt gave an empty mask
+    return statuses
+
+
+def previous_on_followup(previous_image: sitk.Image, image: sitk.Image, transform: sitk.Transform) -> tuple[sitk.Image, np.ndarray]:
+    """The previous scan resampled (linear, float32) onto the follow-up's grid through ``transform``
+    (follow-up world to previous world, mm LPS), and the follow-up voxels (bool, z y x) it covers."""
+    warped = sitk.Resample(previous_image, image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    ones = sitk.Image(previous_image.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(previous_image)
+    valid = sitk.GetArrayFromImage(sitk.Resample(ones, image, transform, sitk.sitkLinear, 0.0)) > 0.99
+    return warped, valid
+
+
+def near_tracked_lesions(
+    labels: np.ndarray,
+    previous_labels: np.ndarray,
+    previous_geometry: Geometry,
+    image: sitk.Image,
+    transform: sitk.Transform,
+    margin_mm: float,
+) -> np.ndarray:
+    """Follow-up voxels (bool, z y x of ``image``) within ``margin_mm`` (physical distance) of a
+    tracked lesion now (``labels``) or at the previous session (``previous_labels`` on
+    ``previous_geometry``, warped through ``transform``: follow-up world to previous world)."""
+    near = labels > 0
+    previous = image_from_array(previous_labels, previous_geometry)
+    near |= sitk.GetArrayFromImage(sitk.Resample(previous, image, transform, sitk.sitkNearestNeighbor, 0)) > 0
+    return _dilate_mm(near, Geometry.of(image), margin_mm)
+
+
+def followup_candidates(
+    image: sitk.Image,
+    previous_image: sitk.Image,
+    transform: sitk.Transform,
+    labels: np.ndarray,
+    previous_labels: tuple[np.ndarray, Geometry],
+    t: int,
+    track: TrackConfig,
+) -> tuple[np.ndarray, dict[int, float]]:
+    """New-lesion candidates of follow-up ``t`` away from tracked lesions (``candidate_exclusion_mm``).
+
+    ``transform``: follow-up world to previous world (mm, LPS); ``labels``: the follow-up's tracked
+    lesions (z y x); ``previous_labels``: the previous session's map and geometry. Returns the
+    candidates' label map (uint32, z y x of ``image``; IDs ``t * CANDIDATE_ID_BASE + k``, ``k = 1..``
+    in score order) and each ID's score (robust SDs).
+    """
+    warped, valid = previous_on_followup(previous_image, image, transform)
+    near = near_tracked_lesions(labels, *previous_labels, image, transform, track.candidate_exclusion_mm)
+    found = find_candidates(image, warped, valid, near, track)
+    if not found.candidates:
+        return np.zeros(Geometry.of(image).shape_zyx, dtype=np.uint32), {}
+    base = t * CANDIDATE_ID_BASE
+    candidates = np.where(found.labels > 0, found.labels + np.uint32(base), 0).astype(np.uint32)
+    return candidates, {base + k: c.score for k, c in enumerate(found.candidates, start=1)}
+
+
+# -- one follow-up: the composition --------------------------------------------------------------
 
 
 @dataclass
 class FollowupResult:
+    """A follow-up's tracked lesions and candidates (uint32 label maps, z y x) and its tracking rows."""
+
     labels: np.ndarray
     candidates: np.ndarray
     rows: list[dict]
@@ -310,112 +455,73 @@ def track_followup(
     patient: str,
     scans: Sequence[SessionScan],
     t: int,
-    labels_paths: Sequence[Path],
-    transform_paths: Sequence[Path | None],
-    previous_rows: Sequence[dict],
+    inputs: FollowupInputs,
     segmenter: Segmenter,
     track: TrackConfig,
     min_fraction_inside: float,
 ) -> FollowupResult:
-    """Segment every tracked lesion at follow-up ``t`` (``t >= 1``).
+    """Segment every tracked lesion at follow-up ``t`` (``t >= 1``) from already-read ``inputs``.
 
-    ``labels_paths[s]`` are the label maps of sessions ``0..t-1``; ``transform_paths[s]`` the
-    transform of session ``s`` to ``s-1`` (``None`` for the baseline), for ``s = 0..t``;
-    ``previous_rows`` the tracking rows of sessions ``0..t-1`` (to know where each lesion was last
-    present). ``min_fraction_inside``: ``register.min_fraction_inside`` (a propagated mask with less of
-    its volume inside the follow-up's field of view is ``out_of_fov``).
+    Propagate the prompts, segment, clear faded lesions, assign statuses, find candidates.
+    ``min_fraction_inside``: ``register.min_fraction_inside`` (a propagated mask with less of its
+    volume inside the follow-up's field of view is ``out_of_fov``).
     """
-    scan = scans[t]
-    image = read_image(scan.image)
+    scan, image = scans[t], inputs.image
     geometry = Geometry.of(image)
-    baseline_ids = sorted({r["lesion_id"] for r in previous_rows if r["session_index"] == 0 and not r["is_candidate"]})
-    last_present: dict[int, int] = {}
-    for row in previous_rows:
-        if not row["is_candidate"] and row["status"] in ("present", "merged", "split"):
-            last_present[row["lesion_id"]] = max(last_present.get(row["lesion_id"], -1), row["session_index"])
+    lesion_ids = baseline_lesion_ids(inputs.previous_rows)
+    sources = prompt_sources(inputs.previous_rows, track.prompt_source)
 
-    transforms = {s: load_transform(transform_paths[s]) for s in range(1, t + 1)}
-    label_cache: dict[int, tuple[np.ndarray, Geometry]] = {}
-
-    def labels_at(s: int) -> tuple[np.ndarray, Geometry]:
-        if s not in label_cache:
-            label_cache[s] = read_labels(labels_paths[s])
-        return label_cache[s]
-
-    prompts: list[Prompt] = []
-    out_of_fov: set[int] = set()
-    fractions: dict[int, float] = {}
-    prompt_sessions: dict[int, str] = {}
-    for lesion_id in baseline_ids:
-        if lesion_id not in last_present:
-            continue  # never found: nothing to propagate (status vanished below)
-        source = 0 if track.prompt_source == "baseline_prompt" else last_present[lesion_id]
-        source_labels, source_geometry = labels_at(source)
-        chain = _chain_transform([transforms[s] for s in range(t, source, -1)])
-        mask_prompt = Prompt(lesion_id, "mask", mask=source_labels == np.uint32(lesion_id))
-        result = propagate_prompt(mask_prompt, chain, source_geometry, geometry, min_fraction_inside=min_fraction_inside)
-        prompt_sessions[lesion_id] = scans[source].session
-        fractions[lesion_id] = result.fraction_inside
+    propagated = propagate_lesions(sources, inputs.labels, inputs.transforms, t, geometry, min_fraction_inside)
+    out_of_fov = {i for i, result in propagated.items() if isinstance(result, OutOfFov)}
+    prompts = [result.prompt for result in propagated.values() if not isinstance(result, OutOfFov)]
+    for lesion_id, result in propagated.items():
         if isinstance(result, OutOfFov):
-            out_of_fov.add(lesion_id)
             log.info("%s ses-%s lesion %d: out of the field of view (%s)", patient, scan.session, lesion_id, result.reason)
         else:
-            prompts.append(result.prompt)
             log.debug("%s ses-%s lesion %d: prompt propagated from ses-%s (%.0f%% inside)", patient, scan.session,
-                      lesion_id, scans[source].session, 100 * result.fraction_inside)
+                      lesion_id, scans[sources[lesion_id]].session, 100 * result.fraction_inside)
 
     started = time.perf_counter()
-    result = segmenter.segment(image, prompts) if prompts else None
+    segmented = segment_lesions(segmenter, image, prompts)
     segment_s = time.perf_counter() - started
-    labels = result.labels.astype(np.uint32, copy=True) if result is not None else np.zeros(geometry.shape_zyx, np.uint32)
-    scores = dict(result.scores) if result is not None else {}
-    by_fallback = result.by_fallback if result is not None else frozenset()
+    labels, scores = segmented.labels, segmented.scores
 
     if track.vanish_contrast_fraction > 0 and prompts:
-        baseline = (read_image(scans[0].image), labels_at(0)[0])
-        for lesion_id in _clear_faded(labels, image, baseline, baseline_ids, track.vanish_contrast_fraction):
+        if inputs.baseline_image is None:
+            raise ValueError("the vanish test (track.vanish_contrast_fraction) needs the baseline image")
+        baseline = (inputs.baseline_image, inputs.labels[0][0])
+        for lesion_id in _clear_faded(labels, image, baseline, lesion_ids, track.vanish_contrast_fraction):
             scores[lesion_id] = 0.0
 
-    previous_labels, _ = labels_at(t - 1)
-    previous_pairs = touching_pairs(previous_labels)
-    min_voxels = int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml()))
-    statuses = assign_statuses(labels, baseline_ids, out_of_fov, previous_pairs, min_voxels, track.split_min_fraction)
-    for lesion_id in baseline_ids:
-        if lesion_id not in last_present:
-            statuses[lesion_id] = "not_found"  # the baseline prompt gave an empty mask
-    rows = lesion_rows(
-        labels, geometry, baseline_ids, statuses, scores, fractions, prompt_sessions, patient, scan, by_fallback=by_fallback
+    previous_labels = inputs.labels[t - 1]
+    statuses = followup_statuses(
+        labels, geometry, lesion_ids, sources, out_of_fov, previous_labels[0], track.min_volume_ml, track.split_min_fraction
     )
-    for lesion_id in baseline_ids:
+    fractions = {i: result.fraction_inside for i, result in propagated.items()}
+    prompt_sessions = {i: scans[s].session for i, s in sources.items()}
+    rows = lesion_rows(
+        labels, geometry, lesion_ids, statuses, scores, fractions, prompt_sessions, patient, scan, by_fallback=segmented.by_fallback
+    )
+    for lesion_id in lesion_ids:
         log.debug("%s ses-%s lesion %d: %s", patient, scan.session, lesion_id, statuses[lesion_id])
-    tally = Counter(statuses[i] for i in baseline_ids)
+    tally = Counter(statuses[i] for i in lesion_ids)
     log.info("%s ses-%s: %d lesion(s) segmented in %.1f s (%s)", patient, scan.session, len(prompts), segment_s,
              ", ".join(f"{status} {n}" for status, n in sorted(tally.items())) or "no lesions")
 
     candidates = np.zeros(geometry.shape_zyx, dtype=np.uint32)
     if track.candidates:
-        previous_image = read_image(scans[t - 1].image)
-        warped = sitk.Resample(previous_image, image, transforms[t], sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        ones = sitk.Image(previous_image.GetSize(), sitk.sitkFloat32) + 1.0
-        ones.CopyInformation(previous_image)
-        valid = sitk.GetArrayFromImage(sitk.Resample(ones, image, transforms[t], sitk.sitkLinear, 0.0)) > 0.99
-        near = labels > 0
-        warped_previous = sitk.Resample(
-            image_from_array(previous_labels, labels_at(t - 1)[1]), image, transforms[t], sitk.sitkNearestNeighbor, 0
+        if inputs.previous_image is None:
+            raise ValueError("new-lesion candidates (track.candidates) need the previous image")
+        candidates, candidate_scores = followup_candidates(
+            image, inputs.previous_image, inputs.transforms[t], labels, previous_labels, t, track
         )
-        near |= sitk.GetArrayFromImage(warped_previous) > 0
-        near = _dilate_mm(near, geometry, track.candidate_exclusion_mm)
-        found = find_candidates(image, warped, valid, near, track)
-        n = len(found.candidates)
-        if n:
-            ids = [t * CANDIDATE_ID_BASE + k for k in range(1, n + 1)]
-            candidates = np.where(found.labels > 0, found.labels + np.uint32(t * CANDIDATE_ID_BASE), 0).astype(np.uint32)
-            candidate_scores = {i: c.score for i, c in zip(ids, found.candidates)}
+        if candidate_scores:
+            ids = list(candidate_scores)
             rows += lesion_rows(
                 candidates, geometry, ids, {i: "new_candidate" for i in ids}, candidate_scores, {}, {}, patient, scan,
                 is_candidate=True,
             )
-            log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, n)
+            log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, len(ids))
     return FollowupResult(labels=labels, candidates=candidates, rows=rows)
 
 
@@ -427,6 +533,69 @@ def baseline_rows(
     statuses = {i: ("present" if (labels == np.uint32(i)).any() else "not_found") for i in lesion_ids}
     sessions = {i: scan.session for i in lesion_ids}
     return lesion_rows(labels, geometry, lesion_ids, statuses, scores, {}, sessions, patient, scan, by_fallback=by_fallback)
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+def read_labels(path: Path) -> tuple[np.ndarray, Geometry]:
+    """A label map (uint32, z y x) and its geometry."""
+    image = read_image(path)
+    return sitk.GetArrayFromImage(image).astype(np.uint32, copy=False), Geometry.of(image)
+
+
+def read_tracking(path: Path) -> list[dict]:
+    """One session's tracking table (:data:`TRACKING_SCHEMA`) as plain dicts."""
+    return pq.read_table(path).to_pylist()
+
+
+@dataclass
+class FollowupInputs:
+    """What tracking into follow-up ``t`` reads, already read (:func:`read_followup_inputs`).
+
+    ``image``: the follow-up scan; ``previous_rows``: the tracking rows of sessions ``0..t-1``;
+    ``labels``: label maps (uint32, z y x, each with its session's geometry) by session index, at
+    least of every prompt source (:func:`prompt_sources`), of ``t-1`` and (vanish test) of the
+    baseline; ``transforms[s]`` maps world points (mm, LPS) of session ``s`` to session ``s-1``, for
+    ``s = 1..t``; ``previous_image``: session ``t-1`` (needed for candidates); ``baseline_image``:
+    session 0 (needed for the vanish test).
+    """
+
+    image: sitk.Image
+    previous_rows: list[dict]
+    labels: dict[int, tuple[np.ndarray, Geometry]]
+    transforms: dict[int, sitk.Transform]
+    previous_image: sitk.Image | None = None
+    baseline_image: sitk.Image | None = None
+
+
+def read_followup_inputs(
+    scans: Sequence[SessionScan],
+    t: int,
+    labels_paths: Sequence[Path],
+    transform_paths: Sequence[Path | None],
+    tracking_paths: Sequence[Path],
+    track: TrackConfig,
+) -> FollowupInputs:
+    """Read the files tracking into follow-up ``t`` (``t >= 1``) needs.
+
+    ``labels_paths[s]`` and ``tracking_paths[s]``: the label maps and tracking tables of sessions
+    ``0..t-1``; ``transform_paths[s]``: the transform of session ``s`` to ``s-1`` (``None`` for the
+    baseline), for ``s = 0..t``. Only the label maps that are used are read; the previous scan only
+    when ``track.candidates``, the baseline scan only when the vanish test can run.
+    """
+    previous_rows = [row for path in tracking_paths for row in read_tracking(path)]
+    sources = prompt_sources(previous_rows, track.prompt_source)
+    vanish_test = track.vanish_contrast_fraction > 0 and bool(sources)
+    needed = set(sources.values()) | {t - 1} | ({0} if vanish_test else set())
+    return FollowupInputs(
+        image=read_image(scans[t].image),
+        previous_rows=previous_rows,
+        labels={s: read_labels(labels_paths[s]) for s in sorted(needed)},
+        transforms={s: load_transform(transform_paths[s]) for s in range(1, t + 1)},
+        previous_image=read_image(scans[t - 1].image) if track.candidates else None,
+        baseline_image=read_image(scans[0].image) if vanish_test else None,
+    )
 
 
 def write_tracking(rows: list[dict], path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Transform chaining in track_followup: a lesion not seen at t-1 is propagated from its last-seen session."""
+"""Transform chaining in track_followup: a lesion not seen at t-1 is propagated from its last-seen session;
+the reader reads only the label maps that tracking uses."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from lesionlocator.core.config import RegisterConfig, TrackConfig
 from lesionlocator.core.io import Geometry, write_image
 from lesionlocator.register.base import save_transform
 from lesionlocator.segment.api import SegmentationResult
-from lesionlocator.track.followup import SessionScan, baseline_rows, lesion_rows, track_followup, write_labels
+from lesionlocator.track.followup import (
+    SessionScan,
+    baseline_rows,
+    lesion_rows,
+    read_followup_inputs,
+    track_followup,
+    write_labels,
+    write_tracking,
+)
 from tests.helpers import OBLIQUE_DIRECTION
 
 
@@ -64,9 +73,13 @@ def test_lesion_out_of_view_at_previous_session_is_propagated_from_last_seen(tmp
     labels_paths.append(write_labels(at1, images[1], tmp_path / "l1.nii.gz"))
     rows += lesion_rows(at1, geometry, [1, 2], {1: "out_of_fov", 2: "present"}, {}, {1: 0.0}, {}, "P1", scans[1])
 
+    tracking_paths = [write_tracking([r for r in rows if r["session_index"] == s], tmp_path / f"t{s}.parquet") for s in (0, 1)]
+
     segmenter = MaskEcho(by_fallback={2})  # as if the network had left lesion 2 to the classical fallback
     track = TrackConfig(candidates=False, vanish_contrast_fraction=0.0)
-    result = track_followup("P1", scans, 2, labels_paths, transform_paths, rows, segmenter, track, RegisterConfig().min_fraction_inside)
+    inputs = read_followup_inputs(scans, 2, labels_paths, transform_paths, tracking_paths, track)
+    assert sorted(inputs.labels) == [0, 1] and inputs.previous_image is None and inputs.baseline_image is None
+    result = track_followup("P1", scans, 2, inputs, segmenter, track, RegisterConfig().min_fraction_inside)
 
     assert segmenter.calls == [[1, 2]]
     by_id = {r["lesion_id"]: r for r in result.rows}

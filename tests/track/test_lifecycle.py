@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lesionlocator.track.followup import assign_statuses, is_split, touching_pairs
+from lesionlocator.core.io import Geometry
+from lesionlocator.track.followup import assign_statuses, followup_statuses, is_split, prompt_sources, touching_pairs
 
 
 def _labels() -> np.ndarray:
@@ -45,3 +46,28 @@ def test_assign_statuses_split_by_second_part_fraction():
     statuses = assign_statuses(labels, [4, 5], set(), set(), min_voxels=1, split_min_fraction=0.2)
     assert statuses == {4: "split", 5: "present"}
     assert is_split(labels == 4, 0.3) and not is_split(labels == 4, 0.35)
+
+
+def _row(lesion_id: int, index: int, status: str, is_candidate: bool = False) -> dict:
+    return {"lesion_id": lesion_id, "session_index": index, "status": status, "is_candidate": is_candidate}
+
+
+def test_prompt_sources_last_observed_session_or_baseline():
+    rows = [
+        _row(1, 0, "present"), _row(2, 0, "present"), _row(3, 0, "not_found"),
+        _row(1, 1, "out_of_fov"), _row(2, 1, "merged"), _row(3, 1, "not_found"), _row(1_000_001, 1, "new_candidate", True),
+        _row(1, 2, "vanished"), _row(2, 2, "split"),
+    ]  # fmt: skip
+    assert prompt_sources(rows, "previous_mask") == {1: 0, 2: 2}  # 3 was never observed: no source
+    assert prompt_sources(rows, "baseline_prompt") == {1: 0, 2: 0}
+
+
+def test_followup_statuses_never_observed_is_not_found_and_small_is_vanished():
+    labels = _labels()
+    geometry = Geometry(size=labels.shape[::-1], spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+    statuses = followup_statuses(
+        labels, geometry, [1, 3, 7, 8], {1: 0, 3: 0, 7: 1}, set(), _labels(), min_volume_ml=0.002, split_min_fraction=0.2
+    )
+    # 1 and 2 touched before: not a merge; 7 has one voxel, fewer than 0.002 mL = 2 voxels of 1 mm^3
+    assert statuses == {1: "present", 3: "present", 7: "vanished", 8: "not_found"}
+    assert not (labels == 7).any()
