@@ -28,13 +28,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from lesionlocator.core.config import TrackConfig
+from lesionlocator.core.regions import label_components
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,8 @@ def _body(array: np.ndarray) -> np.ndarray:
     foreground = ndimage.binary_closing(foreground, iterations=1)
     for k in range(foreground.shape[0]):
         foreground[k] = ndimage.binary_fill_holes(foreground[k])
-    labelled = cc3d.connected_components(foreground, connectivity=6)
-    if not labelled.any():
+    labelled, n = label_components(foreground, connectivity=6)
+    if n == 0:
         return foreground
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
@@ -209,7 +209,7 @@ def _grow(change: np.ndarray, peak: tuple[int, ...], radius_vox: np.ndarray, tak
     local_peak = tuple(np.asarray(peak) - lo)
     if not inside[local_peak]:
         return None
-    labelled = cc3d.connected_components(inside, connectivity=6)
+    labelled, _ = label_components(inside, connectivity=6)
     mask = np.zeros(change.shape, bool)
     mask[box] = labelled == labelled[local_peak]
     return mask
