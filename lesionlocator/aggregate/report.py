@@ -4,20 +4,22 @@ Sections: response (waterfall of best % change of the sum of diameters, best ove
 counts), lesion course (spaghetti plots of lesion volume and of the sum of diameters over
 sessions), tracking status counts per session, evaluation (Dice and CPM per session, when ground
 truth exists), lesions flagged for review (new candidates, merged, split, and masks the fallback
-segmenter made) and failed patients.
+segmenter made) and failed patients. The page is the Jinja template ``templates/report.html.j2``
+(autoescaped); this module computes the plots and tables it shows.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import logging
 from pathlib import Path
 from typing import Sequence
 
+import jinja2
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from lesionlocator.aggregate.cohort import read_cohort_table
 from lesionlocator.core.errors import InputError
@@ -122,42 +124,18 @@ def evaluation_plot(metrics: pd.DataFrame) -> str | None:
     return _png(matplotlib_fig)
 
 
-def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, classes="data", na_rep="", float_format=lambda v: f"{v:.1f}")
+def _table_html(frame: pd.DataFrame, digits: int = 1, na_rep: str = "") -> Markup:
+    """``frame`` as an HTML table; pandas escapes the cells, so the markup is safe to insert."""
+    return Markup(frame.to_html(index=False, border=0, classes="data", na_rep=na_rep, float_format=lambda v: f"{v:.{digits}f}"))
 
 
-def _img(data: str | None, alt: str) -> str:
-    if data is None:
-        return f"<p class='empty'>No data for: {html.escape(alt)}.</p>"
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
-
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; border-bottom: 1px solid #ccc; margin-top: 2em; }}
-img {{ max-width: 100%; }} table.data {{ border-collapse: collapse; font-size: 0.85em; }}
-table.data td, table.data th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right; }}
-.empty {{ color: #777; font-style: italic; }} .figures {{ color: #444; }}
-</style></head>
-<body>
-<h1>{title}</h1>
-<p class="figures">{figures}</p>
-{sections}
-<script>
-window.reportErrors = [];
-window.addEventListener("error", function (e) {{ window.reportErrors.push(String(e.message)); }});
-window.addEventListener("load", function () {{
-  var images = Array.prototype.slice.call(document.images);
-  var drawn = images.filter(function (i) {{ return i.complete && i.naturalWidth > 0 && i.naturalHeight > 0; }});
-  document.body.setAttribute("data-images", images.length);
-  document.body.setAttribute("data-images-drawn", drawn.length);
-  document.body.setAttribute("data-errors", window.reportErrors.length);
-}});
-</script>
-</body></html>
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("lesionlocator.aggregate", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def report_cohort(
@@ -178,39 +156,35 @@ def report_cohort(
     patients = read_cohort_table(dataset_dir, "patients")
     metrics = read_cohort_table(dataset_dir, "session_metrics") if (dataset_dir / "session_metrics").is_dir() else pd.DataFrame()
 
-    sections = []
     counts = patients["best_response"].value_counts()
     response_counts = pd.DataFrame({"best overall response (RECIST 1.1)": [r for r in RESPONSES if r in counts],
                                     "patients": [int(counts[r]) for r in RESPONSES if r in counts]})  # fmt: skip
-    sections.append("<h2>Response</h2>" + _img(waterfall_plot(patients), "waterfall plot of best response")
-                    + (_table_html(response_counts) if len(response_counts) else ""))  # fmt: skip
-    sections.append(
-        "<h2>Lesion course</h2>"
-        + _img(spaghetti_plot(lesions[lesions["voxel_count"] > 0], "volume_ml", ["patient", "lesion_id"], "lesion volume (mL)"),
-               "spaghetti plot of lesion volume")
-        + _img(spaghetti_plot(sessions, "sum_diameters_mm", ["patient"], "sum of target diameters (mm)"),
-               "spaghetti plot of the sum of diameters")
-    )  # fmt: skip
-    sections.append("<h2>Tracking status</h2>" + _img(status_plot(lesions), "lesion status counts per session"))
+    evaluation = None
     if not metrics.empty:
         pooled = metrics.groupby("session_index").agg(
             patients=("patient", "size"), dice=("mean_dice", "mean"), cpm_at_r=("cpm_at_r", "mean"),
             cpm_at_radius=("cpm_at_radius", "mean"), precision=("precision", "mean"), recall=("recall", "mean"),
             f1=("f1", "mean"), fp_volume_ml=("fp_volume_ml", "sum"), fn_volume_ml=("fn_volume_ml", "sum"),
         ).reset_index()  # fmt: skip
-        table = pooled.to_html(index=False, border=0, classes="data", float_format=lambda v: f"{v:.3f}")
-        sections.append("<h2>Evaluation against ground truth</h2>" + _img(evaluation_plot(metrics), "Dice and CPM per session") + table)
+        evaluation = {"plot": evaluation_plot(metrics), "table": _table_html(pooled, digits=3, na_rep="NaN")}
     flagged = lesions[flagged_for_review(lesions)][
         ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "volume_ml", "longest_diameter_mm"]
     ]
-    note = f"<p>{len(flagged)} lesion-session(s) flagged" + (f"; first {MAX_FLAGGED_ROWS} shown" if len(flagged) > MAX_FLAGGED_ROWS else "") + ".</p>"
-    sections.append("<h2>Lesions flagged for review</h2>" + (note + _table_html(flagged.head(MAX_FLAGGED_ROWS)) if len(flagged) else "<p class='empty'>None.</p>"))
     failed = failed_patients if isinstance(failed_patients, pd.DataFrame) else pd.DataFrame({"patient": list(failed_patients)})
-    sections.append("<h2>Failed patients</h2>" + (_table_html(failed) if len(failed) else "<p class='empty'>None.</p>"))
-
-    figures = (f"{len(patients)} patients, {len(sessions)} sessions, {lesions.loc[lesions['voxel_count'] > 0, ['patient', 'lesion_id']].drop_duplicates().shape[0]} lesions"
-               + (f", {len(failed)} failed" if len(failed) else ""))  # fmt: skip
-    page = PAGE.format(title=html.escape(title), figures=html.escape(figures), sections="\n".join(sections))
+    n_lesions = lesions.loc[lesions["voxel_count"] > 0, ["patient", "lesion_id"]].drop_duplicates().shape[0]
+    figures = f"{len(patients)} patients, {len(sessions)} sessions, {n_lesions} lesions" + (f", {len(failed)} failed" if len(failed) else "")
+    page = _TEMPLATES.get_template("report.html.j2").render(
+        title=title,
+        figures=figures,
+        waterfall=waterfall_plot(patients),
+        response_counts=_table_html(response_counts) if len(response_counts) else None,
+        volume_course=spaghetti_plot(lesions[lesions["voxel_count"] > 0], "volume_ml", ["patient", "lesion_id"], "lesion volume (mL)"),
+        diameter_course=spaghetti_plot(sessions, "sum_diameters_mm", ["patient"], "sum of target diameters (mm)"),
+        status=status_plot(lesions),
+        evaluation=evaluation,
+        flagged={"count": len(flagged), "max_rows": MAX_FLAGGED_ROWS, "table": _table_html(flagged.head(MAX_FLAGGED_ROWS))},
+        failed=_table_html(failed) if len(failed) else None,
+    )
     output = Path(output)
     with atomic_path(output) as tmp:
         tmp.write_text(page, encoding="utf-8")

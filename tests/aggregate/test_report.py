@@ -40,6 +40,14 @@ def test_report_content(tmp_path, dataset):
     assert "split" in html and "P7" in html and "http" not in html.replace("http-equiv", "")
 
 
+
+def test_report_escapes_what_it_is_given(tmp_path, dataset):
+    failed = pd.DataFrame({"patient": ["<img src=x>"], "reason": ["scan & <b>label</b> missing"]})
+    html = report_cohort(dataset, tmp_path / "report.html", failed_patients=failed, title="<script>alert(1)</script>").read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x>" not in html and "&lt;b&gt;label&lt;/b&gt;" in html
+    assert html.count("<h2>") == 6  # response, course, status, evaluation, flagged, failed
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium chromium-driver)")
 def test_report_renders_in_chromium(tmp_path, dataset):
     report = report_cohort(dataset, tmp_path / "report.html")
