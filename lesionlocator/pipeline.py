@@ -266,7 +266,6 @@ def aggregate_results(
     from lesionlocator.aggregate.cohort import aggregate_cohort, write_run_manifest
     from lesionlocator.core.shards import failure_reasons
     from lesionlocator.ingest.cohort import read_manifest
-    from lesionlocator.measure.response import ResponseCriteria
 
     layout = ResultsLayout(Path(config.results_dir))
     failures = failure_reasons(shard_reports)
@@ -280,7 +279,7 @@ def aggregate_results(
         output_dir,
         evaluation_files=evaluation_files,
         sessions=manifest[~manifest["patient"].isin(failed)][["patient", "session", "session_index"]],
-        criteria=ResponseCriteria.from_config(config.metrics),
+        criteria=config.metrics,
         radius_mm=config.metrics.cpm_radius_mm,
         files_per_partition=config.metrics.files_per_partition,
     )

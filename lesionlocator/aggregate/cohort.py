@@ -40,13 +40,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from lesionlocator.core.config import MetricsConfig
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.hashing import json_sha256, package_versions, tree_sha256
 from lesionlocator.core.io import atomic_directory, write_json
 from lesionlocator.core.progress import Progress
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, lesion_outcomes, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
-from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, ResponseCriteria, assess_response
+from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, assess_response
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def aggregate_cohort(
     output_dir: str | Path,
     evaluation_files: Sequence[str | Path] = (),
     sessions: pd.DataFrame | str | Path | None = None,
-    criteria: ResponseCriteria = ResponseCriteria(),
+    criteria: MetricsConfig = MetricsConfig(),
     radius_mm: float = 25.0,
     files_per_partition: int = 1000,
     num_workers: int | None = None,

@@ -10,13 +10,12 @@ from lesionlocator.cli.command import Command, Output
 
 def run_aggregate(args: argparse.Namespace) -> None:
     from lesionlocator.aggregate.cohort import aggregate_cohort, per_patient_files
-    from lesionlocator.measure.response import ResponseCriteria
 
     config = args.config.metrics
     counts = aggregate_cohort(
         per_patient_files(args.lesions), args.output,
         evaluation_files=per_patient_files(args.evaluation or []), sessions=args.sessions,
-        criteria=ResponseCriteria.from_config(config), radius_mm=config.cpm_radius_mm,
+        criteria=config, radius_mm=config.cpm_radius_mm,
         files_per_partition=config.files_per_partition,
     )  # fmt: skip
     print(", ".join(f"{k}: {v} row(s)" for k, v in counts.items()) + f" -> {args.output}")

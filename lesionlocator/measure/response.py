@@ -19,7 +19,7 @@ revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
   1.1 section 3.1.1 and Appendix II: 10 mm assumes slices of at most 5 mm; thicker slices need twice
   the thickness). The slice thickness is the ``slice_thickness_mm`` column (the spacing along the
   image's slice axis); where it is unknown (null or absent) the 10 mm floor alone applies. The floor
-  is :attr:`ResponseCriteria.min_measurable_mm`.
+  is ``metrics.min_measurable_mm``.
 * **Target lesions**: measurable lesions present at baseline, at most 5 per patient and at most 2
   per organ, chosen by decreasing longest diameter (ties: lower lesion ID). The per-organ limit
   applies only where the ``organ`` column is known; lesions without organ are not limited per organ.
@@ -53,16 +53,16 @@ revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
 Volumetric response uses the summed volume of the same target lesions with thresholds equivalent to
 RECIST for a sphere (V ~ d^3): PR <= -65 % from baseline (0.7^3 = 0.343) and PD >= +73 % from the
 volume nadir (1.2^3 = 1.728), CR at zero volume, PD for new lesions; a nadir of zero followed by any
-regrowth is PD. Thresholds are configurable (:class:`ResponseCriteria`).
+regrowth is PD. Thresholds are the ``metrics`` section of the config (:class:`~lesionlocator.core.config.MetricsConfig`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from lesionlocator.core.config import MetricsConfig
 
 RESPONSES = ("CR", "PR", "SD", "NON-CR/NON-PD", "PD", "NE")
 _RANK = {name: rank for rank, name in enumerate(RESPONSES)}
@@ -119,36 +119,6 @@ PATIENT_SCHEMA = pa.schema(
 )
 
 
-@dataclass(frozen=True)
-class ResponseCriteria:
-    """Thresholds of RECIST 1.1 and of the volumetric criteria (percent and mm / mL)."""
-
-    min_measurable_mm: float = 10.0  # floor; thick baseline slices raise it (measurable_minimum_mm)
-    max_targets: int = 5
-    max_targets_per_organ: int = 2
-    pr_pct: float = -30.0
-    pd_pct: float = 20.0
-    pd_min_increase_mm: float = 5.0
-    volume_pr_pct: float = -65.0
-    volume_pd_pct: float = 73.0
-
-    @classmethod
-    def from_config(cls, config) -> "ResponseCriteria":
-        """From a :class:`lesionlocator.core.config.MetricsConfig` (None: the defaults)."""
-        if config is None:
-            return cls()
-        return cls(
-            min_measurable_mm=config.min_measurable_mm,
-            max_targets=config.max_targets,
-            max_targets_per_organ=config.max_targets_per_organ,
-            pr_pct=config.pr_pct,
-            pd_pct=config.pd_pct,
-            pd_min_increase_mm=config.pd_min_increase_mm,
-            volume_pr_pct=config.volume_pr_pct,
-            volume_pd_pct=config.volume_pd_pct,
-        )
-
-
 KEY = ["patient", "session_index"]
 
 #: RECIST 1.1: on slices thicker than 5 mm a measurable lesion is at least twice the slice thickness.
@@ -165,13 +135,13 @@ def _pct_factor(pct: float) -> int:
     return 10_000 + round(pct * 100.0)
 
 
-def measurable_minimum_mm(slice_thickness_mm, criteria: ResponseCriteria = ResponseCriteria()) -> np.ndarray:
+def measurable_minimum_mm(slice_thickness_mm, criteria: MetricsConfig = MetricsConfig()) -> np.ndarray:
     """RECIST 1.1 measurable minimum (mm) per scan: max(floor, 2 x slice thickness); NaN thickness: floor."""
     thickness = np.nan_to_num(np.asarray(slice_thickness_mm, dtype=float), nan=0.0)
     return np.maximum(criteria.min_measurable_mm, SLICE_THICKNESS_FACTOR * thickness)
 
 
-def select_targets(lesions: pd.DataFrame, criteria: ResponseCriteria = ResponseCriteria()) -> pd.DataFrame:
+def select_targets(lesions: pd.DataFrame, criteria: MetricsConfig = MetricsConfig()) -> pd.DataFrame:
     """The target lesions of each patient, chosen at baseline: columns patient, lesion_id, organ.
 
     A lesion is measurable when its recorded (0.1 mm) longest diameter reaches
@@ -320,7 +290,7 @@ def nadir_and_changes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def target_response(frame: pd.DataFrame, criteria: ResponseCriteria = ResponseCriteria()) -> pd.Series:
+def target_response(frame: pd.DataFrame, criteria: MetricsConfig = MetricsConfig()) -> pd.Series:
     """RECIST 1.1 target response per follow-up (None at baseline and without targets): NE with a
     target out of the field of view unless the evaluable targets already progress; CR, PD, PR, SD.
     Exact: integer tenths of a mm times integer factors in units of 1e-4."""
@@ -388,7 +358,7 @@ def progression_after_complete_response(frame: pd.DataFrame, overall: pd.Series)
     return target, non_target, overall
 
 
-def volumetric_response(frame: pd.DataFrame, criteria: ResponseCriteria = ResponseCriteria()) -> pd.Series:
+def volumetric_response(frame: pd.DataFrame, criteria: MetricsConfig = MetricsConfig()) -> pd.Series:
     """Volumetric response per follow-up (None at baseline): PD for new lesions, NE with a target out
     of the field of view, CR at 0 mL, PD at ``volume_pd_pct`` over a nadir it exceeds, PR at
     ``volume_pr_pct`` from baseline, SD otherwise."""
@@ -406,7 +376,7 @@ def volumetric_response(frame: pd.DataFrame, criteria: ResponseCriteria = Respon
 def assess_response(
     lesions: pd.DataFrame,
     sessions: pd.DataFrame | None = None,
-    criteria: ResponseCriteria = ResponseCriteria(),
+    criteria: MetricsConfig = MetricsConfig(),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """RECIST 1.1 and volumetric response of every patient and session.
 

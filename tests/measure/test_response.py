@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lesionlocator.core.config import MetricsConfig
 from lesionlocator.core.io import Geometry
 from lesionlocator.measure.lesions import measure_labels
-from lesionlocator.measure.response import ResponseCriteria, assess_response, baseline_and_nadir, select_targets
+from lesionlocator.measure.response import assess_response, baseline_and_nadir, select_targets
 
 
 def lesions(patient: str, table: dict[int, list[float]], status: dict[tuple[int, int], str] | None = None, organ=None,
@@ -83,7 +84,7 @@ def test_target_selection_size_count_and_organ():
     targets = select_targets(lesions("A", diameters, organ=organ))
     # 8 (no organ), then liver 1, 2 (3 is the third liver lesion), then 4, 5; 6 beyond five; 7 not measurable
     assert sorted(targets.lesion_id) == [1, 2, 4, 5, 8]
-    criteria = ResponseCriteria(max_targets=2)
+    criteria = MetricsConfig(max_targets=2)
     assert sorted(select_targets(lesions("A", diameters), criteria).lesion_id) == [1, 8]
 
 
@@ -174,7 +175,7 @@ def test_measurable_minimum_is_twice_a_thick_slice():
     assert sorted(select_targets(lesions("A", {1: [12], 2: [30]})).lesion_id) == [1, 2]  # unknown: 10 mm
     assert sorted(select_targets(lesions("A", {1: [14], 2: [30]}, thickness=7.0)).lesion_id) == [1, 2]
     # the configured floor still applies to thin slices
-    assert sorted(select_targets(lesions("A", {1: [12], 2: [30]}, thickness=3.0), ResponseCriteria(min_measurable_mm=15)).lesion_id) == [2]
+    assert sorted(select_targets(lesions("A", {1: [12], 2: [30]}, thickness=3.0), MetricsConfig(min_measurable_mm=15)).lesion_id) == [2]
 
 
 @pytest.mark.parametrize("slice_mm, is_target", [(7.0, False), (3.0, True)])
