@@ -72,15 +72,16 @@ def prompts_of(c, kind: str) -> list[Prompt]:
 
 
 def run_classical(args) -> dict:
+    from lesionlocator.core.config import SegmentConfig
     from lesionlocator.segment.classical import ClassicalSegmenter
 
-    return score_segmenter(args, "classical", ClassicalSegmenter)
+    return score_segmenter(args, "classical", lambda: ClassicalSegmenter(SegmentConfig(segmenter="classical")))
 
 
 def run_bundled(args) -> dict:
     import torch
 
-    from lesionlocator.core.config import BUNDLED_MODEL
+    from lesionlocator.core.config import BUNDLED_MODEL, SegmentConfig
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
     torch.set_num_threads(args.threads)
@@ -88,7 +89,7 @@ def run_bundled(args) -> dict:
     out = {}
     for mirroring in (False, True):
         name = f"bundled {folder.name}, mirroring {'on' if mirroring else 'off'}, {where(args)}"
-        segmenter = NnUNetSegmenter(folder, device=args.device, mirroring=mirroring)
+        segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=folder, device=args.device, mirroring=mirroring))
         out[name] = score_segmenter(args, name, lambda segmenter=segmenter: segmenter)
     out["peak_rss_mb"] = round(peak_mb())
     out.update(gpu_peak_mb())
@@ -123,6 +124,7 @@ def score_segmenter(args, name: str, factory) -> dict:
 def run_nnunet(args) -> dict:
     import torch
 
+    from lesionlocator.core.config import SegmentConfig
     from lesionlocator.segment.nnunet import NnUNetSegmenter
     from tests.segment.toy_model import toy_plans, write_toy_model
 
@@ -131,7 +133,7 @@ def run_nnunet(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         plans = toy_plans(patch_size=(args.patch,) * 3, spacing_zyx=(2.0, 2.0, 2.0), features=(16, 32, 64, 128))
         folder = write_toy_model(Path(tmp) / "m", plans=plans)
-        segmenter = NnUNetSegmenter(folder, device=args.device, mirroring=False)
+        segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=folder, device=args.device, mirroring=False))
         segmenter.segment(c.image, prompts_of(c, "point")[:1])  # warm-up
         segmenter.stats = type(segmenter.stats)()
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 For each prompt, inside a region of interest around it:
 
-1. the image is smoothed (Gaussian, ``smoothing_mm``);
+1. the image is smoothed (Gaussian, ``classical_smoothing_mm``);
 2. an intensity model is estimated from the prompt: lesion = a robust Gaussian fitted to the
    prompt's core (a box's central ellipsoid, a point's small neighbourhood, a mask's interior);
    background = the intensity histogram of a shell around the prompt (outside the box, outside the
@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.regions import label_components, shell_around
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 
@@ -57,17 +58,9 @@ def _hist_logpdf(samples: np.ndarray, x: np.ndarray, bandwidth: float) -> np.nda
 class ClassicalSegmenter:
     """Prompt-driven intensity model + random-walker refinement (CPU, deterministic)."""
 
-    def __init__(
-        self,
-        margin_mm: float = 10.0,
-        point_radius_mm: float = 40.0,
-        smoothing_mm: float = 1.0,
-        beta: float = 130.0,
-    ):
-        self.margin_mm = float(margin_mm)
-        self.point_radius_mm = float(point_radius_mm)
-        self.smoothing_mm = float(smoothing_mm)
-        self.beta = float(beta)
+    def __init__(self, config: SegmentConfig):
+        """The classical segmenter with the ``classical_*`` settings of ``config`` (the rest is unused)."""
+        self.config = config
         self.seconds_per_lesion: list[float] = []
 
     # -- regions of interest ------------------------------------------------------------------
@@ -79,14 +72,15 @@ class ClassicalSegmenter:
         return tuple(slice(int(x), int(y)) for x, y in zip(a, b))
 
     def _smooth(self, roi: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-        if self.smoothing_mm <= 0:
+        smoothing_mm = self.config.classical_smoothing_mm
+        if smoothing_mm <= 0:
             return roi.astype(np.float32)
-        return ndimage.gaussian_filter(roi.astype(np.float32), sigma=self.smoothing_mm / spacing, mode="nearest")
+        return ndimage.gaussian_filter(roi.astype(np.float32), sigma=smoothing_mm / spacing, mode="nearest")
 
     # -- per prompt kind: core (lesion sample), shell (background sample), prior ---------------
     def _box_model(self, prompt: Prompt, shape, spacing):
         lo, hi = (np.asarray(c, float) for c in prompt.box)
-        margin = np.maximum(self.margin_mm / spacing, 2.0)
+        margin = np.maximum(self.config.classical_margin_mm / spacing, 2.0)
         sl = self._roi(lo, hi, margin, shape)
         offset = np.array([s.start for s in sl])
         grids = np.ogrid[tuple(slice(0, s.stop - s.start) for s in sl)]
@@ -104,7 +98,8 @@ class ClassicalSegmenter:
 
     def _point_model(self, prompt: Prompt, shape, spacing):
         p = np.asarray(prompt.point, float)
-        radius = self.point_radius_mm / spacing
+        radius_mm = self.config.classical_point_radius_mm
+        radius = radius_mm / spacing
         sl = self._roi(p, p, radius, shape)
         offset = np.array([s.start for s in sl])
         grids = np.ogrid[tuple(slice(0, s.stop - s.start) for s in sl)]
@@ -112,15 +107,15 @@ class ClassicalSegmenter:
         # The core is measured with the finest spacing: with the coarsest (10 mm slices) it would
         # reach far beyond a small lesion in-plane and sample the background as 'lesion'.
         core = dist_mm <= max(1.5 * spacing.min(), 4.0)
-        outside = dist_mm >= self.point_radius_mm
+        outside = dist_mm >= radius_mm
         # Weak prior: lesions are compact around the click.
-        prior = 0.5 / (1.0 + np.exp((dist_mm - 0.6 * self.point_radius_mm) / (0.1 * self.point_radius_mm)))
+        prior = 0.5 / (1.0 + np.exp((dist_mm - 0.6 * radius_mm) / (0.1 * radius_mm)))
         return sl, core, outside, prior
 
     def _mask_model(self, prompt: Prompt, shape, spacing):
         lo, hi = prompt.extent()
         size_mm = (hi - lo + 1) * spacing
-        margin_mm = max(self.margin_mm, 0.5 * float(np.median(size_mm)))
+        margin_mm = max(self.config.classical_margin_mm, 0.5 * float(np.median(size_mm)))
         sl = self._roi(lo, hi, np.maximum(margin_mm / spacing, 2.0), shape)
         mask = prompt.mask[sl]
         inside_mm = ndimage.distance_transform_edt(mask, sampling=spacing)
@@ -222,7 +217,7 @@ class ClassicalSegmenter:
             with warnings.catch_warnings():  # slightly out-of-range probabilities are clipped below
                 warnings.simplefilter("ignore", UserWarning)
                 prob = random_walker(
-                    data, seeds, beta=self.beta, mode="cg_j", tol=1e-3, prob_tol=0.05,
+                    data, seeds, beta=self.config.classical_beta, mode="cg_j", tol=1e-3, prob_tol=0.05,
                     spacing=tuple(spacing / spacing.min()), return_full_prob=True,
                 )[0].clip(0, 1).astype(np.float32)
             # Blend with the posterior so voxels the walker reaches only weakly follow the intensity model.

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
+from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.devices import resolve_device
 from lesionlocator.core.errors import InputError
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
@@ -145,40 +146,28 @@ def cut_to_box(pred: LesionPrediction, box, margin_vox) -> LesionPrediction:
 class NnUNetSegmenter:
     """A promptable nnU-Net v2 model (or the released point/box pair), loaded once, reused per scan."""
 
-    def __init__(
-        self,
-        checkpoint: Path,
-        folds: Sequence[int | str] | None = None,
-        checkpoint_name: str = "checkpoint_final.pth",
-        device: str = "auto",
-        point_radius: float = 5.0,
-        mask_prompt_encoding: str = "mask",
-        mirroring: bool = True,
-        step_size: float = 0.5,
-        cpu_threads: int | None = None,
-        box_margin_mm: float | None = 0.0,
-    ):
-        self.device = resolve_device(device, "segment.device")
-        if cpu_threads:
-            torch.set_num_threads(int(cpu_threads))
-        self.folders = resolve_model_folders(Path(checkpoint))
-        self.folds = list(folds) if folds else None
-        self.checkpoint_name = checkpoint_name
+    def __init__(self, config: SegmentConfig):
+        """The network of ``config.model_folder`` with the ``segment`` settings of ``config`` (folds,
+        checkpoint name, device, prompt encoding, mirroring, step size, box cut, CPU threads)."""
+        if config.model_folder is None:
+            raise ValueError(f"segment.segmenter is {config.segmenter!r}: no network to load")
+        self.config = config
+        self.device = resolve_device(config.device, "segment.device")
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
+        self.folders = resolve_model_folders(config.model_folder)
+        self.folds = list(config.folds) if config.folds else None
+        self.checkpoint_name = config.checkpoint_name
         for folder in self.folders.values():  # fail before any work when files are missing
-            wanted = self.folds or find_folds(folder, checkpoint_name)
+            wanted = self.folds or find_folds(folder, self.checkpoint_name)
             if not wanted:
-                raise InputError(folder, f"no fold_*/{checkpoint_name} found")
+                raise InputError(folder, f"no fold_*/{self.checkpoint_name} found")
             for name in ("plans.json", "dataset.json"):
                 if not (folder / name).is_file():
                     raise InputError(folder / name, "file not found (an nnU-Net trained-model folder needs it)")
             for fold in wanted:
-                if not (folder / f"fold_{fold}" / checkpoint_name).is_file():
-                    raise InputError(folder / f"fold_{fold}" / checkpoint_name, "checkpoint file not found")
-        self.point_radius = float(point_radius)
-        self.mask_as_box = mask_prompt_encoding == "box"
-        self.mirroring = bool(mirroring)
-        self.step_size = float(step_size)
-        self.box_margin_mm = None if box_margin_mm is None else float(box_margin_mm)
+                if not (folder / f"fold_{fold}" / self.checkpoint_name).is_file():
+                    raise InputError(folder / f"fold_{fold}" / self.checkpoint_name, "checkpoint file not found")
         self._models: dict[Path, LoadedModel] = {}
         self.stats = InferenceStats()
         if "any" in self.folders:
@@ -207,7 +196,7 @@ class NnUNetSegmenter:
     @torch.inference_mode()
     def _forward(self, model: LoadedModel, x: torch.Tensor) -> torch.Tensor:
         """Fold-averaged (and mirror-averaged) logits of one patch batch ``x`` (1, 2, *patch)."""
-        axes = [a + 2 for a in (model.mirror_axes or ())] if self.mirroring else []
+        axes = [a + 2 for a in (model.mirror_axes or ())] if self.config.mirroring else []
         combos = [()] + [c for n in range(1, len(axes) + 1) for c in itertools.combinations(axes, n)]
         total = None
         autocast = torch.autocast("cuda") if self.device.type == "cuda" else contextlib.nullcontext()
@@ -225,13 +214,13 @@ class NnUNetSegmenter:
         """The foreground probability of one lesion on the input grid (None for an empty prompt)."""
         if prompt.kind == "mask" and not prompt.mask.any():
             return None
-        radius = model.point_radius or self.point_radius  # a model trained here says how it saw points
-        encoded = encode_prompt(prompt, pre.grid, radius, mask_as_box=self.mask_as_box)
+        radius = model.point_radius or self.config.point_radius  # a model trained here says how it saw points
+        encoded = encode_prompt(prompt, pre.grid, radius, mask_as_box=self.config.mask_prompt_encoding == "box")
         if encoded.array.size == 0 or not encoded.array.any():
             return None
         patch = np.asarray(model.patch_size)
         shape = np.asarray(pre.data.shape)
-        starts = patch_starts(encoded.lo, encoded.hi, shape, patch, self.step_size)
+        starts = patch_starts(encoded.lo, encoded.hi, shape, patch, self.config.step_size)
         roi_lo = np.min(starts, axis=0)
         roi_hi = np.max(starts, axis=0) + patch
         logits = None
@@ -297,8 +286,9 @@ class NnUNetSegmenter:
                 self.stats.preprocess += time.perf_counter() - t0
             pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
             if pred is not None:
-                if prompt.kind == "box" and self.box_margin_mm is not None:
-                    pred = cut_to_box(pred, prompt.box, 0.5 + self.box_margin_mm / np.asarray(spacing_zyx))
+                margin_mm = self.config.box_margin_mm
+                if prompt.kind == "box" and margin_mm is not None:
+                    pred = cut_to_box(pred, prompt.box, 0.5 + margin_mm / np.asarray(spacing_zyx))
                 predictions.append(pred)
             self.stats.lesions += 1
             self.stats.by_lesion.append(time.perf_counter() - t_lesion)

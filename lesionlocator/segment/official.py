@@ -159,7 +159,8 @@ class TrackUNetSegmenter(NnUNetSegmenter):
     """The segment engine's nnU-Net segmenter serving the UNet of a ``LesionLocatorTrack`` folder.
 
     The UNet was trained with the previous session's mask warped onto the follow-up as its prompt:
-    use it on follow-ups with mask prompts (``track.prompt_source: previous_mask``).
+    use it on follow-ups with mask prompts (``track.prompt_source: previous_mask``). Built like its
+    parent, from a ``SegmentConfig`` whose ``model_folder`` is that folder.
     """
 
     def _model_for(self, kind: str) -> LoadedModel:

@@ -29,40 +29,21 @@ def build_segmenter(config: SegmentConfig) -> Segmenter:
     A network comes wrapped in :class:`~lesionlocator.segment.fallback.WithFallback` (the classical
     segmenter for the lesions it leaves empty) unless ``config.fallback`` is ``none``.
     """
+    from lesionlocator.segment.classical import ClassicalSegmenter
+
     if config.segmenter == "classical":
-        from lesionlocator.segment.classical import ClassicalSegmenter
-
-        return ClassicalSegmenter(
-            margin_mm=config.classical_margin_mm,
-            point_radius_mm=config.classical_point_radius_mm,
-            smoothing_mm=config.classical_smoothing_mm,
-            beta=config.classical_beta,
-        )
+        return ClassicalSegmenter(config)
     from lesionlocator.segment.nnunet import NnUNetSegmenter
-
-    folder = config.model_folder  # a missing folder: the config and NnUNetSegmenter both say so
-    segmenter_class = NnUNetSegmenter
     from lesionlocator.segment.official import TrackUNetSegmenter, is_track_checkpoint
 
-    if is_track_checkpoint(folder):  # the UNet of a released LesionLocatorTrack folder
-        segmenter_class = TrackUNetSegmenter
-    network = segmenter_class(
-        checkpoint=folder,
-        folds=config.folds,
-        checkpoint_name=config.checkpoint_name,
-        device=config.device,
-        point_radius=config.point_radius,
-        mask_prompt_encoding=config.mask_prompt_encoding,
-        mirroring=config.mirroring,
-        step_size=config.step_size,
-        cpu_threads=config.cpu_threads,
-        box_margin_mm=config.box_margin_mm,
-    )
+    # A released LesionLocatorTrack folder: its UNet; a missing folder: the config already said so.
+    network_class = TrackUNetSegmenter if is_track_checkpoint(config.model_folder) else NnUNetSegmenter
+    network = network_class(config)
     if config.fallback == "none":
         return network
     from lesionlocator.segment.fallback import WithFallback
 
-    return WithFallback(network, build_segmenter(config.model_copy(update={"segmenter": "classical"})))
+    return WithFallback(network, ClassicalSegmenter(config))
 
 
 @dataclass

@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import SimpleITK as sitk
 
-from lesionlocator.core.config import PromptNoise
+from lesionlocator.core.config import PromptNoise, SegmentConfig
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import read_image, write_parquet
 from lesionlocator.core.regions import dice
@@ -122,17 +122,17 @@ def lesion_prompts(labels: np.ndarray, rng: np.random.Generator, params: PromptN
 
 def classical_segmenter():
     """The engine's classical segmenter with the config's default settings."""
-    from lesionlocator.core.config import SegmentConfig
     from lesionlocator.segment.session import build_segmenter
 
     return build_segmenter(SegmentConfig(segmenter="classical"))
 
 
 def model_segmenter(folder: Path, device: str = "cpu", mirroring: bool = False, box_margin_mm: float | None = 0.0):
-    """The engine's nnU-Net segmenter for a trained-model folder."""
+    """The engine's nnU-Net segmenter for a trained-model folder (the other settings: ``segment``'s defaults)."""
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
-    return NnUNetSegmenter(Path(folder), device=device, mirroring=mirroring, box_margin_mm=box_margin_mm)
+    return NnUNetSegmenter(SegmentConfig(checkpoint=Path(folder), device=device, mirroring=mirroring,
+                                         box_margin_mm=box_margin_mm))
 
 
 def evaluate_segmenters(

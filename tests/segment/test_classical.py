@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.classical import ClassicalSegmenter
+
+CLASSICAL = SegmentConfig(segmenter="classical")
 
 
 def _dices(result, case):
@@ -15,7 +18,7 @@ def _dices(result, case):
 
 
 def test_box_prompts_reach_dice_0_8(lesion_case):
-    result = ClassicalSegmenter().segment(lesion_case.image, [Prompt(i, "box", box=b) for i, b in lesion_case.boxes.items()])
+    result = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, [Prompt(i, "box", box=b) for i, b in lesion_case.boxes.items()])
     dices = _dices(result, lesion_case)
     assert len(dices) == 5
     assert np.mean(list(dices.values())) >= 0.8, dices
@@ -24,7 +27,7 @@ def test_box_prompts_reach_dice_0_8(lesion_case):
 
 
 def test_point_prompts(lesion_case):
-    result = ClassicalSegmenter().segment(lesion_case.image, [Prompt(i, "point", point=p) for i, p in lesion_case.points.items()])
+    result = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, [Prompt(i, "point", point=p) for i, p in lesion_case.points.items()])
     assert np.mean(list(_dices(result, lesion_case).values())) >= 0.7
 
 
@@ -34,14 +37,14 @@ def test_mask_prompts_from_a_shifted_grown_or_shrunk_previous_mask(lesion_case):
         mask = ndimage.shift((lesion_case.labels == lesion_id).astype(np.uint8), (1, -1, 1), order=0) > 0
         mask = ndimage.binary_erosion(mask) if n % 2 else ndimage.binary_dilation(mask)
         prompts.append(Prompt(lesion_id, "mask", mask=mask))
-    result = ClassicalSegmenter().segment(lesion_case.image, prompts)
+    result = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, prompts)
     assert np.mean(list(_dices(result, lesion_case).values())) >= 0.8
 
 
 def test_deterministic_and_ids_kept(lesion_case):
     prompts = [Prompt(i, "box", box=b) for i, b in lesion_case.boxes.items()]
-    a = ClassicalSegmenter().segment(lesion_case.image, prompts)
-    b = ClassicalSegmenter().segment(lesion_case.image, prompts)
+    a = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, prompts)
+    b = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, prompts)
     assert np.array_equal(a.labels, b.labels) and a.scores == b.scores
     assert set(np.unique(a.labels)) - {0} == {7, 300, 70000, 2**31 - 1, 12}
 
@@ -54,14 +57,14 @@ def test_zero_extent_box_and_border_box(lesion_case):
         Prompt(2, "box", box=((0.0, 0.0, 0.0), (3.0, 3.0, 3.0))),  # in the corner (air)
         Prompt(3, "box", box=((shape[0] - 4.0, 10.0, 10.0), (shape[0] + 2.0, 14.0, 14.0))),  # partly outside: clipped
     ]
-    result = ClassicalSegmenter().segment(lesion_case.image, prompts)
+    result = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, prompts)
     assert result.labels.shape == shape and set(result.scores) == {1, 2, 3}
 
 
 def test_empty_mask_prompt_gives_an_empty_lesion(lesion_case):
     empty = np.zeros(lesion_case.labels.shape, bool)
     lesion_id, box = next(iter(lesion_case.boxes.items()))
-    result = ClassicalSegmenter().segment(lesion_case.image, [Prompt(4, "mask", mask=empty), Prompt(lesion_id, "box", box=box)])
+    result = ClassicalSegmenter(CLASSICAL).segment(lesion_case.image, [Prompt(4, "mask", mask=empty), Prompt(lesion_id, "box", box=box)])
     assert result.scores[4] == 0.0 and not (result.labels == 4).any()
     assert (result.labels == lesion_id).any()
 
@@ -79,7 +82,8 @@ def test_mask_prompt_follows_a_lesion_that_doubled_in_diameter(lesion_case):
             small = np.zeros_like(lesion)
             small[tuple(centre)] = True
         prompts.append(Prompt(lesion_id, "mask", mask=small))
-    result = ClassicalSegmenter(margin_mm=4.0).segment(lesion_case.image, prompts)
+    config = SegmentConfig(segmenter="classical", classical_margin_mm=4.0)
+    result = ClassicalSegmenter(config).segment(lesion_case.image, prompts)
     dices = _dices(result, lesion_case)
     # measured: mean 0.92, min 0.83 (without following the growth: mean 0.85, min 0.64)
     assert np.mean(list(dices.values())) >= 0.85, dices

@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt, SegmentationResult
 from lesionlocator.segment.classical import ClassicalSegmenter
 from lesionlocator.segment.fallback import WithFallback
+
+CLASSICAL = SegmentConfig(segmenter="classical")
 
 
 class Drops:
@@ -26,7 +29,7 @@ class Drops:
 
 class Recording(ClassicalSegmenter):
     def __init__(self):
-        super().__init__()
+        super().__init__(CLASSICAL)
         self.calls = []
 
     def segment(self, image, prompts):
@@ -72,5 +75,5 @@ def test_fallback_voxels_never_take_another_lesions_voxels(lesion_case):
     # The lost lesion's prompt is a box over the kept lesion: the classical mask lands on its voxels.
     box = lesion_case.boxes[kept]
     prompts = [Prompt(kept, "box", box=box), Prompt(lost, "box", box=box)]
-    result = WithFallback(Drops(lesion_case.labels, {lost}), ClassicalSegmenter()).segment(lesion_case.image, prompts)
+    result = WithFallback(Drops(lesion_case.labels, {lost}), ClassicalSegmenter(CLASSICAL)).segment(lesion_case.image, prompts)
     assert np.array_equal(result.labels == np.uint32(kept), lesion_case.labels == kept)

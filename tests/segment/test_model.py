@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.errors import InputError
 from lesionlocator.segment.model import load_checkpoint, load_model, resolve_model_folders
 from lesionlocator.segment.nnunet import NnUNetSegmenter
@@ -38,7 +39,7 @@ def test_released_layout_picks_model_by_prompt_kind(tmp_path):
     folders = resolve_model_folders(root)
     assert folders["point"].name == "point_optimized" and folders["box"].name == "bbox_optimized"
     assert resolve_model_folders(root / "LesionLocatorSeg") == folders
-    segmenter = NnUNetSegmenter(root, device="cpu")
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=root, device="cpu"))
     assert segmenter._folder_for("point").name == "point_optimized"
     assert segmenter._folder_for("box").name == "bbox_optimized"
     assert segmenter._folder_for("mask").name == "bbox_optimized"
@@ -56,7 +57,7 @@ def test_missing_files(tmp_path, toy_model, missing):
     shutil.copytree(toy_model, folder)
     (folder / missing).unlink()
     with pytest.raises(InputError) as err:
-        NnUNetSegmenter(folder, folds=[0], device="cpu")
+        NnUNetSegmenter(SegmentConfig(checkpoint=folder, folds=[0], device="cpu"))
     assert missing.split("/")[-1] in str(err.value)
 
 

@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.io import Geometry, same_geometry
 from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
@@ -23,7 +24,7 @@ class EchoPrompt(torch.nn.Module):
 
 @pytest.fixture
 def echo_segmenter(toy_model):
-    segmenter = NnUNetSegmenter(toy_model, device="cpu", mirroring=True)
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=toy_model, device="cpu", mirroring=True))
     model = segmenter._model_for("box")
     model.networks = [EchoPrompt(), EchoPrompt()]
     return segmenter
@@ -54,7 +55,8 @@ class Everywhere(torch.nn.Module):
 
 @pytest.mark.parametrize("margin_mm", [0.0, 5.0, None])
 def test_box_prompt_bounds_the_mask_by_its_margin(toy_model, small_ct, margin_mm):
-    segmenter = NnUNetSegmenter(toy_model, folds=[0], device="cpu", mirroring=False, box_margin_mm=margin_mm)
+    config = SegmentConfig(checkpoint=toy_model, folds=[0], device="cpu", mirroring=False, box_margin_mm=margin_mm)
+    segmenter = NnUNetSegmenter(config)
     segmenter._model_for("box").networks = [Everywhere()]
     box = ((10.0, 12.0, 15.0), (16.0, 20.0, 22.0))
     mask = segmenter.segment(small_ct, [Prompt(5, "box", box=box)]).labels == 5
@@ -88,7 +90,7 @@ def test_large_box_uses_several_patches_and_covers_it(echo_segmenter, small_ct):
 
 
 def test_small_prompt_uses_one_patch_and_leaves_the_rest_background(toy_model, small_ct):
-    segmenter = NnUNetSegmenter(toy_model, folds=[0], device="cpu", mirroring=False)
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=toy_model, folds=[0], device="cpu", mirroring=False))
     result = segmenter.segment(small_ct, [Prompt(3, "point", point=(20.0, 24.0, 22.0))])
     assert segmenter.stats.patches == 1 and segmenter.stats.forwards == 1
     # A 16^3 patch at 2-2.5 mm covers at most ~40 mm around the point: voxels far away are background.
@@ -98,7 +100,7 @@ def test_small_prompt_uses_one_patch_and_leaves_the_rest_background(toy_model, s
 @pytest.mark.slow
 def test_random_network_is_deterministic_and_uses_folds_and_mirroring(toy_model, small_ct):
     prompts = [Prompt(3, "point", point=(20.0, 24.0, 22.0)), Prompt(300, "box", box=((5.0, 5.0, 5.0), (12.0, 12.0, 12.0)))]
-    segmenter = NnUNetSegmenter(toy_model, device="cpu", mirroring=True)
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=toy_model, device="cpu", mirroring=True))
     first = segmenter.segment(small_ct, prompts)
     assert segmenter.stats.forwards == 2 * 2 * 8  # 2 lesions x 2 folds x 8 mirrorings
     second = segmenter.segment(small_ct, prompts)
@@ -109,7 +111,7 @@ def test_random_network_is_deterministic_and_uses_folds_and_mirroring(toy_model,
 def test_image_smaller_than_a_patch(toy_model):
     image = sitk.GetImageFromArray(np.full((6, 7, 8), 50, np.int16))
     image.SetSpacing((2.0, 2.0, 2.5))
-    segmenter = NnUNetSegmenter(toy_model, folds=[0], device="cpu", mirroring=False)
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=toy_model, folds=[0], device="cpu", mirroring=False))
     model = segmenter._model_for("box")
     model.networks = [EchoPrompt()]
     result = segmenter.segment(image, [Prompt(2, "point", point=(3.0, 3.0, 4.0))])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lesionlocator.core.config import BUNDLED_MODEL
+from lesionlocator.core.config import BUNDLED_MODEL, SegmentConfig
 from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.nnunet import NnUNetSegmenter
@@ -20,8 +20,8 @@ def test_bundled_model_on_cuda_gives_the_cpu_masks(lesion_case, kind):
     """Mixed precision on the GPU moves a few boundary voxels at most; geometry and ids are the CPU's."""
     prompts = [Prompt(i, "box", box=b) if kind == "box" else Prompt(i, "point", point=lesion_case.points[i])
                for i, b in lesion_case.boxes.items()]
-    results = {device: NnUNetSegmenter(BUNDLED_MODEL, device=device, mirroring=False).segment(lesion_case.image, prompts)
-               for device in ("cpu", "cuda")}
+    configs = {device: SegmentConfig(checkpoint=BUNDLED_MODEL, device=device, mirroring=False) for device in ("cpu", "cuda")}
+    results = {device: NnUNetSegmenter(config).segment(lesion_case.image, prompts) for device, config in configs.items()}
     cpu, gpu = results["cpu"], results["cuda"]
     assert gpu.labels.dtype == cpu.labels.dtype and gpu.labels.shape == cpu.labels.shape
     assert set(np.unique(gpu.labels)) == set(np.unique(cpu.labels))

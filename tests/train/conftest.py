@@ -49,6 +49,7 @@ def make_raw_dataset(root: Path, n_cases: int = 3, shape=(24, 40, 36), seed: int
 def segment_first_case(model: Path, dataset: Path, lesion_id: int = 3):
     """Segment case000 of ``dataset`` with ``model`` on the CPU from one box around all its lesion
     voxels (voxel frame z, y, x); returns (result, true labels)."""
+    from lesionlocator.core.config import SegmentConfig
     from lesionlocator.segment.api import Prompt
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
@@ -56,7 +57,7 @@ def segment_first_case(model: Path, dataset: Path, lesion_id: int = 3):
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset / "labelsTr" / "case000.nii.gz")))
     where = np.argwhere(labels)
     box = Prompt(lesion_id, "box", box=(tuple(map(float, where.min(0))), tuple(map(float, where.max(0)))))
-    return NnUNetSegmenter(model, device="cpu", mirroring=False).segment(image, [box]), labels
+    return NnUNetSegmenter(SegmentConfig(checkpoint=model, device="cpu", mirroring=False)).segment(image, [box]), labels
 
 
 @pytest.fixture
