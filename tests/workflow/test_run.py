@@ -79,9 +79,17 @@ def test_rerun_does_nothing(local_run):
 
 
 def _jobs_to_run(result: subprocess.CompletedProcess) -> set[str]:
-    """Rule names of a dry run's job table (``rule  count`` lines)."""
-    rows = (line.split() for line in result.stdout.splitlines())
-    return {row[0] for row in rows if len(row) == 2 and row[1].isdigit() and row[0] != "total"}
+    """Rule names of a dry run's "Job stats" table (``rule  count`` rows up to ``total``)."""
+    lines = result.stdout.splitlines()
+    if "Job stats:" not in lines:
+        return set()
+    rules = set()
+    for line in lines[lines.index("Job stats:") + 3 :]:  # after the header and its rule
+        name, _, count = line.partition(" ")
+        if name == "total" or not count.strip().isdigit():
+            break
+        rules.add(name)
+    return rules
 
 
 def test_a_recist_threshold_reruns_only_the_aggregation(local_run, tmp_path):
