@@ -9,8 +9,12 @@ from lesionlocator.ingest.cohort import ingest_cohort
 
 
 def run(args: argparse.Namespace) -> None:
-    manifest = ingest_cohort(args.output, root=args.root, table=args.table, verify_pixels=not args.headers_only)
+    manifest = ingest_cohort(args.output, root=args.root, table=args.table, verify_pixels=not args.headers_only, strict=args.strict)
     print(f"{manifest.patient.nunique()} patient(s), {len(manifest)} session(s) -> {args.output}")
+    ignored = manifest.attrs.get("ignored", [])
+    if ignored:
+        print(f"ignored {len(ignored)} folder(s)/file(s) with near-miss names (--strict refuses them):")
+        print("\n".join(f"  {line}" for line in ignored))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--root", help="BIDS-like cohort root folder")
     source.add_argument("--table", help="cohort.tsv with explicit paths")
     parser.add_argument("--headers-only", action="store_true", help="read image headers only (faster, misses truncated files)")
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse folders and files whose names look like patients or sessions but are not sub-<label>/ses-<label> "
+        "(Sub-P002, sub_P003, ses_03), instead of ignoring them with a warning (cohort.strict)",
+    )
 
 
 COMMANDS = [

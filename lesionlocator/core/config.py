@@ -48,6 +48,12 @@ class CohortConfig(StrictModel):
         description="Read every image fully at ingest (catches truncated files before any "
         "expensive job); false reads headers only.",
     )
+    strict: bool = Field(
+        False,
+        description="Refuse a cohort holding folders or files whose names look like patients or sessions but "
+        "are not sub-<label>/ses-<label> (Sub-P002, sub_P003, ses_03, Ses-04): an error listing them all. "
+        "False ignores them with a warning that lists them.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "CohortConfig":

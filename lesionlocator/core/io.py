@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -296,62 +297,219 @@ def _check_nifti_sform(path: Path, header: Nifti1Header) -> None:
         )
 
 
-def _check_nifti_payload(path: Path, check_finite: bool) -> None:
-    """Checks ITK's NIfTI reader skips: a truncated file reads as zeros, and NaN reads as 0.
-
-    Streams the (possibly gzipped) file once: the payload must hold every voxel the header
-    announces, and float payloads must be finite. Only NIfTI-1 headers are inspected.
-    """
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as handle:
-            block = handle.read(348)
-            if len(block) < 348:
-                raise InputError(path, "file is truncated (incomplete NIfTI header)")
-            header = _nifti1_header(block)
-            if header is None:
-                return  # NIfTI-2 or not NIfTI: leave it to ITK
-            _check_nifti_sform(path, header)
-            dims = [int(d) for d in header["dim"]]
-            datatype, bitpix = int(header["datatype"]), int(header["bitpix"])
-            vox_offset = int(header["vox_offset"])
-            endian = header.endianness
-            n_voxels = int(np.prod([max(d, 1) for d in dims[1 : 1 + max(dims[0], 1)]]))
-            expected = n_voxels * bitpix // 8
-            handle.read(max(vox_offset - 348, 0))
-            dtype = _NIFTI_FLOAT_TYPES.get(datatype) if check_finite else None
-            got, bad = 0, 0
-            chunk_voxels = 1 << 22
-            item = bitpix // 8 or 1
-            while got < expected:
-                block = handle.read(min(chunk_voxels * item, expected - got))
-                if not block:
-                    break
-                got += len(block)
-                if dtype is not None:
-                    values = np.frombuffer(block[: len(block) - len(block) % item], dtype=np.dtype(dtype).newbyteorder(endian))
-                    bad += int((~np.isfinite(values)).sum())
-    except (EOFError, OSError, zlib.error) as err:
-        raise InputError(path, f"file is truncated or corrupt ({err})") from None
+def _scan_nifti_voxels(path: Path, handle, check_finite: bool) -> None:
+    """Read the NIfTI-1 header and voxel bytes from ``handle``: every voxel the header announces
+    must be present, and float voxels must be finite. NIfTI-2 (or not NIfTI) is left to ITK."""
+    block = handle.read(348)
+    if len(block) < 348:
+        if block[:4] in (struct.pack("<i", 348), struct.pack(">i", 348)):
+            raise InputError(path, "file is truncated (incomplete NIfTI header)")
+        return  # not NIfTI-1: ITK says what it is
+    header = _nifti1_header(block)
+    if header is None:
+        return
+    _check_nifti_sform(path, header)
+    dims = [int(d) for d in header["dim"]]
+    datatype, bitpix = int(header["datatype"]), int(header["bitpix"])
+    vox_offset = int(header["vox_offset"])
+    endian = header.endianness
+    n_voxels = int(np.prod([max(d, 1) for d in dims[1 : 1 + max(dims[0], 1)]]))
+    expected = n_voxels * bitpix // 8
+    handle.read(max(vox_offset - 348, 0))
+    dtype = _NIFTI_FLOAT_TYPES.get(datatype) if check_finite else None
+    got, bad = 0, 0
+    item = bitpix // 8 or 1
+    while got < expected:
+        block = handle.read(min(_CHUNK_BYTES // item * item, expected - got))
+        if not block:
+            break
+        got += len(block)
+        if dtype is not None:
+            values = np.frombuffer(block[: len(block) - len(block) % item], dtype=np.dtype(dtype).newbyteorder(endian))
+            bad += int((~np.isfinite(values)).sum())
     if got < expected:
         raise InputError(path, f"file is truncated: {got} of {expected} voxel bytes present")
     if bad:
         raise InputError(path, f"image holds {bad} NaN/Inf voxel(s)")
 
 
+_CHUNK_BYTES = 1 << 24  # streamed in 16 MiB blocks: memory stays bounded whatever the image size
+
+
+def _check_nifti_payload(path: Path, check_finite: bool) -> None:
+    """Checks ITK's NIfTI reader skips: a truncated file reads as zeros, NaN reads as 0, and ITK
+    stops once it has the voxel bytes, so a corrupted ``.nii.gz`` (gzip's CRC-32 and length in the
+    trailer fail) reads as garbage voxels.
+
+    Streams the (possibly gzipped) file once, to its end: the payload must hold every voxel the
+    header announces, float payloads must be finite, and a gzip stream must pass its CRC-32 and
+    length checks. Only NIfTI-1 headers are inspected; the gzip check applies to any gzipped file.
+    """
+    try:
+        with open(path, "rb") as handle:
+            compressed = handle.read(2) == b"\x1f\x8b"  # ITK (zlib's gzread) reads a plain file named .gz as is
+        with (gzip.open if compressed else open)(path, "rb") as handle:
+            _scan_nifti_voxels(path, handle, check_finite)
+            while compressed and handle.read(_CHUNK_BYTES):
+                pass  # to the end: gzip verifies the trailer's CRC-32 and length there
+    except EOFError:
+        raise InputError(path, "file is truncated (the gzip data ends before its end marker)") from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise InputError(path, f"corrupt gzip data: {err} (the file is damaged; copy it again from its source)") from None
+    except OSError as err:
+        raise InputError(path, f"cannot read the file ({err.strerror or err})") from None
+
+
+def _metaimage_payload(path: Path) -> tuple[Path, int, int] | None:
+    """``(data file, offset, zlib wbits)`` of a compressed MetaImage (``CompressedData = True``);
+    None when it is not compressed or its data lie in several files (left to ITK)."""
+    fields: dict[str, str] = {}
+    offset = 0
+    with open(path, "rb") as handle:
+        for raw in handle:
+            offset += len(raw)
+            key, _, value = raw.decode("latin-1").partition("=")
+            fields[key.strip().lower()] = value.strip()
+            if key.strip().lower() == "elementdatafile":
+                break
+            if offset > 1 << 16:
+                return None  # no header this long: not a MetaImage ITK could read
+    if fields.get("compresseddata", "").lower() != "true":
+        return None
+    data_file = fields.get("elementdatafile", "")
+    if data_file.upper() == "LOCAL":
+        return path, offset, 15
+    if not data_file or data_file.upper().startswith("LIST") or "%" in data_file or " " in data_file:
+        return None
+    return path.parent / data_file, 0, 15
+
+
+def _nrrd_payload(path: Path) -> tuple[Path, int, int] | None:
+    """``(data file, offset, zlib wbits)`` of a gzip-encoded NRRD; None for other encodings, line
+    skips, or data in several files (left to ITK)."""
+    fields: dict[str, str] = {}
+    offset = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle):
+            offset += len(raw)
+            line = raw.decode("latin-1").rstrip("\r\n")
+            if number == 0 or line.startswith("#") or ":=" in line:
+                continue
+            if not line:
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+            if offset > 1 << 16:
+                return None
+    if fields.get("encoding", "").lower() not in ("gzip", "gz"):
+        return None
+    if int(fields.get("line skip", fields.get("lineskip", "0")) or 0) != 0:
+        return None
+    data_file = fields.get("data file", fields.get("datafile", ""))
+    if not data_file:
+        return path, offset, 31
+    if data_file.upper().startswith("LIST") or " " in data_file:
+        return None
+    return path.parent / data_file, 0, 31
+
+
+def _check_compressed_payload(path: Path, image: sitk.Image) -> None:
+    """A compressed ``.mha``/``.mhd``/``.nrrd`` must decompress whole and pass its checksum (zlib's
+    Adler-32, gzip's CRC-32): ITK stops once it has the voxel bytes, so it reads a damaged stream as
+    garbage voxels without an error. Streams the data once (memory bounded)."""
+    locate = _nrrd_payload if image_suffix(path) == ".nrrd" else _metaimage_payload
+    try:
+        payload = locate(path)
+        if payload is None:
+            return
+        data_file, offset, wbits = payload
+        expected = image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+        got = 0
+        with open(data_file, "rb") as handle:
+            handle.seek(offset)
+            stream = zlib.decompressobj(wbits)
+            while block := handle.read(_CHUNK_BYTES):
+                while block:
+                    got += len(stream.decompress(block, _CHUNK_BYTES))
+                    block = stream.unconsumed_tail
+                if stream.eof:
+                    break
+        if not stream.eof:
+            raise InputError(data_file, "file is truncated or corrupt (the compressed data end before their end marker)")
+    except zlib.error as err:
+        kind = "gzip" if wbits == 31 else "zlib"
+        raise InputError(data_file, f"corrupt {kind} data: {err} (the file is damaged; copy it again from its source)") from None
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"cannot read the compressed data ({getattr(err, 'strerror', None) or err})") from None
+    if got < expected:
+        raise InputError(data_file, f"file is truncated: {got} of {expected} voxel bytes present")
+
+
+def check_readable(path: Path) -> None:
+    """Raise :class:`InputError` saying why ``path`` cannot be read: it does not exist, it is an empty
+    file, or opening (listing, for a folder) fails, with the system's reason (ITK would report an
+    unreadable file as "does not exist")."""
+    try:
+        if path.is_dir():
+            os.listdir(path)
+            return
+        with open(path, "rb") as handle:
+            if not handle.read(1):
+                raise InputError(path, "file is empty (0 bytes)")
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except OSError as err:
+        what = "folder" if _is_dir(path) else "file"
+        raise InputError(path, f"cannot read the {what} ({err.strerror or err})") from None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+#: Plausible voxel spacing of a medical scan, mm: outside it the header's units or values are wrong
+#: (a spacing 10x too large makes registration search a volume 1000x too large).
+SPACING_RANGE_MM = (0.1, 20.0)
+#: Fewest voxels along any axis of a 3D scan: registration and segmentation need a volume, not a slice.
+MIN_AXIS_VOXELS = 4
+
+
+def check_plausible_geometry(geometry: Geometry, path: str | Path) -> None:
+    """Raise :class:`InputError` naming the axis and value when a scan's voxel spacing lies outside
+    :data:`SPACING_RANGE_MM` or it has fewer than :data:`MIN_AXIS_VOXELS` voxels along an axis."""
+    low, high = SPACING_RANGE_MM
+    for axis, size, spacing in zip("xyz", geometry.size, geometry.spacing):
+        if not low <= spacing <= high:
+            raise InputError(
+                path,
+                f"implausible voxel spacing {spacing:g} mm on axis {axis} (spacing {[round(s, 6) for s in geometry.spacing]} "
+                f"mm, x y z; a scan's spacing lies within {low:g}-{high:g} mm): check the header's spacing and units",
+            )
+        if size < MIN_AXIS_VOXELS:
+            raise InputError(
+                path,
+                f"only {size} voxel(s) on axis {axis} (size {list(geometry.size)}, x y z): a 3D scan needs at least "
+                f"{MIN_AXIS_VOXELS} on every axis (a single slice cannot be registered or tracked)",
+            )
+
+
 def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
     """Read a 3D scalar image from a NIfTI/NRRD/MHA file or a DICOM series folder.
 
     Geometry (spacing, origin, direction) is kept exactly as stored. Raises :class:`InputError`
-    naming the file when it cannot be read, is not 3D, holds NaN/Inf voxels, has a non-orthonormal
-    direction, or needs more memory than is available (checked from the header, before loading).
+    naming the file when it cannot be read (and why), is truncated, fails its compression checksum
+    (gzip CRC-32 of ``.nii.gz``, zlib/gzip of compressed ``.mha``/``.nrrd``; the whole stream is read),
+    is not 3D, holds NaN/Inf voxels, has a non-orthonormal direction, or needs more memory than is
+    available (checked from the header, before loading).
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+    check_readable(path)
     check_memory(path)
+    if path.is_file() and image_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_payload(path, check_finite)  # first: ITK's message for a damaged .nii.gz is "no ImageIO"
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -370,8 +528,8 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
     _check_image(image, path)
     if path.is_dir():
         _check_slice_positions(path, image)
-    elif image_suffix(path) in (".nii", ".nii.gz"):
-        _check_nifti_payload(path, check_finite)
+    elif image_suffix(path) in (".nrrd", ".mha", ".mhd"):
+        _check_compressed_payload(path, image)
     if check_finite and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         array = sitk.GetArrayViewFromImage(image)
         if not np.isfinite(array).all():
@@ -382,8 +540,7 @@ def read_image(path: str | Path, *, check_finite: bool = True) -> sitk.Image:
 def read_geometry(path: str | Path) -> Geometry:
     """The geometry of an image file or DICOM series, reading headers only (no voxel data)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file not found")
+    check_readable(path)
     if path.is_dir():
         files = dicom_series_files(path)
         reader = sitk.ImageSeriesReader()
@@ -394,8 +551,6 @@ def read_geometry(path: str | Path) -> Geometry:
         except RuntimeError as err:
             raise InputError(path, f"cannot read DICOM series ({str(err).strip().splitlines()[-1]})") from None
         return Geometry.of(_check_image(image, path))
-    if path.stat().st_size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

@@ -13,22 +13,24 @@ A prompt file names its frame once::
 
 Each lesion has a positive integer ``id`` (unique within the file; any value up to 2**31-1, not
 limited to 255) and a ``point``, a ``box`` or both. A world box is axis-aligned in LPS; a voxel box
-is inclusive of both corners.
+is inclusive of both corners. Types are strict: an ``id`` is a JSON integer (not ``true``, ``"7"``
+or ``7.0``), a coordinate a JSON number (not a string or a boolean). The file is UTF-8 text.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictInt, ValidationError, field_validator, model_validator
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry
 
-Vec3 = tuple[float, float, float]
+Coordinate = Annotated[float, Strict()]  # a JSON number: an integer or a float, never a string or a boolean
+Vec3 = tuple[Coordinate, Coordinate, Coordinate]
 MAX_LESION_ID = 2**31 - 1
 
 
@@ -59,7 +61,7 @@ class BoxPrompt(_Strict):
 class LesionPrompt(_Strict):
     """The prompt of one lesion."""
 
-    id: int = Field(ge=1, le=MAX_LESION_ID, description="Lesion ID, kept through every session.")
+    id: StrictInt = Field(ge=1, le=MAX_LESION_ID, description="Lesion ID (a JSON integer), kept through every session.")
     point: Vec3 | None = Field(None, description="A click inside the lesion.")
     box: BoxPrompt | None = Field(None, description="A box around the lesion.")
 
@@ -123,9 +125,17 @@ def read_prompts(path: str | Path) -> PromptFile:
     """Parse and validate a ``prompts.json``; errors name the file and the field."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as err:
-        raise InputError(path, f"cannot read prompt file ({err.strerror})") from None
+        raise InputError(path, f"cannot read prompt file ({err.strerror or err})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark (Windows editors) is harmless
+    except UnicodeDecodeError as err:
+        bom = {b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}.get(raw[:2])
+        found = f"it is {bom} text" if bom else f"byte {err.start} is not UTF-8"
+        raise InputError(path, f"not UTF-8 text ({found}): save it as UTF-8") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
     try:
@@ -133,10 +143,22 @@ def read_prompts(path: str | Path) -> PromptFile:
     except ValidationError as err:
         problems = []
         for item in err.errors():
-            key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-            message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
-            problems.append(f"{key}: {message}")
+            if item["type"] == "extra_forbidden":
+                message = "unknown key"
+            else:
+                message = item["msg"].removeprefix("Value error, ")
+                if isinstance(item.get("input"), (bool, int, float, str)):
+                    message += f" (got {json.dumps(item['input'])})"
+            problems.append(f"{_field_path(item['loc'])}: {message}")
         raise InputError(path, "invalid prompts: " + "; ".join(problems)) from None
+
+
+def _field_path(loc: tuple) -> str:
+    """A pydantic error location as the JSON path a user reads: ``lesions[0].box.min[2]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "(top level)"
 
 
 def check_prompts_inside(prompts: PromptFile, geometry: Geometry, path: str | Path) -> None:
@@ -157,6 +179,30 @@ def check_prompts_inside(prompts: PromptFile, geometry: Geometry, path: str | Pa
                     f"lesion {original.id}: box {list(original.box.min)}..{list(original.box.max)} "
                     f"({prompts.frame} frame) reaches outside the image (array shape {list(geometry.shape_zyx)})",
                 )
+
+
+def check_lesion_labels(labels: np.ndarray, path: str | Path, what: str = "lesion mask") -> None:
+    """Raise :class:`InputError` unless every voxel of a lesion instance mask is a lesion ID: an
+    integer from 0 (background) to :data:`MAX_LESION_ID`. Refuses negative values and, in a float
+    image, non-integer values (a probability map or an intensity image, not labels)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biuf":
+        raise InputError(path, f"{what} has voxel type {labels.dtype}: it must hold integer lesion IDs")
+    if labels.size == 0:
+        return
+    low, high = labels.min(), labels.max()
+    if labels.dtype.kind == "f":
+        fractional = labels[labels != np.round(labels)]
+        if fractional.size:
+            raise InputError(
+                path,
+                f"{what} holds {fractional.size} non-integer value(s) (e.g. {float(fractional.flat[0]):g}): it must "
+                "hold integer lesion IDs (0 = background), not probabilities or intensities",
+            )
+    if low < 0:
+        raise InputError(path, f"{what} holds negative label(s) (minimum {low:g}): lesion IDs are integers >= 0 (0 = background)")
+    if high > MAX_LESION_ID:
+        raise InputError(path, f"{what} holds label(s) above {MAX_LESION_ID} (maximum {high:g}): lesion IDs are at most 2**31-1")
 
 
 MAX_PROMPT_MASK_FRACTION = 0.5

@@ -10,17 +10,23 @@ BIDS-like layout (labels are ``[A-Za-z0-9]+``)::
     <root>/derivatives/groundtruth/sub-<patient>/ses-<session>/<lesion instance mask>   optional
 
 The manifest has one row per patient x session, validated row by row against :class:`ManifestRow`.
+
+Nothing is dropped silently: a folder or file whose name looks like a patient or session with a
+near-miss name (``Sub-P002``, ``sub_P003``, ``ses_03``, ``Ses-04``, ``session1``) is logged as a
+warning and listed in ``manifest.attrs["ignored"]``; with ``strict`` it is an error.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
+import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import SimpleITK as sitk
@@ -30,6 +36,7 @@ from lesionlocator.core.errors import InputError, LesionLocatorError
 from lesionlocator.core.hashing import files_sha256
 from lesionlocator.core.io import (
     Geometry,
+    check_plausible_geometry,
     geometry_difference,
     image_suffix,
     is_dicom_dir,
@@ -38,7 +45,7 @@ from lesionlocator.core.io import (
     write_parquet,
 )
 from lesionlocator.core.layout import LABEL_PATTERN
-from lesionlocator.core.prompts import check_prompt_mask_labels, check_prompts_inside, read_prompts
+from lesionlocator.core.prompts import check_lesion_labels, check_prompt_mask_labels, check_prompts_inside, read_prompts
 from lesionlocator.core.schema import arrow_schema
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,7 @@ class SessionEntry(BaseModel):
     prompt_mask: Path | None = None
     groundtruth: Path | None = None
     source: Path = Field(description="The folder or table row this entry came from (for errors).")
+    order_source: Path | None = Field(None, description="The sessions.tsv or cohort.tsv that gave acq_time/order (for errors).")
 
 
 class ManifestRow(BaseModel):
@@ -113,9 +121,17 @@ def check_label(label: str, where: Path, kind: str) -> None:
         raise InputError(where, f"{kind} label {label!r} must match [A-Za-z0-9]+ (no path characters)")
 
 
+def _listing(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; an unreadable folder is an :class:`InputError` saying why."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise InputError(folder, f"cannot read the folder ({err.strerror or err})") from None
+
+
 def _single_image(folder: Path, exclude_stem: str | None = None) -> Path | None:
     candidates = []
-    for child in sorted(folder.iterdir()):
+    for child in _listing(folder):
         if child.name.startswith("."):
             continue
         if child.is_file() and image_suffix(child):
@@ -131,56 +147,180 @@ def _single_image(folder: Path, exclude_stem: str | None = None) -> Path | None:
 
 
 def _prompt_mask(folder: Path) -> Path | None:
-    found = [c for c in sorted(folder.iterdir()) if c.is_file() and image_suffix(c) and c.name[: -len(image_suffix(c))] == PROMPT_MASK_STEM]
+    found = [c for c in _listing(folder) if c.is_file() and image_suffix(c) and c.name[: -len(image_suffix(c))] == PROMPT_MASK_STEM]
     return found[0] if found else None
 
 
-def _read_sessions_tsv(path: Path) -> dict[str, dict[str, str]]:
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t"))
-    if not rows or "session_id" not in rows[0]:
+def read_tsv(path: Path) -> tuple[list[str], list[tuple[Path, dict[str, str]]]]:
+    """The header and rows of a tab-separated UTF-8 table; each row with its ``path:line`` (for errors).
+
+    A row with more or fewer fields than the header is an :class:`InputError` naming its line (a
+    short row would otherwise read as missing values); blank lines are skipped.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            lines = list(csv.reader(handle, delimiter="\t"))
+    except OSError as err:
+        raise InputError(path, f"cannot read the table ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"not UTF-8 text (byte {err.start} is not UTF-8): save it as UTF-8, tab-separated") from None
+    except csv.Error as err:
+        raise InputError(path, f"not a valid tab-separated table ({err})") from None
+    numbered = [(n, fields) for n, fields in enumerate(lines, start=1) if fields]
+    if not numbered:
+        return [], []
+    (_, header), body = numbered[0], numbered[1:]
+    rows = []
+    for number, fields in body:
+        if len(fields) != len(header):
+            raise InputError(
+                f"{path}:{number}",
+                f"row has {len(fields)} field(s) but the header has {len(header)} ({', '.join(header)}); "
+                "fields are separated by tabs, an empty value is an empty field",
+            )
+        rows.append((Path(f"{path}:{number}"), dict(zip(header, fields))))
+    return header, rows
+
+
+def _parse_order(value: str | None, where: Path, session: str) -> float | None:
+    """The ``order`` of a session as a finite number; None when the cell is empty."""
+    if not value:
+        return None
+    try:
+        order = float(value)
+    except ValueError:
+        order = math.nan
+    if not math.isfinite(order):
+        raise InputError(where, f"session {session!r}: order {value!r} is not a number (order is 1, 2, 3, ...)")
+    return order
+
+
+def _read_sessions_tsv(path: Path) -> dict[str, tuple[Path, dict[str, str]]]:
+    """``{session label: (path:line, row)}`` of a ``sub-<patient>_sessions.tsv``."""
+    header, rows = read_tsv(path)
+    if "session_id" not in header:
         raise InputError(path, "needs a session_id column (and acq_time or order)")
-    if not ({"acq_time", "order"} & set(rows[0])):
+    if not ({"acq_time", "order"} & set(header)):
         raise InputError(path, "needs an acq_time or an order column to order the sessions")
-    table = {}
-    for row in rows:
+    table: dict[str, tuple[Path, dict[str, str]]] = {}
+    for where, row in rows:
         label = row["session_id"].removeprefix("ses-")
         if label.lower() in {k.lower() for k in table}:
             raise InputError(path, f"session {label!r} listed twice")
-        table[label] = row
+        table[label] = (where, row)
     return table
 
 
-def discover_bids(root: str | Path) -> list[SessionEntry]:
-    """Find every patient x session under a BIDS-like ``root`` (files are not opened)."""
+#: A name that looks like a patient (session) folder but is not ``sub-<label>`` (``ses-<label>``):
+#: the prefix in another case, a long form (subject, session), ``_`` or ``.`` or a space instead of
+#: ``-``, or no separator before a digit. Group ``label`` is what follows the prefix.
+_NEAR_MISS = {
+    "patient": (re.compile(r"(?i)^(?:sub|subject)(?:[-_. ]+|(?=[0-9]))(?P<label>[A-Za-z0-9].*)$"), "sub-"),
+    "session": (re.compile(r"(?i)^(?:ses|session)(?:[-_. ]+|(?=[0-9]))(?P<label>[A-Za-z0-9].*)$"), "ses-"),
+}
+
+
+def near_miss(path: Path, kind: str) -> InputError | None:
+    """An :class:`InputError` saying why ingest ignores ``path`` when its name looks like a ``kind``
+    ("patient" or "session") folder but is not one; None when it does not look like one."""
+    pattern, prefix = _NEAR_MISS[kind]
+    name = path.name
+    if name.startswith(prefix):
+        if _is_dir(path):
+            return None
+        return InputError(path, f"ignored: looks like a {kind} folder ({prefix}<label>) but is a file, not a folder")
+    match = pattern.match(name)
+    if match is None:
+        return None
+    return InputError(
+        path,
+        f"ignored: looks like a {kind} folder but {kind} folders are named {prefix}<label> (lower case, '-'): "
+        f"rename it {prefix}{match['label']}",
+    )
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What :func:`discover_bids` found: the sessions, and the near-miss names it ignored."""
+
+    entries: list[SessionEntry]
+    ignored: list[InputError]
+
+
+def _warn_ignored(ignored: list[InputError]) -> None:
+    """One warning listing every near-miss name ingest ignores."""
+    if not ignored:
+        return
+    log.warning(
+        "ignored %d folder(s)/file(s) whose names look like patients or sessions (set cohort.strict: true, or "
+        "--strict, to refuse them):\n%s",
+        len(ignored), "\n".join(f"  {err}" for err in ignored),
+    )
+
+
+def discover_bids(root: str | Path, strict: bool = False) -> Discovery:
+    """Find every patient x session under a BIDS-like ``root`` (files are not opened).
+
+    A folder or file whose name looks like a patient or session but is not ``sub-<label>`` /
+    ``ses-<label>`` (or a ``sessions.tsv`` under another name) is ignored: it is listed in
+    ``Discovery.ignored`` and logged, or, with ``strict``, is one of the problems raised.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "cohort root is not a folder")
     entries: list[SessionEntry] = []
     problems: list[InputError] = []
+    ignored: list[InputError] = []
     seen_patients: dict[str, str] = {}
-    for subject_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("sub-")):
-        patient = subject_dir.name[len("sub-"):]
+    for child in _listing(root):
+        if child.name.startswith("."):
+            continue
+        if not (child.name.startswith("sub-") and _is_dir(child)):
+            if (miss := near_miss(child, "patient")) is not None:
+                ignored.append(miss)
+            continue
+        subject_dir, patient = child, child.name[len("sub-"):]
         try:
             check_label(patient, subject_dir, "patient")
             if patient.lower() in seen_patients:
                 raise InputError(subject_dir, f"patient label duplicates sub-{seen_patients[patient.lower()]} (labels are compared case-insensitively)")
             seen_patients[patient.lower()] = patient
-            entries.extend(_discover_subject(root, subject_dir, patient))
+            entries.extend(_discover_subject(root, subject_dir, patient, ignored))
         except InputError as err:
             problems.append(err)
+        except OSError as err:  # a folder or file below the patient that cannot be listed or examined
+            problems.append(InputError(err.filename or subject_dir, f"cannot read it ({err.strerror or err})"))
+    if strict:
+        problems.extend(ignored)
     if problems:
         raise problems[0] if len(problems) == 1 else CohortError(problems)
     if not entries:
         raise InputError(root, "cohort is empty: no sub-<patient>/ses-<session>/ folders found")
-    return entries
+    _warn_ignored(ignored)
+    return Discovery(entries, ignored)
 
 
-def _discover_subject(root: Path, subject_dir: Path, patient: str) -> list[SessionEntry]:
-    session_dirs = sorted(p for p in subject_dir.iterdir() if p.is_dir() and p.name.startswith("ses-"))
+def _discover_subject(root: Path, subject_dir: Path, patient: str, ignored: list[InputError]) -> list[SessionEntry]:
+    sessions_tsv = subject_dir / f"sub-{patient}_sessions.tsv"
+    session_dirs = []
+    for child in _listing(subject_dir):
+        if child.name.startswith("."):
+            continue
+        if child.name.startswith("ses-") and _is_dir(child):
+            session_dirs.append(child)
+        elif (miss := near_miss(child, "session")) is not None:
+            ignored.append(miss)
+        elif child.name.lower().endswith("sessions.tsv") and child.name != sessions_tsv.name:
+            ignored.append(InputError(child, f"ignored: the session table of this patient is named {sessions_tsv.name}"))
     if not session_dirs:
         raise InputError(subject_dir, "patient has no ses-<session>/ folder")
-    sessions_tsv = subject_dir / f"sub-{patient}_sessions.tsv"
     order_table = _read_sessions_tsv(sessions_tsv) if sessions_tsv.exists() else None
     entries = []
     seen: dict[str, str] = {}
@@ -190,11 +330,11 @@ def _discover_subject(root: Path, subject_dir: Path, patient: str) -> list[Sessi
         if session.lower() in seen:
             raise InputError(session_dir, f"session label duplicates ses-{seen[session.lower()]} (labels are compared case-insensitively)")
         seen[session.lower()] = session
-        row = None
+        where, row = sessions_tsv, {}
         if order_table is not None:
-            row = order_table.get(session)
-            if row is None:
+            if session not in order_table:
                 raise InputError(sessions_tsv, f"session {session!r} has a folder but no row")
+            where, row = order_table[session]
         gt_dir = root / GROUNDTRUTH_DIR / f"sub-{patient}" / f"ses-{session}"
         prompts = session_dir / "prompts.json"
         entries.append(
@@ -202,12 +342,13 @@ def _discover_subject(root: Path, subject_dir: Path, patient: str) -> list[Sessi
                 patient=patient,
                 session=session,
                 image=_single_image(session_dir, exclude_stem=PROMPT_MASK_STEM),
-                acq_time=(row or {}).get("acq_time") or None,
-                order=float(row["order"]) if row and row.get("order") else None,
+                acq_time=row.get("acq_time") or None,
+                order=_parse_order(row.get("order"), where, session),
                 prompts=prompts if prompts.exists() else None,
                 prompt_mask=_prompt_mask(session_dir),
                 groundtruth=_single_image(gt_dir) if gt_dir.is_dir() else None,
                 source=session_dir,
+                order_source=sessions_tsv if order_table is not None else None,
             )
         )
     if order_table is not None:
@@ -224,13 +365,8 @@ def read_cohort_table(path: str | Path) -> list[SessionEntry]:
     """Read a ``cohort.tsv``: columns patient, session, image (required); acq_time or order,
     prompts, prompt_mask, groundtruth (optional). Relative paths are relative to the table's folder."""
     path = Path(path)
-    try:
-        with open(path, newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t")
-            rows = list(reader)
-            columns = set(reader.fieldnames or [])
-    except OSError as err:
-        raise InputError(path, f"cannot read cohort table ({err.strerror})") from None
+    header, rows = read_tsv(path)
+    columns = set(header)
     missing = {"patient", "session", "image"} - columns
     if missing:
         raise InputError(path, f"missing column(s) {sorted(missing)}")
@@ -245,8 +381,7 @@ def read_cohort_table(path: str | Path) -> list[SessionEntry]:
         return (base / value) if value else None
 
     entries = []
-    for line, row in enumerate(rows, start=2):
-        where = Path(f"{path}:{line}")
+    for where, row in rows:
         check_label(row["patient"], where, "patient")
         check_label(row["session"], where, "session")
         entries.append(
@@ -255,33 +390,50 @@ def read_cohort_table(path: str | Path) -> list[SessionEntry]:
                 session=row["session"],
                 image=resolve(row["image"]),
                 acq_time=row.get("acq_time") or None,
-                order=float(row["order"]) if row.get("order") else None,
+                order=_parse_order(row.get("order"), where, row["session"]),
                 prompts=resolve(row.get("prompts")),
                 prompt_mask=resolve(row.get("prompt_mask")),
                 groundtruth=resolve(row.get("groundtruth")),
                 source=where,
+                order_source=path,
             )
         )
     return entries
 
 
+def _acq_times(entries: list[SessionEntry]) -> list[datetime]:
+    """The acq_time of each session as a datetime; all with a time zone or all without (the two
+    cannot be compared)."""
+    times = []
+    for e in entries:
+        try:
+            times.append(datetime.fromisoformat(e.acq_time))
+        except ValueError:
+            raise InputError(e.order_source or e.source, f"session {e.session!r}: acq_time {e.acq_time!r} is not an ISO 8601 date/time") from None
+    aware = [e for e, t in zip(entries, times) if t.utcoffset() is not None]
+    if aware and len(aware) < len(entries):
+        naive = next(e for e, t in zip(entries, times) if t.utcoffset() is None)
+        raise InputError(
+            entries[0].order_source or entries[0].source,
+            f"patient {entries[0].patient}: acq_time mixes values with a time zone (session {aware[0].session!r}: "
+            f"{aware[0].acq_time!r}) and without (session {naive.session!r}: {naive.acq_time!r}), which cannot be "
+            "ordered: give every session of the patient a time zone (+01:00, Z), or none",
+        )
+    return times
+
+
 def _order_sessions(entries: list[SessionEntry]) -> list[SessionEntry]:
     """Sort one patient's sessions: by acq_time, else by order, else natural order of labels."""
     if all(e.acq_time for e in entries):
-        def key(e: SessionEntry):
-            try:
-                return datetime.fromisoformat(e.acq_time)
-            except ValueError:
-                raise InputError(e.source, f"acq_time {e.acq_time!r} is not an ISO 8601 date/time") from None
-        keys = [key(e) for e in entries]
+        keys = _acq_times(entries)
     elif all(e.order is not None for e in entries):
         keys = [e.order for e in entries]
     elif any(e.acq_time for e in entries) or any(e.order is not None for e in entries):
-        raise InputError(entries[0].source, f"patient {entries[0].patient}: acq_time/order given for some sessions but not all")
+        raise InputError(entries[0].order_source or entries[0].source, f"patient {entries[0].patient}: acq_time/order given for some sessions but not all")
     else:
         keys = [natural_key(e.session) for e in entries]
-    if len(set(map(str, keys))) != len(keys):
-        raise InputError(entries[0].source, f"patient {entries[0].patient}: two sessions share the same acquisition time/order")
+    if len({tuple(k) if isinstance(k, list) else k for k in keys}) != len(keys):  # aware times: equal instants
+        raise InputError(entries[0].order_source or entries[0].source, f"patient {entries[0].patient}: two sessions share the same acquisition time/order")
     return [e for _, e in sorted(zip(keys, entries), key=lambda pair: pair[0])]
 
 
@@ -296,9 +448,17 @@ def plan_sessions(entries: list[SessionEntry]) -> dict[str, list[str]]:
     return {p: [e.session for e in _order_sessions(by_patient[p])] for p in sorted(by_patient, key=natural_key)}
 
 
-def plan_cohort(root: str | Path | None = None, table: str | Path | None = None) -> dict[str, list[str]]:
+def discover(root: str | Path | None = None, table: str | Path | None = None, strict: bool = False) -> Discovery:
+    """The sessions of a BIDS-like ``root`` (:func:`discover_bids`) or of a ``cohort.tsv`` (which
+    lists its paths, so nothing is ignored)."""
+    if (root is None) == (table is None):
+        raise LesionLocatorError("give exactly one of root (BIDS-like folder) or table (cohort.tsv)")
+    return discover_bids(root, strict=strict) if root is not None else Discovery(read_cohort_table(table), [])
+
+
+def plan_cohort(root: str | Path | None = None, table: str | Path | None = None, strict: bool = False) -> dict[str, list[str]]:
     """:func:`plan_sessions` of a BIDS-like ``root`` or a ``cohort.tsv``."""
-    return plan_sessions(discover_bids(root) if root is not None else read_cohort_table(table))
+    return plan_sessions(discover(root, table, strict).entries)
 
 
 def _check_mask(path: Path, image_geometry: Geometry, what: str, verify_pixels: bool) -> None:
@@ -306,9 +466,7 @@ def _check_mask(path: Path, image_geometry: Geometry, what: str, verify_pixels: 
         mask = read_image(path)
         geometry = Geometry.of(mask)
         array = sitk.GetArrayViewFromImage(mask)
-        if mask.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-            if not np.array_equal(array, np.round(array)) or array.min() < 0:
-                raise InputError(path, f"{what} must hold non-negative integer lesion IDs")
+        check_lesion_labels(array, path, what)
     else:
         geometry = read_geometry(path)
     difference = geometry_difference(geometry, image_geometry, tolerance=1e-3)
@@ -324,6 +482,7 @@ def _validate_entry(entry: SessionEntry, index: int, verify_pixels: bool) -> Man
         what = "baseline image" if baseline else "image"
         raise InputError(entry.source, f"no {what} found (expected one of {', '.join(FORMATS)} or a DICOM series folder)")
     geometry = Geometry.of(read_image(entry.image)) if verify_pixels else read_geometry(entry.image)
+    check_plausible_geometry(geometry, entry.image)
     if not baseline and (entry.prompts or entry.prompt_mask):
         raise InputError(entry.prompts or entry.prompt_mask, "prompts are read at the baseline session only; move them there or remove them")
     n_prompts = 0
@@ -419,21 +578,43 @@ def read_manifest(path: str | Path, as_records: bool = False) -> pd.DataFrame | 
     return records if as_records else table.to_pandas()
 
 
+def check_writable(output: Path) -> None:
+    """Raise :class:`LesionLocatorError` (``path: problem``) when no file can be created in the folder
+    of ``output``: checked before a validation that may take hours, not after."""
+    if output.parent.exists() and not output.parent.is_dir():
+        raise LesionLocatorError(f"{output}: cannot write the manifest there ({output.parent} is a file, not a folder)")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", suffix=".probe"):
+            pass
+    except OSError as err:
+        raise LesionLocatorError(f"{output}: cannot write the manifest there ({err.strerror or err})") from None
+
+
 def ingest_cohort(
     output: str | Path,
     root: str | Path | None = None,
     table: str | Path | None = None,
     verify_pixels: bool = True,
+    strict: bool = False,
 ) -> pd.DataFrame:
     """Discover, validate and write the manifest (Parquet) of a cohort.
 
     Exactly one of ``root`` (BIDS-like folder) and ``table`` (cohort.tsv) is given. Nothing is
-    written unless the whole cohort is valid.
+    written unless the whole cohort is valid. The folders and files ignored for a near-miss name
+    (:func:`near_miss`) are logged and listed, as ``path: problem`` lines, in
+    ``manifest.attrs["ignored"]``; with ``strict`` they are errors.
     """
+    output = Path(output)
     if (root is None) == (table is None):
         raise LesionLocatorError("give exactly one of root (BIDS-like folder) or table (cohort.tsv)")
-    entries = discover_bids(root) if root is not None else read_cohort_table(table)
-    manifest = build_manifest(entries, verify_pixels=verify_pixels)
-    write_parquet(manifest_table(manifest), output)
+    check_writable(output)
+    found = discover(root, table, strict)
+    manifest = build_manifest(found.entries, verify_pixels=verify_pixels)
+    try:
+        write_parquet(manifest_table(manifest), output)
+    except OSError as err:
+        raise LesionLocatorError(f"{output}: cannot write the manifest ({err.strerror or err})") from None
+    manifest.attrs["ignored"] = [str(err) for err in found.ignored]
     log.info("manifest: %d patients, %d sessions -> %s", manifest.patient.nunique(), len(manifest), output)
     return manifest

@@ -1,6 +1,8 @@
 """The cohort plan the workflow needs at parse time: patients and their sessions in time order.
 
-Nothing here opens an image, so planning 10,000 patients costs a directory listing.
+Nothing here opens an image, so planning 10,000 patients costs a directory listing. A problem it
+meets (an unreadable folder, acq_time that cannot be ordered, with ``cohort.strict`` a near-miss
+folder name) is an :class:`~lesionlocator.core.errors.InputError` naming the file, as at ingest.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lesionlocator.core.config import StudyConfig
-from lesionlocator.ingest.cohort import GROUNDTRUTH_DIR, plan_cohort
+from lesionlocator.ingest.cohort import GROUNDTRUTH_DIR, plan_cohort, read_tsv
 
 
 def synthetic_labels(n_patients: int, n_sessions: int) -> dict[str, list[str]]:
@@ -20,7 +22,7 @@ def cohort_plan(config: StudyConfig) -> dict[str, list[str]]:
     """Patients and their sessions in time order, known before any job runs (no image is opened)."""
     if config.cohort.is_synthetic:
         return synthetic_labels(config.synthetic.n_patients, config.synthetic.n_sessions)
-    return plan_cohort(root=config.cohort.root, table=config.cohort.table)
+    return plan_cohort(root=config.cohort.root, table=config.cohort.table, strict=config.cohort.strict)
 
 
 def cohort_has_groundtruth(config: StudyConfig) -> bool:
@@ -30,5 +32,5 @@ def cohort_has_groundtruth(config: StudyConfig) -> bool:
         return True
     if config.cohort.root is not None:
         return (Path(config.cohort.root) / GROUNDTRUTH_DIR).is_dir()
-    with open(config.cohort.table) as handle:
-        return "groundtruth" in handle.readline().rstrip("\n").split("\t")
+    header, _ = read_tsv(Path(config.cohort.table))
+    return "groundtruth" in header

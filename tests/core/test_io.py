@@ -10,6 +10,7 @@ from lesionlocator.core.io import (
     Geometry,
     atomic_directory,
     atomic_path,
+    check_plausible_geometry,
     geometry_difference,
     image_from_array,
     read_geometry,
@@ -19,6 +20,7 @@ from lesionlocator.core.io import (
     write_json,
 )
 from tests.helpers import EMBEDDED_REAL, OBLIQUE_DIRECTION, make_image
+from tests.reliability.builders import flip_middle_bytes, unreadable_file, unreadable_folder
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
@@ -241,3 +243,114 @@ def test_dicom_series_with_missing_slice(tmp_path):
 def test_write_image_rejects_unknown_suffix(tmp_path):
     with pytest.raises(InputError, match="cannot write"):
         write_image(make_image(), tmp_path / "x.png")
+
+
+# ---- compressed payloads are read whole and checked (issue 21) -------------------------------
+
+
+def test_gzip_crc_failure_is_caught_where_itk_reads_garbage(tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    path.write_bytes((EMBEDDED_REAL / "example_ct_sm.nii.gz").read_bytes())
+    flip_middle_bytes(path)
+    assert sitk.ReadImage(str(path)).GetSize() == (122, 101, 30)  # ITK: no error, half the voxels garbage
+    with pytest.raises(InputError, match=r"corrupt gzip data: CRC check failed") as err:
+        read_image(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_gzip_trailer_is_checked_when_the_voxels_are_intact(tmp_path):
+    plain = tmp_path / "a.nii"
+    sitk.WriteImage(make_image(), str(plain))
+    data = bytearray(gzip.compress(plain.read_bytes(), mtime=0))
+    for index, problem in ((-8, "CRC check failed"), (-1, "Incorrect length of data produced")):
+        damaged = bytearray(data)
+        damaged[index] ^= 0xFF
+        path = tmp_path / "a.nii.gz"
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(InputError, match=f"corrupt gzip data: {problem}"):
+            read_image(path)
+    path.write_bytes(bytes(data) + gzip.compress(b"\0" * 10))  # a second gzip member: still a valid stream
+    read_image(path)
+
+
+@pytest.mark.parametrize("suffix, problem", [(".mha", "corrupt zlib data"), (".nrrd", "corrupt gzip data|cannot read image")])
+def test_damaged_compressed_mha_and_nrrd(tmp_path, suffix, problem):
+    path = tmp_path / f"a{suffix}"
+    sitk.WriteImage(make_image(shape_zyx=(30, 40, 50)), str(path), useCompression=True)
+    read_image(path)
+    flip_middle_bytes(path)
+    with pytest.raises(InputError, match=problem) as err:
+        read_image(path)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_truncated_compressed_mha(tmp_path):
+    path = tmp_path / "a.mha"
+    sitk.WriteImage(make_image(shape_zyx=(30, 40, 50)), str(path), useCompression=True)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(InputError, match="truncated|cannot read image"):
+        read_image(path)
+
+
+def test_detached_compressed_metaimage(tmp_path):
+    path = tmp_path / "a.mhd"
+    sitk.WriteImage(make_image(), str(path), useCompression=True)
+    (data_file,) = [p for p in tmp_path.iterdir() if p.suffix != ".mhd"]
+    read_image(path)
+    flip_middle_bytes(data_file, n=16)
+    with pytest.raises(InputError, match="corrupt zlib data|cannot read image") as err:
+        read_image(path)
+    assert str(data_file) in str(err.value) or str(path) in str(err.value)
+
+
+# ---- an image that cannot be read says why (issue 21) ----------------------------------------
+
+
+def test_unreadable_file_says_why(tmp_path):
+    path = write_image(make_image(), tmp_path / "a.nii.gz")
+    with unreadable_file(path), pytest.raises(InputError, match=r"cannot read the file \(Permission denied\)") as err:
+        read_image(path)
+    assert "exist" not in str(err.value)
+    with unreadable_file(path), pytest.raises(InputError, match=r"cannot read the file \(Permission denied\)"):
+        read_geometry(path)
+
+
+def test_unreadable_dicom_folder_says_why(tmp_path):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    for f in sorted((EMBEDDED_REAL / "example_ct_dicom").iterdir())[:4]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    with unreadable_folder(folder), pytest.raises(InputError, match=r"cannot read the folder \(Permission denied\)"):
+        read_image(folder)
+
+
+# ---- plausible scan geometry (issue 21) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size, spacing, problem",
+    [
+        ((20, 16, 12), (0.8, 1.1, 25.0), r"implausible voxel spacing 25 mm on axis z"),
+        ((20, 16, 12), (0.05, 1.1, 2.5), r"implausible voxel spacing 0.05 mm on axis x"),
+        ((20, 16, 1), (0.8, 1.1, 2.5), r"only 1 voxel\(s\) on axis z \(size \[20, 16, 1\], x y z\)"),
+        ((20, 3, 12), (0.8, 1.1, 2.5), r"only 3 voxel\(s\) on axis y"),
+    ],
+)
+def test_implausible_geometry(size, spacing, problem):
+    geometry = Geometry(size=size, spacing=spacing, origin=(0.0, 0.0, 0.0), direction=OBLIQUE_DIRECTION)
+    with pytest.raises(InputError, match=problem) as err:
+        check_plausible_geometry(geometry, "scan.nii.gz")
+    assert str(err.value).startswith("scan.nii.gz: ")
+
+
+def test_plausible_geometry_bounds():
+    for spacing in ((0.1, 0.1, 0.1), (20.0, 20.0, 20.0)):
+        check_plausible_geometry(Geometry(size=(4, 4, 4), spacing=spacing, origin=(0.0, 0.0, 0.0), direction=OBLIQUE_DIRECTION), "x")
+
+
+def test_plain_nifti_named_gz_is_read_as_is(tmp_path):
+    """ITK (zlib's gzread) reads an uncompressed file named .nii.gz transparently; so does the check."""
+    sitk.WriteImage(make_image(), str(tmp_path / "a.nii"))
+    path = tmp_path / "a.nii.gz"
+    path.write_bytes((tmp_path / "a.nii").read_bytes())
+    assert read_image(path).GetSize() == make_image().GetSize()

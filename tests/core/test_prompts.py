@@ -5,7 +5,7 @@ import pytest
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry
-from lesionlocator.core.prompts import PromptFile, check_prompts_inside, read_prompts, write_prompts
+from lesionlocator.core.prompts import PromptFile, check_lesion_labels, check_prompts_inside, read_prompts, write_prompts
 from tests.helpers import make_image
 
 
@@ -44,7 +44,12 @@ def test_point_maps_like_simpleitk():
         ({"frame": "world", "lesions": [{"id": 1, "box": {"min": [0, 5, 0], "max": [1, 1, 1]}}]}, "min > max on axis 1"),
         ({"frame": "world", "lesions": [{"id": 1}]}, "neither a point nor a box"),
         ({"frame": "mm", "lesions": [{"id": 1, "point": [0, 0, 0]}]}, "frame"),
-        ({"frame": "world", "lesions": [{"id": 0, "point": [0, 0, 0]}]}, "lesions.0.id"),
+        ({"frame": "world", "lesions": [{"id": 0, "point": [0, 0, 0]}]}, "lesions[0].id: Input should be greater than or equal to 1 (got 0)"),
+        ({"frame": "world", "lesions": [{"id": True, "point": [0, 0, 0]}]}, "lesions[0].id: Input should be a valid integer (got true)"),
+        ({"frame": "world", "lesions": [{"id": "7", "point": [0, 0, 0]}]}, 'lesions[0].id: Input should be a valid integer (got "7")'),
+        ({"frame": "world", "lesions": [{"id": 7.0, "point": [0, 0, 0]}]}, "lesions[0].id: Input should be a valid integer (got 7.0)"),
+        ({"frame": "world", "lesions": [{"id": 1, "point": [0, "1", 0]}]}, 'lesions[0].point[1]: Input should be a valid number (got "1")'),
+        ({"frame": "world", "lesions": [{"id": 1, "box": {"min": [0, 0, 0], "max": [1, 1, False]}}]}, "lesions[0].box.max[2]: Input should be a valid number"),
         ({"frame": "world", "lesions": [{"id": 2, "point": [0, 0, 0]}, {"id": 2, "point": [1, 1, 1]}]}, "repeated"),
         ({"frame": "world", "lesions": []}, "lesions"),
     ],
@@ -55,6 +60,21 @@ def test_bad_prompt_files(tmp_path, data, problem):
         read_prompts(path)
     assert str(path) in str(err.value)
     assert problem in str(err.value)
+
+
+def test_integer_coordinates_are_numbers(tmp_path):
+    path = _write(tmp_path, {"frame": "voxel", "lesions": [{"id": 2, "point": [1, 2, 3]}]})
+    assert read_prompts(path).lesions[0].point == (1.0, 2.0, 3.0)
+
+
+def test_utf16_file_is_refused_and_a_utf8_bom_is_accepted(tmp_path):
+    data = json.dumps({"frame": "voxel", "lesions": [{"id": 2, "point": [1, 2, 3]}]})
+    path = tmp_path / "prompts.json"
+    path.write_text(data, encoding="utf-16")
+    with pytest.raises(InputError, match=r"prompts.json: not UTF-8 text \(it is UTF-16 text\): save it as UTF-8"):
+        read_prompts(path)
+    path.write_text(data, encoding="utf-8-sig")
+    assert read_prompts(path).lesions[0].id == 2
 
 
 def test_invalid_json(tmp_path):
@@ -77,3 +97,24 @@ def test_prompt_outside_image(tmp_path):
     far_world = PromptFile(frame="world", lesions=[{"id": 9, "point": (1e4, 0, 0)}])
     with pytest.raises(InputError, match="world frame"):
         check_prompts_inside(far_world, geometry, "p.json")
+
+
+@pytest.mark.parametrize(
+    "values, dtype, problem",
+    [
+        ([0, 1, -1], np.int16, r"negative label\(s\) \(minimum -1\)"),
+        ([0, 2, 1.5], np.float32, r"1 non-integer value\(s\) \(e\.g\. 1\.5\)"),
+        ([0, 2, -2.0], np.float64, r"negative label\(s\) \(minimum -2\)"),
+        ([0, 2**31], np.int64, r"above 2147483647"),
+        ([0, 1], np.complex64, "voxel type complex64"),
+    ],
+)
+def test_lesion_labels_are_non_negative_integers(values, dtype, problem):
+    with pytest.raises(InputError, match=problem) as err:
+        check_lesion_labels(np.asarray(values, dtype=dtype), "gt.nii.gz", "ground-truth mask")
+    assert str(err.value).startswith("gt.nii.gz: ground-truth mask ")
+
+
+@pytest.mark.parametrize("values, dtype", [([0, 1, 7], np.uint8), ([0.0, 3.0], np.float32), ([0, 2**31 - 1], np.uint32), ([], np.int16)])
+def test_valid_lesion_labels(values, dtype):
+    check_lesion_labels(np.asarray(values, dtype=dtype), "gt.nii.gz")

@@ -1,4 +1,5 @@
-import json
+import logging
+import os
 import shutil
 
 import numpy as np
@@ -6,8 +7,11 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from lesionlocator.cli import main
+from lesionlocator.core.config import StudyConfig
 from lesionlocator.core.errors import InputError, LesionLocatorError
-from lesionlocator.ingest.cohort import CohortError, ingest_cohort, read_manifest
+from lesionlocator.ingest.cohort import CohortError, ingest_cohort, near_miss, plan_cohort, read_manifest
+from lesionlocator.ingest.plan import cohort_plan
 from tests.helpers import EMBEDDED_REAL, make_image, write_prompts_json, write_session
 
 
@@ -227,3 +231,199 @@ def test_fingerprint_changes_with_the_image(tiny_cohort, tmp_path):
     after = ingest_cohort(tmp_path / "b.parquet", root=tiny_cohort)
     changed = before.fingerprint != after.fingerprint
     assert changed.tolist() == [(p, s) == ("B2", "10") for p, s in zip(before.patient, before.session)]
+
+
+# ---- no silent garbage (issue 21) ------------------------------------------------------------
+
+root_can_do_anything = pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="root reads and writes whatever the permissions (tests/reliability/test_bad_inputs.py simulates these)",
+)
+
+
+@pytest.mark.parametrize(
+    "name, kind, rename",
+    [
+        ("Sub-P002", "patient", "sub-P002"),
+        ("sub_P003", "patient", "sub-P003"),
+        ("SUB-P004", "patient", "sub-P004"),
+        ("subject-05", "patient", "sub-05"),
+        ("sub06", "patient", "sub-06"),
+        ("ses_03", "session", "ses-03"),
+        ("Ses-04", "session", "ses-04"),
+        ("session 2", "session", "ses-2"),
+        ("ses.baseline", "session", "ses-baseline"),
+    ],
+)
+def test_near_miss_names_say_how_to_rename(tmp_path, name, kind, rename):
+    (tmp_path / name).mkdir()
+    problem = near_miss(tmp_path / name, kind)
+    assert problem is not None and problem.path == tmp_path / name
+    assert problem.problem.startswith(f"ignored: looks like a {kind} folder")
+    assert problem.problem.endswith(f"rename it {rename}")
+
+
+@pytest.mark.parametrize("name", ["derivatives", "subfolder", "summary.txt", "sessions.tsv", "participants.tsv", "sub-A1", "sesame"])
+def test_other_names_are_not_near_misses(tmp_path, name):
+    (tmp_path / name).mkdir()
+    assert near_miss(tmp_path / name, "patient") is None
+    assert near_miss(tmp_path / name, "session") is None
+
+
+def test_near_misses_are_logged_and_listed(tiny_cohort, tmp_path, caplog):
+    (tiny_cohort / "sub-A1" / "ses_3").mkdir()
+    (tiny_cohort / "sub-A1" / "Sub-A1_sessions.tsv").write_text("session_id\tacq_time\n")
+    (tiny_cohort / "sub-C3.zip").write_bytes(b"PK")
+    with caplog.at_level(logging.WARNING, logger="lesionlocator.ingest.cohort"):
+        manifest = ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort)
+    assert len(manifest) == 6
+    ignored = manifest.attrs["ignored"]
+    assert {line.split(": ")[0] for line in ignored} == {
+        str(tiny_cohort / "sub-C3.zip"), str(tiny_cohort / "sub-A1" / "Sub-A1_sessions.tsv"), str(tiny_cohort / "sub-A1" / "ses_3")
+    }
+    assert "is a file, not a folder" in next(line for line in ignored if "sub-C3.zip" in line)
+    assert "named sub-A1_sessions.tsv" in next(line for line in ignored if "Sub-A1_sessions" in line)
+    warning = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "ignored 3 folder(s)/file(s)" in warning and "cohort.strict" in warning
+    assert all(line in warning for line in ignored)
+
+
+def test_strict_refuses_near_misses_with_the_other_problems(tiny_cohort, tmp_path):
+    (tiny_cohort / "Sub-P9").mkdir()
+    (tiny_cohort / "sub-B2" / "ses-1_x").mkdir()
+    (tiny_cohort / "sub-B2" / "ses-2" / "image.nii.gz").write_bytes(b"junk")  # not reached: discovery fails first
+    with pytest.raises(CohortError) as err:
+        ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort, strict=True)
+    assert [p.path for p in err.value.problems] == [tiny_cohort / "sub-B2" / "ses-1_x", tiny_cohort / "Sub-P9"]
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_strict_at_planning_time(tiny_cohort):
+    (tiny_cohort / "sub-A1" / "Ses-4").mkdir()
+    assert cohort_plan(StudyConfig(cohort={"root": tiny_cohort}))["A1"] == ["1", "2", "10"]
+    with pytest.raises(InputError, match=r"Ses-4: ignored: .*rename it ses-4"):
+        cohort_plan(StudyConfig(cohort={"root": tiny_cohort, "strict": True}))
+
+
+def test_cli_strict_flag_and_ignored_list(tiny_cohort, tmp_path, capsys):
+    (tiny_cohort / "sub_X1").mkdir()
+    assert main(["ingest", "--root", str(tiny_cohort), "-o", str(tmp_path / "a.parquet")]) == 0
+    out = capsys.readouterr().out
+    assert "ignored 1 folder(s)/file(s)" in out and f"{tiny_cohort / 'sub_X1'}: ignored" in out
+    assert main(["ingest", "--root", str(tiny_cohort), "--strict", "-o", str(tmp_path / "b.parquet")]) == 2
+    assert f"error: {tiny_cohort / 'sub_X1'}: ignored" in capsys.readouterr().err
+    assert not (tmp_path / "b.parquet").exists()
+
+
+def test_acq_time_with_time_zones_orders_by_instant(tiny_cohort, tmp_path):
+    (tiny_cohort / "sub-A1" / "sub-A1_sessions.tsv").write_text(
+        "session_id\tacq_time\nses-1\t2020-01-05T10:00:00+01:00\nses-2\t2020-01-05T09:30:00Z\nses-10\t2020-01-05T10:00:00Z\n"
+    )
+    manifest = ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort)
+    assert list(manifest[manifest.patient == "A1"].session) == ["1", "2", "10"]  # 09:00Z, 09:30Z, 10:00Z
+
+
+def test_mixed_time_zones_in_a_cohort_table(tmp_path):
+    sitk.WriteImage(make_image(), str(tmp_path / "a.nii.gz"))
+    table = tmp_path / "cohort.tsv"
+    table.write_text("patient\tsession\timage\tacq_time\nP\t1\ta.nii.gz\t2021-01-01T10:00Z\nP\t2\ta.nii.gz\t2021-02-01\n")
+    with pytest.raises(InputError, match="acq_time mixes values with a time zone") as err:
+        plan_cohort(table=table)
+    assert err.value.path == table
+
+
+@pytest.mark.parametrize("order", ["first", "nan", "inf", "1,5"])
+def test_order_must_be_a_number_in_a_cohort_table(tmp_path, order):
+    sitk.WriteImage(make_image(), str(tmp_path / "a.nii.gz"))
+    table = tmp_path / "cohort.tsv"
+    table.write_text(f"patient\tsession\timage\torder\nP\t1\ta.nii.gz\t{order}\nP\t2\ta.nii.gz\t2\n")
+    message = _expect_error(tmp_path, f"session '1': order '{order}' is not a number", table=table)
+    assert f"{table}:2" in message
+
+
+def test_long_row_and_utf16_table(tmp_path):
+    sitk.WriteImage(make_image(), str(tmp_path / "a.nii.gz"))
+    table = tmp_path / "cohort.tsv"
+    table.write_text("patient\tsession\timage\nP\t1\ta.nii.gz\textra\n")
+    assert f"{table}:2" in _expect_error(tmp_path, r"row has 4 field\(s\) but the header has 3", table=table)
+    table.write_text("patient\tsession\timage\nP\t1\ta.nii.gz\n", encoding="utf-16")
+    _expect_error(tmp_path, "not UTF-8 text", table=table)
+    table.write_text("patient\tsession\timage\n\nP\t1\ta.nii.gz\n\n", encoding="utf-8-sig")  # BOM, blank lines
+    assert ingest_cohort(tmp_path / "m.parquet", table=table).session.tolist() == ["1"]
+
+
+def test_short_row_in_sessions_tsv(tiny_cohort, tmp_path):
+    tsv = tiny_cohort / "sub-A1" / "sub-A1_sessions.tsv"
+    tsv.write_text("session_id\tacq_time\nses-1\t2020-01-05\nses-2\nses-10\t2020-03-01\n")
+    message = _expect_error(tmp_path, r"row has 1 field\(s\) but the header has 2", root=tiny_cohort)
+    assert f"{tsv}:3" in message
+
+
+@pytest.mark.parametrize("spacing", [(0.1, 1.0, 20.0), (0.5, 0.5, 10.0)])
+def test_plausible_spacing_bounds_are_accepted(tmp_path, spacing):
+    root = tmp_path / "c"
+    write_session(root, "P", "1", make_image(shape_zyx=(4, 4, 4), spacing=spacing))
+    assert np.allclose(ingest_cohort(tmp_path / "m.parquet", root=root).spacing.iloc[0], spacing)
+
+
+def test_implausible_geometry_is_refused_with_headers_only(tiny_cohort, tmp_path):
+    path = write_session(tiny_cohort, "B2", "2", make_image(shape_zyx=(12, 3, 20)))
+    message = _expect_error(tmp_path, r"only 3 voxel\(s\) on axis y", root=tiny_cohort, verify_pixels=False)
+    assert str(path) in message
+
+
+def test_float_mask_with_integer_values_is_accepted(tiny_cohort, tmp_path):
+    image = make_image()
+    labels = np.zeros(image.GetSize()[::-1], np.float32)
+    labels[5:8, 7:10, 9:12] = 2.0
+    mask = sitk.GetImageFromArray(labels)
+    mask.CopyInformation(image)
+    sitk.WriteImage(mask, str(tiny_cohort / "sub-A1" / "ses-1" / "prompt_mask.nii.gz"))
+    manifest = ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort)
+    assert manifest.prompt_mask.notna().sum() == 1
+
+
+def test_output_under_a_file_is_refused_before_validation(tiny_cohort, tmp_path):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    (tiny_cohort / "sub-A1" / "ses-2" / "image.nii.gz").write_bytes(b"junk")  # never read: the output is checked first
+    with pytest.raises(LesionLocatorError, match=r"not_a_folder/m.parquet: cannot write the manifest there \(.*not_a_folder is a file, not a folder\)"):
+        ingest_cohort(blocker / "m.parquet", root=tiny_cohort)
+
+
+@root_can_do_anything
+def test_unreadable_session_folder_for_real(tiny_cohort, tmp_path):
+    folder = tiny_cohort / "sub-A1" / "ses-2"
+    folder.chmod(0)
+    try:
+        message = _expect_error(tmp_path, r"cannot read the folder \(Permission denied\)", root=tiny_cohort)
+    finally:
+        folder.chmod(0o755)
+    assert str(folder) in message
+
+
+@root_can_do_anything
+def test_unreadable_image_for_real(tiny_cohort, tmp_path):
+    path = tiny_cohort / "sub-A1" / "ses-2" / "image.nii.gz"
+    path.chmod(0)
+    message = _expect_error(tmp_path, r"cannot read the file \(Permission denied\)", root=tiny_cohort)
+    assert str(path) in message and "exist" not in message
+
+
+@root_can_do_anything
+def test_read_only_output_folder_for_real(tiny_cohort, tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        with pytest.raises(LesionLocatorError, match=r"cannot write the manifest there \(Permission denied\)"):
+            ingest_cohort(out / "m.parquet", root=tiny_cohort)
+    finally:
+        out.chmod(0o755)
+
+
+def test_the_same_instant_in_two_time_zones_is_a_duplicate(tiny_cohort, tmp_path):
+    (tiny_cohort / "sub-A1" / "sub-A1_sessions.tsv").write_text(
+        "session_id\tacq_time\nses-1\t2020-01-05T10:00:00+01:00\nses-2\t2020-01-05T09:00:00Z\nses-10\t2020-01-06T10:00:00Z\n"
+    )
+    _expect_error(tmp_path, "two sessions share the same acquisition time", root=tiny_cohort)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import errno
 import json
+import os
 import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import SimpleITK as sitk
@@ -79,6 +85,46 @@ def nifti_with_sheared_sform(path: Path) -> Path:
     data[280:328] = struct.pack("<12f", *srow.ravel())
     path.write_bytes(bytes(data))
     return path
+
+
+def flip_middle_bytes(path: Path, n: int = 64) -> Path:
+    """Invert ``n`` bytes in the middle of a file (a damaged copy: the size is unchanged)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + n] = bytes(b ^ 0xFF for b in data[middle : middle + n])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@contextlib.contextmanager
+def permission_denied(module: object, name: str, refused: Callable[[Path], bool]) -> Iterator[None]:
+    """While active, ``module.name(path, ...)`` raises ``PermissionError`` (EACCES) for every path
+    ``refused`` selects, as the kernel does for a user without the permission. Tests run as root,
+    whom chmod does not stop, so this is how a non-root user's permission error is reproduced."""
+    original = getattr(module, name)
+
+    def guarded(path, *args, **kwargs):
+        if isinstance(path, (str, bytes, os.PathLike)) and refused(Path(os.fsdecode(path))):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return original(path, *args, **kwargs)
+
+    with mock.patch.object(module, name, guarded):
+        yield
+
+
+def unreadable_folder(folder: Path):
+    """Listing ``folder`` fails with EACCES (``chmod 000`` for a non-root user)."""
+    return permission_denied(os, "listdir", lambda p: p == folder)
+
+
+def unreadable_file(path: Path):
+    """Opening ``path`` fails with EACCES (``chmod 000`` for a non-root user)."""
+    return permission_denied(builtins, "open", lambda p: p == path)
+
+
+def read_only_folder(folder: Path):
+    """Creating a file in ``folder`` fails with EACCES (``chmod 555`` for a non-root user)."""
+    return permission_denied(os, "open", lambda p: p.parent == folder)
 
 
 def copy_dicom(files: list[Path], folder: Path) -> Path:

@@ -4,15 +4,23 @@ Each case asserts either (a) the error type and that the message names the file 
 and the problem, or (b) the documented outcome; and in both cases that no output file and no
 partial file (``.<name>.<random>.part<suffix>``) was left behind by a failure.
 
-Entry points: ``ingest_cohort`` (what the workflow runs first), ``segment_session``,
-``register_pair``, ``load_config``/``validate_config``, ``load_model``. The pipeline-level cases
-(a patient with only a baseline, a follow-up of another body region) are in test_patient_failures.py.
+Entry points: ``ingest_cohort`` (what the workflow runs first), ``cohort_plan`` (what the Snakefile
+runs at parse time), ``lesionlocator ingest`` (``cli.main``), ``segment_session``, ``register_pair``,
+``load_config``/``validate_config``, ``load_model``. The pipeline-level cases (a patient with only a
+baseline, a follow-up of another body region) are in test_patient_failures.py.
+
+Permission cases: the tests run as root, whom ``chmod`` does not stop, so a folder or file a user
+cannot read (or a folder they cannot write) is reproduced by making the system call that would fail
+raise the same ``PermissionError`` (builders.unreadable_folder, unreadable_file, read_only_folder).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,19 +31,22 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from lesionlocator.core.config import RegisterConfig, load_config
-from lesionlocator.core.errors import ConfigError, InputError
+from lesionlocator.cli import main as cli_main
+from lesionlocator.core.config import RegisterConfig, StudyConfig, load_config
+from lesionlocator.core.errors import ConfigError, InputError, LesionLocatorError
 from lesionlocator.core.io import Geometry
 from lesionlocator.ingest.cohort import CohortError, ingest_cohort
+from lesionlocator.ingest.plan import cohort_plan
 from lesionlocator.register.base import register_pair
 from lesionlocator.segment.model import load_model
 from lesionlocator.segment.session import segment_session
-from tests.helpers import make_image, write_session
+from tests.helpers import EMBEDDED_REAL, make_image, write_session
 from tests.reliability.builders import (
     blob_image,
     copy_dicom,
     dicom_files,
     empty_session,
+    flip_middle_bytes,
     leftovers,
     mask_like,
     nifti_with_huge_header,
@@ -43,6 +54,9 @@ from tests.reliability.builders import (
     one_session_cohort,
     partial_files,
     point_prompt,
+    read_only_folder,
+    unreadable_file,
+    unreadable_folder,
 )
 from tests.segment.toy_model import toy_plans, write_toy_model
 
@@ -159,6 +173,74 @@ def case_extreme_anisotropy(tmp: Path) -> Case:
     return Case(call, out, outcome=outcome)
 
 
+def _with_follow_up(root: Path, image: sitk.Image | None = None, name: str = "image.nii.gz") -> Path:
+    """A valid baseline ``sub-A1/ses-1`` and a follow-up ``sub-A1/ses-2``; returns the follow-up's image."""
+    one_session_cohort(root)
+    return write_session(root, "A1", "2", image if image is not None else blob_image(), name=name)
+
+
+def case_corrupt_gzip_follow_up(tmp: Path) -> Case:
+    """64 bytes flipped in the middle of a follow-up .nii.gz: ITK reads it (half the voxels garbage),
+    only gzip's CRC-32 in the trailer tells; the whole stream is read at ingest."""
+    path = _with_follow_up(tmp / "c")
+    shutil.copy(EMBEDDED_REAL / "example_ct_sm.nii.gz", path)
+    flip_middle_bytes(path)
+    return _ingest_error(tmp / "c", tmp, path, "corrupt gzip data: CRC check failed")
+
+
+def _compressed_follow_up(root: Path, name: str) -> Path:
+    path = _with_follow_up(root, name=name)
+    sitk.WriteImage(blob_image(), str(path), useCompression=True)
+    return path
+
+
+def case_corrupt_zlib_mha(tmp: Path) -> Case:
+    """A damaged compressed MetaImage: ITK reads garbage voxels without an error; zlib tells."""
+    path = flip_middle_bytes(_compressed_follow_up(tmp / "c", "scan.mha"))
+    return _ingest_error(tmp / "c", tmp, path, "corrupt zlib data")
+
+
+def case_corrupt_gzip_trailer_nrrd(tmp: Path) -> Case:
+    """A gzip-encoded NRRD whose trailer (CRC-32, length) does not match its data: ITK stops reading
+    before the trailer; the whole stream is read at ingest."""
+    path = _compressed_follow_up(tmp / "c", "scan.nrrd")
+    data = bytearray(path.read_bytes())
+    data[-4] ^= 0xFF  # the length of the uncompressed data, modulo 2**32
+    path.write_bytes(bytes(data))
+    return _ingest_error(tmp / "c", tmp, path, "corrupt gzip data: .*incorrect length check")
+
+
+def case_spacing_implausible(tmp: Path) -> Case:
+    """A header whose z spacing is 10x too large (25 mm instead of 2.5) hung registration for 21 minutes."""
+    path = _with_follow_up(tmp / "c", blob_image(spacing=(0.8, 1.1, 25.0)))
+    return _ingest_error(tmp / "c", tmp, path, r"implausible voxel spacing 25 mm on axis z .*0\.1-20 mm")
+
+
+def case_spacing_too_fine(tmp: Path) -> Case:
+    path = _with_follow_up(tmp / "c", blob_image(spacing=(0.8, 0.01, 2.5)))
+    return _ingest_error(tmp / "c", tmp, path, "implausible voxel spacing 0.01 mm on axis y")
+
+
+def case_single_slice_follow_up(tmp: Path) -> Case:
+    """A single-slice 3D follow-up used to pass ingest and fail only in registration."""
+    path = _with_follow_up(tmp / "c", make_image(shape_zyx=(1, 16, 20)))
+    return _ingest_error(tmp / "c", tmp, path, r"only 1 voxel\(s\) on axis z .*at least 4")
+
+
+def case_unreadable_image(tmp: Path) -> Case:
+    """An image the user may not read: the message says so and why (ITK says "does not exist")."""
+    path = _with_follow_up(tmp / "c")
+    case = _ingest_error(tmp / "c", tmp, path, r"cannot read the file \(Permission denied\)")
+    call = case.call
+
+    def unreadable():
+        with unreadable_file(path):
+            return call()
+
+    case.call = unreadable
+    return case
+
+
 # -- DICOM ----------------------------------------------------------------------------------------
 
 
@@ -257,6 +339,59 @@ def case_mask_geometry_mismatch(tmp: Path) -> Case:
     return _ingest_error(tmp / "c", tmp, mask, "geometry differs from its image: origin")
 
 
+def case_prompt_id_boolean(tmp: Path) -> Case:
+    """``"id": true`` used to become lesion 1."""
+    path = one_session_cohort(tmp / "c", prompts={"frame": "voxel", "lesions": [{"id": True, "point": [6, 8, 10]}]})
+    return _ingest_error(tmp / "c", tmp, path.parent / "prompts.json", r"lesions\[0\]\.id: Input should be a valid integer \(got true\)")
+
+
+def case_prompt_id_string(tmp: Path) -> Case:
+    path = one_session_cohort(tmp / "c", prompts={"frame": "voxel", "lesions": [{"id": "7", "point": [6, 8, 10]}]})
+    return _ingest_error(tmp / "c", tmp, path.parent / "prompts.json", r'lesions\[0\]\.id: Input should be a valid integer \(got "7"\)')
+
+
+def case_prompts_utf16(tmp: Path) -> Case:
+    path = one_session_cohort(tmp / "c", prompts=None)
+    prompts = path.parent / "prompts.json"
+    prompts.write_text(json.dumps(point_prompt(blob_image())), encoding="utf-16")
+    return _ingest_error(tmp / "c", tmp, prompts, r"not UTF-8 text \(it is UTF-16 text\)")
+
+
+def _mask_case(tmp: Path, values: np.ndarray, dtype, groundtruth: bool) -> tuple[Path, Path]:
+    image = blob_image()
+    path = one_session_cohort(tmp / "c", image=image, prompts=None if not groundtruth else "default")
+    if groundtruth:
+        folder = tmp / "c" / "derivatives" / "groundtruth" / "sub-A1" / "ses-1"
+        folder.mkdir(parents=True)
+        mask = folder / "lesions.nii.gz"
+    else:
+        mask = path.parent / "prompt_mask.nii.gz"
+    sitk.WriteImage(mask_like(image, values, dtype), str(mask))
+    return path, mask
+
+
+def _blob_labels(value) -> np.ndarray:
+    array = np.zeros(blob_image().GetSize()[::-1])
+    array[5:8, 7:10, 9:12] = value
+    return array
+
+
+def case_negative_label_prompt_mask(tmp: Path) -> Case:
+    _, mask = _mask_case(tmp, _blob_labels(-1), np.int16, groundtruth=False)
+    return _ingest_error(tmp / "c", tmp, mask, r"prompt mask holds negative label\(s\) \(minimum -1\)")
+
+
+def case_negative_label_groundtruth(tmp: Path) -> Case:
+    _, mask = _mask_case(tmp, _blob_labels(-3), np.int32, groundtruth=True)
+    return _ingest_error(tmp / "c", tmp, mask, r"ground-truth mask holds negative label\(s\) \(minimum -3\)")
+
+
+def case_non_integer_groundtruth(tmp: Path) -> Case:
+    """A probability map given as ground truth."""
+    _, mask = _mask_case(tmp, _blob_labels(0.75), np.float32, groundtruth=True)
+    return _ingest_error(tmp / "c", tmp, mask, r"ground-truth mask holds 27 non-integer value\(s\) \(e\.g\. 0\.75\)")
+
+
 # -- sessions and labels --------------------------------------------------------------------------
 
 
@@ -286,6 +421,90 @@ def case_sessions_duplicated_label(tmp: Path) -> Case:
 def case_sessions_bad_date(tmp: Path) -> Case:
     _two_sessions(tmp / "c", "session_id\tacq_time\nses-1\t04/01/2021\nses-2\t2021-03-01\n")
     return _ingest_error(tmp / "c", tmp, tmp / "c" / "sub-A1", "not an ISO 8601")
+
+
+_MIXED_ZONES = "session_id\tacq_time\nses-1\t2021-01-04T09:30:00+01:00\nses-2\t2021-03-01T10:00:00\n"
+_MIXED_ZONES_PROBLEM = r"patient A1: acq_time mixes values with a time zone .* and without .*give every session"
+
+
+def case_sessions_mixed_time_zones(tmp: Path) -> Case:
+    """Aware and naive times cannot be compared: a traceback (TypeError) before."""
+    _two_sessions(tmp / "c", _MIXED_ZONES)
+    return _ingest_error(tmp / "c", tmp, tmp / "c" / "sub-A1" / "sub-A1_sessions.tsv", _MIXED_ZONES_PROBLEM)
+
+
+def case_sessions_mixed_time_zones_at_planning(tmp: Path) -> Case:
+    """The same at the Snakefile's parse-time planning (``cohort_plan``, workflow/rules/common.smk)."""
+    _two_sessions(tmp / "c", _MIXED_ZONES)
+    call = lambda: cohort_plan(StudyConfig(cohort={"root": tmp / "c"}))  # noqa: E731
+    return Case(call, tmp / "out", error=(InputError, str(tmp / "c" / "sub-A1" / "sub-A1_sessions.tsv"), _MIXED_ZONES_PROBLEM))
+
+
+def case_sessions_order_not_a_number(tmp: Path) -> Case:
+    _two_sessions(tmp / "c", "session_id\torder\nses-1\tfirst\nses-2\t2\n")
+    return _ingest_error(tmp / "c", tmp, tmp / "c" / "sub-A1" / "sub-A1_sessions.tsv:2", "session '1': order 'first' is not a number")
+
+
+def case_cohort_table_short_row(tmp: Path) -> Case:
+    image = write_session(tmp / "c", "X", "1", blob_image())
+    table = tmp / "cohort.tsv"
+    table.write_text(f"patient\tsession\timage\torder\nX\t1\t{image}\t1\nX\t2\t{image}\n")
+    out = tmp / "out"
+    call = lambda: ingest_cohort(out / "manifest.parquet", table=table)  # noqa: E731
+    return Case(call, out, error=(InputError, f"{table}:3", r"row has 3 field\(s\) but the header has 4"))
+
+
+def case_unreadable_session_folder(tmp: Path) -> Case:
+    root = tmp / "c"
+    folder = _with_follow_up(root).parent
+    case = _ingest_error(root, tmp, folder, r"cannot read the folder \(Permission denied\)")
+    call = case.call
+
+    def unreadable():
+        with unreadable_folder(folder):
+            return call()
+
+    case.call = unreadable
+    return case
+
+
+def _near_misses(root: Path) -> list[Path]:
+    """A valid patient A1 (sessions 1, 2), and four folders ingest used to drop without a word."""
+    _with_follow_up(root)
+    write_session(root, "P001", "01", blob_image())
+    (root / "sub-P001" / "ses-01" / "prompts.json").write_text(json.dumps(point_prompt(blob_image())))
+    missed = [root / "sub-A1" / "ses_03", root / "sub-A1" / "Ses-04", root / "Sub-P002" / "ses-01", root / "sub_P003" / "ses-01"]
+    for folder in missed:
+        folder.mkdir(parents=True)
+        sitk.WriteImage(blob_image(), str(folder / "image.nii.gz"))
+    return [missed[0], missed[1], root / "Sub-P002", root / "sub_P003"]
+
+
+def case_near_miss_names_are_listed(tmp: Path) -> Case:
+    """Documented: ingested without them, each logged and listed in ``manifest.attrs["ignored"]``."""
+    root = tmp / "c"
+    missed = _near_misses(root)
+    case = _ingest(root, tmp)
+
+    def outcome(manifest: pd.DataFrame):
+        assert manifest.session.tolist() == ["1", "2", "01"]
+        ignored = manifest.attrs["ignored"]
+        assert sorted(line.split(": ")[0] for line in ignored) == sorted(map(str, missed))
+        assert any(line.endswith("rename it ses-03") for line in ignored)
+        assert any(line.endswith("rename it sub-P002") for line in ignored)
+
+    case.outcome = outcome
+    return case
+
+
+def case_near_miss_names_strict(tmp: Path) -> Case:
+    """``cohort.strict``: one error listing every near-miss name, nothing written."""
+    root = tmp / "c"
+    missed = _near_misses(root)
+    out = tmp / "out"
+    call = lambda: ingest_cohort(out / "manifest.parquet", root=root, strict=True)  # noqa: E731
+    every = "(?s)" + "".join(f"(?=.*{re.escape(str(path))}: ignored: looks like a)" for path in missed)
+    return Case(call, out, error=(CohortError, "4 problem(s) in the cohort", every))
 
 
 def case_sessions_out_of_order(tmp: Path) -> Case:
@@ -339,6 +558,45 @@ def case_all_problems_at_once(tmp: Path) -> Case:
     bad.write_bytes(b"")
     third = empty_session(root, "C3")
     return _ingest_error(root, tmp, f"{bad}: file is empty (0 bytes)\n  {third}: no baseline image", "2 problem", CohortError)
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+def case_output_folder_read_only(tmp: Path) -> Case:
+    """``lesionlocator ingest -o`` into a folder the user may not write: ``error: path: problem``,
+    exit 2, before any image is read (a traceback before, after validating the whole cohort)."""
+    one_session_cohort(tmp / "c")
+    out = tmp / "out"
+    out.mkdir()
+    target = out / "manifest.parquet"
+
+    def call():
+        stderr = io.StringIO()
+        with read_only_folder(out), contextlib.redirect_stderr(stderr):
+            code = cli_main(["ingest", "--root", str(tmp / "c"), "-o", str(target)])
+        return code, stderr.getvalue()
+
+    def outcome(result):
+        code, stderr = result
+        assert code == 2
+        assert stderr.startswith(f"error: {target}: cannot write the manifest there (Permission denied)"), stderr
+        assert "Traceback" not in stderr
+        assert leftovers(out) == []
+
+    return Case(call, out, outcome=outcome)
+
+
+def case_output_folder_read_only_api(tmp: Path) -> Case:
+    one_session_cohort(tmp / "c")
+    out = tmp / "out"
+    out.mkdir()
+
+    def call():
+        with read_only_folder(out):
+            return ingest_cohort(out / "manifest.parquet", root=tmp / "c")
+
+    return Case(call, out, error=(LesionLocatorError, str(out / "manifest.parquet"), r"cannot write the manifest there \(Permission denied\)"))
 
 
 # -- config ---------------------------------------------------------------------------------------
