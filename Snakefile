@@ -4,6 +4,7 @@
 from snakemake.utils import min_version
 
 from lesionlocator.aggregate.summary import print_run_summary
+from lesionlocator.core.lock import acquire_results_lock, release_results_lock
 
 min_version("9.0")
 
@@ -36,5 +37,16 @@ rule all:
     default_target: True
 
 
+# One run at a time writes to results_dir (Snakemake's own lock covers only this working folder).
+# Hooks run in the main process of a real run: not in a dry run, not in jobs (--no-hooks).
+onstart:
+    acquire_results_lock(LAYOUT.root)  # refuses while another live run holds it
+
+
 onsuccess:
+    release_results_lock(LAYOUT.root)
     print_run_summary(LAYOUT.root)  # patients done/failed, lesions, responses, review, where the report is
+
+
+onerror:
+    release_results_lock(LAYOUT.root)

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from lesionlocator.core.config import StudyConfig
+from lesionlocator.core.errors import LesionLocatorError
 from lesionlocator.core.io import Geometry, read_image
 from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.core.shards import PatientTask, read_done, run_shard
@@ -66,6 +67,24 @@ def _export_dicom_seg(row: dict, labels, reference, layout: ResultsLayout, patie
     output = layout.dicom_seg(patient, row["session"])
     output.unlink(missing_ok=True)
     write_dicom_seg(image_from_array(labels, reference), row["image"], output, patient, row["session"])
+
+
+def ingest_manifest(output: str | Path, verify_pixels: bool = True, **source: str | Path) -> pd.DataFrame:
+    """Ingest the cohort into the manifest (the workflow's first job; ``source``: ``root=`` or ``table=``).
+
+    A cohort that cannot be ingested stops the whole run, so its error (each file with its problem)
+    goes to the log before it is raised: the job's log file, where Snakemake points, says why.
+    """
+    from lesionlocator.ingest.cohort import ingest_cohort
+
+    try:
+        return ingest_cohort(output, verify_pixels=verify_pixels, **source)
+    except LesionLocatorError as err:
+        log.error("the cohort cannot be ingested; nothing was written to %s\n%s", output, err)
+        raise
+    except Exception:
+        log.exception("the cohort cannot be ingested; nothing was written to %s", output)
+        raise
 
 
 def segment_baseline_shard(manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path) -> dict:
@@ -128,6 +147,30 @@ def _previous_stage(t: int) -> str:
     return "segment_baseline" if t == 1 else f"track_t{t - 1}"
 
 
+def upstream_stages(t: int, through_track: bool = True) -> list[tuple[str, int | None]]:
+    """The (stage, session index) whose shard reports a later stage reads to skip the patients that
+    failed upstream: ``track`` (through session index ``t``, or ``t - 1`` without ``through_track``)
+    and ``register`` (through ``t``), then ``segment_baseline``; latest first.
+
+    Latest first because :func:`lesionlocator.core.shards.failure_reasons` lets a later report's
+    ``failed`` replace an earlier one's: so a patient that failed twice (its segmentation, and a
+    registration that runs beside it) is reported with its earliest failure, the root cause. The
+    measure and evaluate jobs read every report of their shard, not only the last tracking job's:
+    a patient with fewer sessions than the shard's longest is not in that job's report.
+    """
+    chain: list[tuple[str, int | None]] = []
+    for k in range(t, 0, -1):
+        if through_track or k < t:
+            chain.append(("track", k))
+        chain.append(("register", k))
+    return chain + [("segment_baseline", None)]
+
+
+def _report_name(stage: str, t: int | None) -> str:
+    """The report file name of a stage of ``lesionlocator track`` (one patient, no shard)."""
+    return f"{stage}.json" if t is None else f"{stage}_t{t}.json"
+
+
 def track_shard(
     manifest_path: str | Path,
     patients: list[str],
@@ -183,15 +226,21 @@ def track_patient(manifest_path: str | Path, patient: str, config: StudyConfig, 
     """Every stage of one patient in order (the ``lesionlocator track`` command)."""
     sessions = patient_sessions(manifest_path)
     if patient not in sessions:
-        raise ValueError(f"patient {patient!r} is not in {manifest_path}")
+        raise LesionLocatorError(f"{manifest_path}: patient {patient!r} not found (patients: {label_list(sessions)})")
     report_dir = Path(report_dir)
-    reports = [segment_baseline_shard(manifest_path, [patient], config, report_dir / "segment_baseline.json")]
+    reports = [segment_baseline_shard(manifest_path, [patient], config, report_dir / _report_name("segment_baseline", None))]
     for t in range(1, len(sessions[patient])):
-        register_report = report_dir / f"register_t{t}.json"
-        reports.append(register_shard(manifest_path, [patient], t, config, register_report))
-        upstream = [report_dir / ("segment_baseline.json" if t == 1 else f"track_t{t - 1}.json"), register_report]
-        reports.append(track_shard(manifest_path, [patient], t, config, report_dir / f"track_t{t}.json", upstream))
+        reports.append(register_shard(manifest_path, [patient], t, config, report_dir / _report_name("register", t)))
+        upstream = [report_dir / _report_name(stage, k) for stage, k in upstream_stages(t, through_track=False)]
+        reports.append(track_shard(manifest_path, [patient], t, config, report_dir / _report_name("track", t), upstream))
     return reports
+
+
+def label_list(labels, shown: int = 10) -> str:
+    """``"A1, B2, ... (and 8 more)"``: the first ``shown`` labels, for an error message."""
+    labels = list(labels)
+    more = f" (and {len(labels) - shown} more)" if len(labels) > shown else ""
+    return ", ".join(labels[:shown]) + more
 
 
 def _last_stage(n_sessions: int) -> str:

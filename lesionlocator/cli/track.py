@@ -49,17 +49,30 @@ def summary_lines(results_dir: Path, patient: str, manifest: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
+    from lesionlocator.core.layout import LABEL_PATTERN
+    from lesionlocator.core.lock import results_lock
     from lesionlocator.ingest.cohort import ingest_cohort
-    from lesionlocator.pipeline import track_patient
+    from lesionlocator.pipeline import label_list, patient_sessions, track_patient
 
+    if not LABEL_PATTERN.fullmatch(args.patient):
+        raise LesionLocatorError(
+            f"invalid patient label {args.patient!r}: letters and digits only, without sub- (e.g. P001)"
+        )
     config = _config(args)
     results = Path(config.results_dir)
-    manifest = results / "ingest" / "manifest.parquet"
-    if args.manifest:
-        manifest = Path(args.manifest)
-    else:
-        ingest_cohort(manifest, root=args.root)
-    reports = track_patient(manifest, args.patient, config, results / "shards" / "track_patient" / f"sub-{args.patient}")
+    # the same lock as a Snakemake run: never two runs writing to one results folder
+    with results_lock(results, f"lesionlocator track --patient {args.patient}"):
+        if args.manifest:
+            manifest = source = Path(args.manifest)
+            if not manifest.is_file():
+                raise LesionLocatorError(f"{manifest}: no such manifest (lesionlocator ingest writes one)")
+        else:
+            manifest, source = results / "ingest" / "manifest.parquet", Path(args.root)
+            ingest_cohort(manifest, root=args.root)
+        patients = patient_sessions(manifest)
+        if args.patient not in patients:
+            raise LesionLocatorError(f"{source}: patient {args.patient!r} not found (patients: {label_list(patients)})")
+        reports = track_patient(manifest, args.patient, config, results / "shards" / "track_patient" / f"sub-{args.patient}")
     print("\n".join(summary_lines(results, args.patient, manifest)))
     failures = [
         f"{report['stage']}: {item['error']}"
@@ -96,7 +109,8 @@ COMMANDS = [
         "each lesion's mask autoregressively, and report its status per session (present, vanished, "
         "out_of_fov, merged, split, not_found) plus new-lesion candidates for review. Writes per session "
         "lesions.nii.gz, candidates.nii.gz, to_previous.tfm and tracking.parquet under "
-        "RESULTS_DIR/patients/sub-<patient>/ and prints a summary table.",
+        "RESULTS_DIR/patients/sub-<patient>/ and prints a summary table. Holds RESULTS_DIR/lesionlocator.lock "
+        "while it runs, as a Snakemake run does: refused while another run writes to the same folder.",
         add_arguments=add_arguments,
         run=run,
         config=True,

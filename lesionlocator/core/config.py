@@ -27,9 +27,10 @@ BUNDLED_MODEL = REPO_ROOT / "models" / "lesionlocator_small"
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors; instances are immutable once validated."""
+    """Unknown keys are errors; every float is finite (``.inf`` and ``.nan`` are errors naming the
+    key); instances are immutable once validated."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CohortConfig(StrictModel):

@@ -7,19 +7,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from lesionlocator import pipeline
 from lesionlocator.aggregate.report import report_cohort
 from lesionlocator.core.config import validate_config
+from lesionlocator.core.errors import InputError
 from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.core.shards import failure_table
 from lesionlocator.ingest.cohort import ingest_cohort
-from lesionlocator.pipeline import aggregate_results, measure_shard, register_shard, segment_baseline_shard, track_shard
+from lesionlocator.pipeline import (
+    aggregate_results,
+    measure_shard,
+    register_shard,
+    segment_baseline_shard,
+    track_shard,
+    upstream_stages,
+)
 from tests.helpers import EMBEDDED_REAL, write_session
-from tests.reliability.builders import partial_files, point_prompt
+from tests.reliability.builders import blob_image, partial_files, point_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -80,3 +88,64 @@ def test_failed_patient_is_reported_and_the_others_go_on(tmp_path):
     section = html[html.index("Failed patients"):]
     assert "A1" in section and "do not cover the same anatomy" in section
     assert partial_files(tmp_path / "results") == []
+
+
+def _shard_reports(layout: ResultsLayout, stage_chain) -> list[Path]:
+    """The shard-0 report paths of (stage, t) pairs, as the workflow's input functions name them."""
+    return [layout.shard_report(stage, 0, t) for stage, t in stage_chain]
+
+
+def test_a_patient_failed_at_segmentation_is_reported_with_that_reason(tmp_path, monkeypatch):
+    """A1 (2 sessions) fails its baseline segmentation, and its registration fails too; B2 (3 sessions)
+    is fine. The last tracking job (t2) does not hold A1, yet measure skips it as failed upstream, and
+    run.json and the report name the first failure (segment_baseline), not a missing tracking table."""
+    root = tmp_path / "cohort"
+    centre = (16, 24, 24)
+    image = blob_image(shape_zyx=(32, 48, 48), spacing=(1.0, 1.0, 1.5), centre_zyx=centre, radii_zyx=(5, 6, 6))
+    for patient, sessions in [("A1", ["1", "2"]), ("B2", ["1", "2", "3"])]:
+        for session in sessions:
+            write_session(root, patient, session, image)
+        (root / f"sub-{patient}" / "ses-1" / "prompts.json").write_text(json.dumps(point_prompt(image, index_zyx=centre)))
+
+    def check_prompts(prompts, shape_zyx, source="prompts"):
+        if "sub-A1" in source:
+            raise InputError(source, "prompt mask label -1 is not a lesion ID (IDs are positive integers)")
+        return real_check_prompts(prompts, shape_zyx, source=source)
+
+    def register_pair(fixed, moving, *args, **kwargs):
+        if "sub-A1" in str(fixed):
+            raise InputError(fixed, "registration failed as well")
+        return real_register_pair(fixed, moving, *args, **kwargs)
+
+    real_check_prompts, real_register_pair = pipeline.check_prompts, pipeline.register_pair
+    monkeypatch.setattr(pipeline, "check_prompts", check_prompts)
+    monkeypatch.setattr(pipeline, "register_pair", register_pair)
+
+    config = validate_config({"results_dir": str(tmp_path / "results"), "segment": {"segmenter": "classical"},
+                              "register": {"affine": False, "deformable": False}})  # fmt: skip
+    layout = ResultsLayout(tmp_path / "results")
+    ingest_cohort(layout.manifest, root=root)
+    patients = ["A1", "B2"]  # one shard, as the workflow batches them
+    report = lambda stage, t=None: layout.shard_report(stage, 0, t)
+
+    segment_baseline_shard(layout.manifest, patients, config, report("segment_baseline"))
+    for t in (1, 2):
+        register_shard(layout.manifest, patients, t, config, report("register", t))
+        track_shard(layout.manifest, patients, t, config, report("track", t),
+                    _shard_reports(layout, upstream_stages(t, through_track=False)))  # fmt: skip
+    track_t2 = json.loads(report("track", 2).read_text())
+    assert set(track_t2["patients"]) == {"B2"}, "A1 has no session t2: the last tracking job does not hold it"
+    measure = measure_shard(layout.manifest, patients, config, report("measure"), _shard_reports(layout, upstream_stages(2)))
+
+    reason = measure["patients"]["A1"]
+    assert reason["outcome"] == "upstream_failed"
+    assert reason["error"].startswith("segment_baseline: InputError: ") and "prompt mask label -1" in reason["error"]
+    assert measure["patients"]["B2"] == {"outcome": "ok", "error": None}
+
+    aggregate_results(layout.manifest, config, [report("measure")], layout.cohort_dataset, layout.run_manifest)
+    run = json.loads(layout.run_manifest.read_text())
+    assert run["failed_patients"] == ["A1"]
+    assert run["failures"]["A1"] == reason["error"]
+    html = report_cohort(layout.cohort_dataset, layout.report, failed_patients=failure_table([report("measure")])).read_text()
+    section = html[html.index("Failed patients"):]
+    assert "segment_baseline: InputError" in section and "tracking.parquet" not in section

@@ -48,3 +48,28 @@ def test_plan_of_the_synthetic_cohort_matches_the_generator(tmp_path):
     generated = {p: sorted(g.session.unique()) for p, g in truth.groupby("patient")}
     assert plan == generated
     assert cohort_plan(StudyConfig(cohort={"root": tmp_path / "cohort"})) == plan
+
+
+def _job_inputs(stdout: str, rule: str, output_part: str) -> list[str]:
+    """The input list of the dry-run job of ``rule`` whose output contains ``output_part``."""
+    for block in stdout.split("\nrule ")[1:]:
+        lines = block.splitlines()
+        output = next(line for line in lines if line.strip().startswith("output:"))
+        if lines[0] == f"{rule}:" and output_part in output:
+            inputs = next(line for line in lines if line.strip().startswith("input:"))
+            return [part.strip() for part in inputs.split("input:", 1)[1].split(",")]
+    raise AssertionError(f"no {rule} job writing {output_part} in the dry run")
+
+
+def test_later_stages_read_every_upstream_report_of_their_shard(tmp_path):
+    """measure and evaluate read the segment, register and track reports of their shard (latest first),
+    so a patient that failed anywhere upstream is skipped with its first failure as the reason."""
+    config = write_config(tmp_path)
+    result = run_snakemake(["-n", "--cores", "1", "--configfile", str(config)], timeout=300)
+    assert result.returncode == 0, result.stdout
+    shards = tmp_path / "results" / "shards"
+    chain = [shards / "track/shard-0000_t2.json", shards / "register/shard-0000_t2.json", shards / "track/shard-0000_t1.json",
+             shards / "register/shard-0000_t1.json", shards / "segment_baseline/shard-0000.json"]  # fmt: skip
+    for rule, output in [("measure_lesions", "measure/shard-0000.json"), ("evaluate_tracking", "evaluate/shard-0000.json")]:
+        assert _job_inputs(result.stdout, rule, output)[1:] == [str(p) for p in chain]
+    assert _job_inputs(result.stdout, "track_followup", "track/shard-0000_t2.json")[-4:] == [str(p) for p in chain[1:]]

@@ -7,6 +7,7 @@ from lesionlocator.core.config import BUNDLED_MODEL, validate_config
 from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.ingest.plan import cohort_has_groundtruth, cohort_plan
 from lesionlocator.core.shards import shard_patients
+from lesionlocator.pipeline import upstream_stages
 from lesionlocator.stage_keys import config_slice, weight_files
 
 CFG = validate_config(config, source="the Snakemake config")
@@ -47,14 +48,19 @@ def shard_report(stage, shard, t=None):
     return str(LAYOUT.shard_report(stage, as_number(shard), None if t is None else as_number(t)))
 
 
-def previous_track_report(wildcards):
-    t = int(wildcards.t)
-    return shard_report("segment_baseline", wildcards.shard) if t == 1 else shard_report("track", wildcards.shard, t - 1)
+def upstream_reports(stage):
+    """Input function: the shard reports of every stage before ``stage`` ("track", "measure" or
+    "evaluate") in the same shard, latest first (lesionlocator.pipeline.upstream_stages): the job skips
+    a patient that failed there, carrying its first failure as the reason."""
 
+    def reports(wildcards):
+        if stage == "track":
+            chain = upstream_stages(int(wildcards.t), through_track=False)
+        else:
+            chain = upstream_stages(N_SESSIONS[int(wildcards.shard)] - 1)
+        return [shard_report(name, wildcards.shard, t) for name, t in chain]
 
-def last_track_report(wildcards):
-    n = N_SESSIONS[int(wildcards.shard)]
-    return shard_report("segment_baseline", wildcards.shard) if n == 1 else shard_report("track", wildcards.shard, n - 1)
+    return reports
 
 
 def shard_list(shard):

@@ -2,7 +2,7 @@ rule measure_lesions:
     """Volume, RECIST diameters, centroid and intensity of every tracked lesion at every session."""
     input:
         manifest=LAYOUT.manifest,
-        tracked=last_track_report,
+        upstream=upstream_reports("measure"),
     output:
         report=shard_report("measure", "{shard}"),
     params:
@@ -26,7 +26,7 @@ rule evaluate_tracking:
     """Dice, centre distances, detection and tracking metrics against the ground truth."""
     input:
         manifest=LAYOUT.manifest,
-        tracked=last_track_report,
+        upstream=upstream_reports("evaluate"),
     output:
         report=shard_report("evaluate", "{shard}"),
     params:

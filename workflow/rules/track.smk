@@ -3,8 +3,7 @@ rule track_followup:
     input:
         manifest=LAYOUT.manifest,
         weights=stage_weights("track"),
-        previous=previous_track_report,
-        registration=lambda wc: shard_report("register", wc.shard, wc.t),
+        upstream=upstream_reports("track"),
     output:
         report=shard_report("track", "{shard}", "{t}"),
     params:

@@ -8,5 +8,5 @@ evaluate_shard(
     snakemake.params.patients,
     validate_config(snakemake.params.config),
     snakemake.output.report,
-    upstream_reports=[snakemake.input.tracked],
+    upstream_reports=list(snakemake.input.upstream),
 )

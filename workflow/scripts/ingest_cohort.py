@@ -1,5 +1,5 @@
 from lesionlocator.core.logs import log_to_file
-from lesionlocator.ingest.cohort import ingest_cohort
+from lesionlocator.pipeline import ingest_manifest
 
 log_to_file(snakemake.log[0])
-ingest_cohort(snakemake.output.manifest, **dict(snakemake.input.items()), verify_pixels=snakemake.params.verify_pixels)
+ingest_manifest(snakemake.output.manifest, verify_pixels=snakemake.params.verify_pixels, **dict(snakemake.input.items()))

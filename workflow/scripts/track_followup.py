@@ -9,5 +9,5 @@ track_shard(
     snakemake.params.t,
     validate_config(snakemake.params.config),
     snakemake.output.report,
-    upstream_reports=[snakemake.input.previous, snakemake.input.registration],
+    upstream_reports=list(snakemake.input.upstream),
 )
