@@ -9,6 +9,7 @@ same functions serve ``lesionlocator track`` for a single patient without Snakem
 from __future__ import annotations
 
 import logging
+import math
 from functools import cache
 from pathlib import Path
 from typing import Callable
@@ -20,7 +21,7 @@ from lesionlocator.core.config import StudyConfig
 from lesionlocator.core.errors import LesionLocatorError
 from lesionlocator.core.io import Geometry, read_image
 from lesionlocator.core.layout import ResultsLayout
-from lesionlocator.core.shards import PatientTask, read_done, run_shard
+from lesionlocator.core.shards import PatientTask, patient_time_budget, read_done, run_shard
 from lesionlocator.ingest.cohort import read_manifest
 from lesionlocator.register.base import build_registration, register_pair
 from lesionlocator.segment.api import check_prompts
@@ -123,7 +124,8 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
 def register_shard(
     manifest_path: str | Path, patients: list[str], t: int, config: StudyConfig, report_path: str | Path
 ) -> dict:
-    """Register session ``t`` to ``t-1`` for every shard patient that has a session ``t``."""
+    """Register session ``t`` to ``t-1`` for every shard patient that has a session ``t``; a patient
+    has the time budget of its two images (:func:`lesionlocator.core.shards.patient_time_budget`)."""
     layout = ResultsLayout(Path(config.results_dir))
     sessions = patient_sessions(manifest_path)
     registration = _lazy(lambda: build_registration(config.register))
@@ -134,12 +136,14 @@ def register_shard(
             continue
         key = stage_key("register", config, t, rows[t]["fingerprint"], rows[t - 1]["fingerprint"])
         output = layout.transform(patient, rows[t]["session"])
+        voxels = sum(math.prod(int(n) for n in row["size"]) for row in rows[t - 1 : t + 1])
 
         def run(rows=rows, output=output) -> None:
             output.unlink(missing_ok=True)  # inputs changed: never reuse a stale transform
             register_pair(rows[t]["image"], rows[t - 1]["image"], output, config.register, registration=registration())
 
-        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run))
+        budget = patient_time_budget(config.workflow.patient_time_budget_s, voxels)
+        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run, budget_s=budget))
     return run_shard(f"register_t{t}", tasks, report_path)
 
 

@@ -5,7 +5,8 @@ skips a patient whose recorded key is unchanged). A key holds exactly:
 
 * the **config fields** the stage reads (:data:`STAGES`: dotted paths; a section name means all of it);
   the same declaration gives the Snakemake rule its ``params`` (:func:`config_slice`), so a change to a
-  field no stage job reads (a RECIST threshold) reruns only the aggregation;
+  field no stage job reads (a RECIST threshold) reruns only the aggregation; the :data:`RUNTIME`
+  fields (time budgets) are in every job's params and in no key;
 * the **files** it reads: the upstream keys (which hash the manifest's per-session file fingerprints)
   and the **model weights** it loads (every file of the checkpoint);
 * the **version of its own code**: the SHA-256 of its entry modules' source and of every package module
@@ -67,6 +68,8 @@ STAGES: dict[str, StageInputs] = {
 
 #: Always part of a job's params: the layout of the results.
 _ALWAYS = ("schema_version", "results_dir")
+#: Part of every job's params but of no rerun key: how long a patient may take changes no result.
+RUNTIME = ("workflow.patient_time_budget_s",)
 
 
 def _fields(full: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -90,7 +93,7 @@ def config_slice(config: StudyConfig | dict, stage: str) -> dict[str, Any]:
     """The nested part of the config (JSON) that ``stage`` reads, with the results layout: the
     Snakemake rule's ``params`` (a job reruns when they change)."""
     full = config.model_dump(mode="json") if isinstance(config, StudyConfig) else config
-    return _stage_fields(full, stage, _ALWAYS)
+    return _stage_fields(full, stage, _ALWAYS + RUNTIME)
 
 
 def weights_path(config: StudyConfig, stage: str) -> Path | None:

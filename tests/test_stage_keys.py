@@ -11,7 +11,7 @@ import pytest
 import lesionlocator.pipeline as pipeline
 from lesionlocator.core.config import BUNDLED_MODEL, validate_config
 from lesionlocator.core.hashing import code_sha256, files_sha256, json_sha256, module_closure
-from lesionlocator.stage_keys import ALL, STAGES, config_slice, stage_key
+from lesionlocator.stage_keys import ALL, RUNTIME, STAGES, config_slice, stage_key
 
 STAGE_FUNCTIONS = {
     "segment_baseline_shard": "segment_baseline",
@@ -51,6 +51,14 @@ def test_a_recist_threshold_changes_only_the_aggregation():
 )
 def test_each_config_field_changes_the_keys_of_the_stages_that_read_it(change, stages):
     assert _changed(_keys(validate_config({})), _keys(validate_config(change))) == stages
+
+
+def test_a_time_budget_is_in_every_jobs_params_and_in_no_key():
+    before, after = validate_config({}), validate_config({"workflow": {"patient_time_budget_s": 60}})
+    assert _changed(_keys(before), _keys(after)) == {"aggregate"}  # aggregate's key holds the whole config
+    for stage in STAGES:
+        assert config_slice(after, stage)["workflow"]["patient_time_budget_s"] == 60
+        assert validate_config(config_slice(after, stage)).workflow.patient_time_budget_s == 60
 
 
 def test_weights_are_part_of_the_segmentation_and_tracking_keys(tmp_path):
@@ -135,7 +143,7 @@ def _config_reads(function: ast.FunctionDef, functions: dict[str, ast.FunctionDe
 
 def _covered(read: str, declared: tuple[str, ...]) -> bool:
     section = read.split(".")[0]
-    return ALL in declared or read in declared or section in declared or section in ("results_dir", "schema_version")
+    return ALL in declared or read in declared or section in declared or section in ("results_dir", "schema_version") or read in RUNTIME
 
 
 def test_every_config_field_a_stage_reads_is_in_its_key():

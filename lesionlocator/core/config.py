@@ -590,6 +590,15 @@ class WorkflowConfig(StrictModel):
     evaluate: Literal["auto", "always", "never"] = Field(
         "auto", description="Evaluate against ground truth: auto when the cohort has ground-truth masks."
     )
+    patient_time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="Most seconds one patient may take in one stage job (registering a pair, segmenting a "
+        "session, ...): a patient over it fails with 'exceeded its time budget of N s in <stage>' and the job "
+        "goes on with the next patient (a bad header must not block a shard). null: derived from the voxels of "
+        "the images the stage reads for that patient, 5 s per million voxels and at least 600 s (a 512x512x300 "
+        "CT pair: 787 s); raise it for nnU-Net on CPU.",
+    )
 
 
 class MetricsConfig(StrictModel):

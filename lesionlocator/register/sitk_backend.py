@@ -7,6 +7,10 @@ the patient. Mattes mutual information copes with different intensity scales (CT
 protocol changes). Metric sampling uses a fixed seed and a fixed number of threads, so a rerun on
 the same machine writes a byte-identical transform.
 
+Each optimizer iteration checks the running patient's time budget (:mod:`lesionlocator.core.shards`):
+past it, the optimizer is stopped and :class:`~lesionlocator.core.shards.TimeBudgetExceeded` raised,
+so a pair that would iterate for an hour (a header with a wrong spacing) stops at its deadline.
+
 The returned transform is a ``sitk.CompositeTransform`` ``[linear, bspline]`` (the BSpline is
 applied first to a fixed point, then the linear map), from fixed (follow-up) to moving (previous).
 """
@@ -23,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lesionlocator.core.config import RegisterConfig
+from lesionlocator.core.shards import check_deadline, deadline_passed, polling_deadline
 from lesionlocator.register.api import RegistrationError
 
 log = logging.getLogger(__name__)
@@ -80,6 +85,23 @@ def body_mask(image: sitk.Image) -> sitk.Image:
     return filled
 
 
+def execute(method: sitk.ImageRegistrationMethod, fixed: sitk.Image, moving: sitk.Image) -> None:
+    """``method.Execute(fixed, moving)``, stopped at the patient's deadline: an iteration observer
+    stops the optimizer once the time budget is spent, then :func:`check_deadline` raises (an
+    exception raised inside the observer would come out as a generic RuntimeError)."""
+
+    def stop_at_deadline() -> None:
+        if deadline_passed():
+            method.StopRegistration()
+
+    method.AddCommand(sitk.sitkIterationEvent, stop_at_deadline)
+    try:
+        method.Execute(fixed, moving)
+    finally:
+        method.RemoveAllCommands()  # the observer refers to the method: no cycle through C++
+        check_deadline()
+
+
 def _centroid(mask: sitk.Image) -> np.ndarray:
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.Execute(mask)
@@ -123,7 +145,7 @@ class SimpleITKRegistration:
         method.SetSmoothingSigmasPerLevel(cfg.smoothing_sigmas)
         method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
         method.SetInitialTransform(transform, inPlace=True)
-        method.Execute(fixed, moving)
+        execute(method, fixed, moving)
         return transform, float(method.GetMetricValue())
 
     def _z_search(self, fixed, moving, fixed_mask, moving_mask, translation: np.ndarray) -> np.ndarray:
@@ -143,7 +165,7 @@ class SimpleITKRegistration:
         method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
         method.SetInitialTransform(transform, inPlace=True)
         try:
-            method.Execute(fixed, moving)
+            execute(method, fixed, moving)
         except RuntimeError as err:
             log.debug("z search failed (%s); keeping the centroid alignment", str(err).strip().splitlines()[-1])
             return translation
@@ -169,7 +191,7 @@ class SimpleITKRegistration:
         method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
         method.SetMovingInitialTransform(linear)
         method.SetInitialTransform(bspline, inPlace=True)
-        method.Execute(fixed, moving)
+        execute(method, fixed, moving)
         log.debug("bspline stage: %d iterations, %.1f s, mesh %s", method.GetOptimizerIteration(), time.perf_counter() - _t0, mesh)
         return bspline, float(method.GetMetricValue())
 
@@ -198,12 +220,15 @@ class SimpleITKRegistration:
         """The transform from ``fixed`` (follow-up) world points to ``moving`` (previous) world points."""
         cfg = self.config
         report: dict = {"stages": []}
-        with sitk_threads(cfg.threads):
+        with sitk_threads(cfg.threads), polling_deadline():
             start = time.perf_counter()
             fixed_c = coarse_image(fixed, cfg.grid_spacing_mm)
+            check_deadline()
             moving_c = coarse_image(moving, cfg.grid_spacing_mm)
+            check_deadline()
             fixed_body = body_mask(fixed_c)
             moving_body = body_mask(moving_c)
+            check_deadline()
             fixed_mask = sitk.BinaryDilate(fixed_body, [2, 2, 2])
             moving_mask = sitk.BinaryDilate(moving_body, [2, 2, 2])
             log.debug("coarse grids %s / %s in %.2f s", fixed_c.GetSize(), moving_c.GetSize(), time.perf_counter() - start)
@@ -230,6 +255,7 @@ class SimpleITKRegistration:
                     report["stages"].append({"stage": "bspline", "metric": round(metric, 6)})
                     composite.AddTransform(bspline)
             except RuntimeError as err:
+                check_deadline()
                 lines = str(err).strip().splitlines()
                 raise RegistrationError(f"registration failed ({lines[-1] if lines else 'unknown error'})") from None
             overlap = self.overlap_fraction(composite, fixed_body, moving_c)
