@@ -23,7 +23,7 @@ from lesionlocator.core.io import Geometry, read_image
 from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.core.shards import PatientTask, patient_time_budget, read_done, run_shard
 from lesionlocator.ingest.cohort import read_manifest
-from lesionlocator.register.base import build_registration, register_pair
+from lesionlocator.register.base import build_registration, quality_record_path, register_pair
 from lesionlocator.segment.api import check_prompts
 from lesionlocator.stage_keys import stage_key
 from lesionlocator.track.followup import (
@@ -124,8 +124,12 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
 def register_shard(
     manifest_path: str | Path, patients: list[str], t: int, config: StudyConfig, report_path: str | Path
 ) -> dict:
-    """Register session ``t`` to ``t-1`` for every shard patient that has a session ``t``; a patient
-    has the time budget of its two images (:func:`lesionlocator.core.shards.patient_time_budget`)."""
+    """Register session ``t`` to ``t-1`` for every shard patient that has a session ``t``.
+
+    Each pair's record (quality figures, :func:`lesionlocator.register.base.register_pair`) goes beside
+    its transform, also when it fails; a pair below ``register.min_similarity`` fails its patient. A
+    patient has the time budget of its two images (:func:`lesionlocator.core.shards.patient_time_budget`).
+    """
     layout = ResultsLayout(Path(config.results_dir))
     sessions = patient_sessions(manifest_path)
     registration = _lazy(lambda: build_registration(config.register))
@@ -140,7 +144,9 @@ def register_shard(
 
         def run(rows=rows, output=output) -> None:
             output.unlink(missing_ok=True)  # inputs changed: never reuse a stale transform
-            register_pair(rows[t]["image"], rows[t - 1]["image"], output, config.register, registration=registration())
+            record = quality_record_path(output)
+            record.unlink(missing_ok=True)
+            register_pair(rows[t]["image"], rows[t - 1]["image"], output, config.register, report_path=record, registration=registration())
 
         budget = patient_time_budget(config.workflow.patient_time_budget_s, voxels)
         tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run, budget_s=budget))
@@ -315,7 +321,8 @@ def aggregate_results(
     manifest_path: str | Path, config: StudyConfig, shard_reports: list[str | Path], output_dir: str | Path, run_json: str | Path
 ) -> dict:
     """The cohort dataset (dask-built, partitioned Parquet) from the per-patient tables of the
-    patients that finished, plus ``run.json`` (config hash, versions, checkpoint hash, failures)."""
+    patients that finished and the registration records of every pair, plus ``run.json`` (config
+    hash, versions, checkpoint hash, failures)."""
     from lesionlocator.aggregate.cohort import aggregate_cohort, write_run_manifest
     from lesionlocator.core.shards import failure_reasons
     from lesionlocator.ingest.cohort import read_manifest
@@ -327,6 +334,8 @@ def aggregate_results(
     lesion_files = [layout.measurements(p) for p in patients]
     evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
     manifest = read_manifest(manifest_path)
+    followups = manifest[manifest["session_index"] > 0]  # every registered pair, failed patients included
+    records = [(r.patient, r.session, r.session_index, quality_record_path(layout.transform(r.patient, r.session))) for r in followups.itertuples()]
     counts = aggregate_cohort(
         lesion_files,
         output_dir,
@@ -335,6 +344,7 @@ def aggregate_results(
         criteria=config.metrics,
         radius_mm=config.metrics.cpm_radius_mm,
         files_per_partition=config.metrics.files_per_partition,
+        registration_records=records,
     )
     checkpoint = config.segment.model_folder
     write_run_manifest(

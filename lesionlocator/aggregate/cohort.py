@@ -10,6 +10,7 @@ Layout of the dataset folder (every table readable with ``pandas.read_parquet(fo
     evaluation/session_index=<k>/part-<i>.parquet   EVALUATION_SCHEMA (when ground truth exists)
     session_metrics/part-<i>.parquet                SESSION_METRICS_SCHEMA (when ground truth exists)
     summary/part-00000.parquet                      SUMMARY_SCHEMA (cohort figures, tidy)
+    registration/part-00000.parquet                 REGISTRATION_SCHEMA (each follow-up's registration quality)
 
 How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
 
@@ -26,6 +27,7 @@ How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -61,6 +63,21 @@ SUMMARY_SCHEMA = pa.schema(
     ]
 )
 
+#: One row per registered pair (a follow-up against the previous session), failed patients included:
+#: the registration quality check of :func:`lesionlocator.register.base.register_pair`.
+REGISTRATION_SCHEMA = pa.schema(
+    [
+        pa.field("patient", pa.string(), nullable=False),
+        pa.field("session", pa.string(), nullable=False),
+        pa.field("session_index", pa.int32(), nullable=False),
+        pa.field("similarity", pa.float64()),  # normalised cross-correlation; null: not computed
+        pa.field("min_similarity", pa.float64()),
+        pa.field("passed", pa.bool_(), nullable=False),
+        pa.field("shared_fraction", pa.float64()),  # of the follow-up's body, shown by both scans
+        pa.field("error", pa.string()),
+    ]
+)
+
 TABLE_SCHEMAS = {
     "lesions": LESION_SCHEMA,
     "sessions": SESSION_SCHEMA,
@@ -68,6 +85,7 @@ TABLE_SCHEMAS = {
     "evaluation": EVALUATION_SCHEMA,
     "session_metrics": SESSION_METRICS_SCHEMA,
     "summary": SUMMARY_SCHEMA,
+    "registration": REGISTRATION_SCHEMA,
 }
 #: Tables written with hive partitioning by session_index.
 PARTITIONED = ("lesions", "evaluation")
@@ -222,6 +240,24 @@ def _read_sessions(sessions: pd.DataFrame | str | Path | None) -> pd.DataFrame |
     return frame
 
 
+def registration_table(records: Iterable[tuple[str, str, int, str | Path]]) -> pd.DataFrame:
+    """The registration table (:data:`REGISTRATION_SCHEMA`) from ``(patient, session, session_index,
+    record)``: each pair's JSON record (``to_previous.json``); a pair without a record (not
+    registered: its patient failed before) has no row."""
+    rows = []
+    for patient, session, session_index, path in records:
+        try:
+            record = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as err:
+            raise InputError(path, f"cannot read the registration record ({err})") from None
+        rows.append({"patient": patient, "session": session, "session_index": int(session_index), "passed": bool(record.get("passed")),
+                     **{k: record.get(k) for k in ("similarity", "min_similarity", "shared_fraction", "error")}})  # fmt: skip
+    frame = pd.DataFrame(rows, columns=REGISTRATION_SCHEMA.names)
+    return frame.sort_values(["patient", "session_index"], ignore_index=True)
+
+
 def aggregate_cohort(
     lesion_files: Sequence[str | Path],
     output_dir: str | Path,
@@ -231,13 +267,16 @@ def aggregate_cohort(
     radius_mm: float = 25.0,
     files_per_partition: int = 1000,
     num_workers: int | None = None,
+    registration_records: Iterable[tuple[str, str, int, str | Path]] = (),
 ) -> dict[str, int]:
     """Build the cohort dataset folder from per-patient lesion (and evaluation) Parquet files.
 
     ``sessions`` (a frame or the ingest manifest Parquet; columns patient, session,
-    session_index) adds sessions without lesions. The folder is built next to ``output_dir`` and
-    renamed into place, so a failed run leaves the previous dataset untouched. Returns row counts
-    per table. Output is byte-identical for the same inputs.
+    session_index) adds sessions without lesions; ``registration_records`` (patient, session,
+    session_index, JSON record) fill the registration table (:func:`registration_table`). The
+    folder is built next to ``output_dir`` and renamed into place, so a failed run leaves the
+    previous dataset untouched. Returns row counts per table. Output is byte-identical for the same
+    inputs.
     """
     import dask
     import dask.dataframe as dd
@@ -280,6 +319,9 @@ def aggregate_cohort(
         summary = _finish_summary(pd.concat(partials, ignore_index=True) if partials else pd.DataFrame())
         _write_plain(summary, SUMMARY_SCHEMA, work / "summary", 0)
         counts["summary"] = len(summary)
+        registration = registration_table(registration_records)
+        _write_plain(registration, REGISTRATION_SCHEMA, work / "registration", 0)
+        counts["registration"] = len(registration)
         for name in TABLE_SCHEMAS:
             (work / name).mkdir(exist_ok=True)
     log.info("cohort dataset -> %s (%s)", output_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))

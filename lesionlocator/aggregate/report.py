@@ -3,8 +3,9 @@
 Sections: response (waterfall of best % change of the sum of diameters, best overall response
 counts), lesion course (spaghetti plots of lesion volume and of the sum of diameters over
 sessions), tracking status counts per session, evaluation (Dice and CPM per session, when ground
-truth exists), lesions flagged for review (new candidates, merged, split, and masks the fallback
-segmenter made) and failed patients. The page is the Jinja template ``templates/report.html.j2``
+truth exists), registration quality (the pairs below or near ``register.min_similarity``), lesions
+flagged for review (new candidates, merged, split, and masks the fallback segmenter made) and
+failed patients. The page is the Jinja template ``templates/report.html.j2``
 (autoescaped); this module computes the plots and tables it shows.
 """
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 RESPONSE_COLOURS = {"CR": "#1a9850", "PR": "#91cf60", "SD": "#fee08b", "NON-CR/NON-PD": "#d9d9d9", "PD": "#d73027", "NE": "#969696"}
 MAX_SPAGHETTI_PATIENTS = 60
 MAX_FLAGGED_ROWS = 500
+#: Registered pairs whose similarity is less than this above ``register.min_similarity`` are listed as near it.
+NEAR_MIN_SIMILARITY = 0.1
 
 
 def _png(figure) -> str:
@@ -124,6 +127,16 @@ def evaluation_plot(metrics: pd.DataFrame) -> str | None:
     return _png(matplotlib_fig)
 
 
+def registration_review(registration: pd.DataFrame) -> dict:
+    """The registered pairs that failed the quality check or passed it by less than
+    :data:`NEAR_MIN_SIMILARITY`, lowest similarity first, with the counts the report states."""
+    near = registration["passed"] & (registration["similarity"] < registration["min_similarity"] + NEAR_MIN_SIMILARITY)
+    shown = registration[~registration["passed"] | near].sort_values(["similarity", "patient", "session_index"], na_position="first")
+    columns = ["patient", "session", "session_index", "similarity", "min_similarity", "shared_fraction", "passed", "error"]
+    return {"pairs": len(registration), "failed": int((~registration["passed"]).sum()), "near": int(near.sum()),
+            "margin": NEAR_MIN_SIMILARITY, "table": _table_html(shown[columns], digits=2) if len(shown) else None}  # fmt: skip
+
+
 def _table_html(frame: pd.DataFrame, digits: int = 1, na_rep: str = "") -> Markup:
     """``frame`` as an HTML table; pandas escapes the cells, so the markup is safe to insert."""
     return Markup(frame.to_html(index=False, border=0, classes="data", na_rep=na_rep, float_format=lambda v: f"{v:.{digits}f}"))
@@ -155,6 +168,7 @@ def report_cohort(
     sessions = read_cohort_table(dataset_dir, "sessions")
     patients = read_cohort_table(dataset_dir, "patients")
     metrics = read_cohort_table(dataset_dir, "session_metrics") if (dataset_dir / "session_metrics").is_dir() else pd.DataFrame()
+    registration = read_cohort_table(dataset_dir, "registration") if (dataset_dir / "registration").is_dir() else pd.DataFrame()
 
     counts = patients["best_response"].value_counts()
     response_counts = pd.DataFrame({"best overall response (RECIST 1.1)": [r for r in RESPONSES if r in counts],
@@ -182,6 +196,7 @@ def report_cohort(
         diameter_course=spaghetti_plot(sessions, "sum_diameters_mm", ["patient"], "sum of target diameters (mm)"),
         status=status_plot(lesions),
         evaluation=evaluation,
+        registration=registration_review(registration) if len(registration) else None,
         flagged={"count": len(flagged), "max_rows": MAX_FLAGGED_ROWS, "table": _table_html(flagged.head(MAX_FLAGGED_ROWS))},
         failed=_table_html(failed) if len(failed) else None,
     )

@@ -9,6 +9,7 @@ previous-session *point* into the follow-up needs its inverse (see :mod:`lesionl
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lesionlocator.core.config import RegisterConfig
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import atomic_path, read_image, write_json
 from lesionlocator.register.api import Registration, RegistrationError
+from lesionlocator.register.quality import RegistrationQuality, registration_quality
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,26 @@ def load_transform(path: str | Path) -> sitk.Transform:
     return transform
 
 
+def quality_record_path(transform_path: str | Path) -> Path:
+    """The pair's JSON record beside its transform (``to_previous.json`` beside ``to_previous.tfm``)."""
+    return Path(transform_path).with_suffix(".json")
+
+
+def check_quality(quality: RegistrationQuality, min_similarity: float) -> None:
+    """Raise :class:`RegistrationError` when ``quality`` is below ``register.min_similarity``."""
+    if quality.similarity is None:
+        raise RegistrationError(
+            f"registration quality unknown: after registration the scans share only {quality.shared_ml:g} mL of the "
+            f"follow-up's body ({quality.shared_fraction:.0%}); the scans do not show the same anatomy"
+        )
+    if quality.similarity < min_similarity:
+        raise RegistrationError(
+            f"registration quality too low: normalised cross-correlation {quality.similarity:.2f} < "
+            f"register.min_similarity {min_similarity:.2f}, on the {quality.shared_fraction:.0%} of the follow-up's body "
+            "that both scans show; the scans do not show the same anatomy, or the registration failed"
+        )
+
+
 def register_pair(
     fixed_path: str | Path,
     moving_path: str | Path,
@@ -82,39 +104,53 @@ def register_pair(
 ) -> Path:
     """Register ``fixed_path`` (follow-up) to ``moving_path`` (previous session) and save the transform.
 
-    The written transform maps follow-up world points to previous-session world points. An existing
-    transform file is reused as it is: every transform is written atomically, so a file under the
-    final name is always complete (one that cannot be read is recomputed). ``report_path``, when
-    given, receives a JSON with the backend's figures (overlap, metric values; no timings, so that
-    a rerun writes the same bytes).
+    The written transform maps follow-up world points to previous-session world points. Its quality
+    (:mod:`lesionlocator.register.quality`) is checked against ``config.min_similarity``: a pair
+    below it (or one the backend cannot register) raises :class:`InputError` naming both files and
+    the figure, and no transform is written. An existing transform file is reused as it is: every
+    transform is written atomically, so a file under the final name is always complete (one that
+    cannot be read is recomputed). ``report_path``, when given, receives the pair's record, also when
+    it fails: the transform file (relative to the record), the quality figures (``similarity``, ``shared_fraction``, ``shared_ml``, ``min_similarity``,
+    ``passed``, ``error``) and the backend's (overlap, metric values); no timings, so that a rerun
+    writes the same bytes.
     """
     output = Path(output_transform_path)
     _check_suffix(output)
+    reused = None
     if output.is_file():
         try:
-            load_transform(output)
+            reused = load_transform(output)
             log.info("reusing existing transform %s", output)
-            return output
         except InputError:
             log.warning("existing transform %s cannot be read; registering again", output)
+        if reused is not None and (report_path is None or Path(report_path).is_file()):
+            return output
     fixed = read_image(fixed_path)
     moving = read_image(moving_path)
-    registration = registration or build_registration(config)
+    record: dict = {"fixed": str(fixed_path), "moving": str(moving_path), "backend": config.backend, "transform": None,
+                    "min_similarity": config.min_similarity, "similarity": None, "passed": False, "error": None}  # fmt: skip
     start = time.perf_counter()
     try:
-        transform = registration.register(fixed, moving)
+        if reused is None:
+            registration = registration or build_registration(config)
+            transform = registration.register(fixed, moving)
+            record.update(getattr(registration, "last_report", {}) or {})  # the backend's figures of this pair
+        else:
+            transform = reused  # its record was missing: checked like a new one
+        quality = registration_quality(fixed, moving, transform)
+        record.update(quality.as_dict())
+        check_quality(quality, config.min_similarity)
     except RegistrationError as err:
+        record["error"] = str(err)
+        if report_path is not None:
+            write_json(record, report_path)
         raise InputError(fixed_path, f"cannot register to {moving_path}: {err}") from None
     seconds = time.perf_counter() - start
-    save_transform(transform, output)
+    if reused is None:
+        save_transform(transform, output)
     if report_path is not None:
-        report = dict(getattr(registration, "last_report", {}) or {})
-        report.update(
-            fixed=str(fixed_path),
-            moving=str(moving_path),
-            transform=str(output),
-            backend=config.backend,
-        )
-        write_json(report, report_path)
-    log.info("registered %s -> %s in %.1f s", fixed_path, moving_path, seconds)
+        # relative to the record (beside it: its name), so that a results folder moved or rebuilt elsewhere holds the same bytes
+        record.update(transform=os.path.relpath(output, Path(report_path).parent), passed=True)
+        write_json(record, report_path)
+    log.info("registered %s -> %s in %.1f s (similarity %.2f)", fixed_path, moving_path, seconds, quality.similarity)
     return output

@@ -57,7 +57,8 @@ def test_deformable_recovery_beats_affine(ct, tmp_path):
 
 
 def test_rerun_is_byte_identical_and_reuses_existing(ct, tmp_path):
-    fixed = follow_up(ct, known_transform(ct, "deformable"))
+    true = known_transform(ct, "deformable")
+    fixed = follow_up(ct, true)
     fixed_path, moving_path = write_image(fixed, tmp_path / "f.nii.gz"), write_image(ct, tmp_path / "m.nii.gz")
     # Every stage, on a cheap coarse grid with few iterations.
     quick = RegisterConfig(grid_spacing_mm=8.0, iterations=20, deformable_iterations=5)
@@ -74,7 +75,7 @@ def test_rerun_is_byte_identical_and_reuses_existing(ct, tmp_path):
 
         def register(self, fixed, moving):
             Counting.calls += 1
-            return sitk.CompositeTransform([sitk.AffineTransform(3)])
+            return true  # an identity would fail the quality check (the pair is 15 mm apart)
 
     before = a.read_bytes()
     register_pair(fixed_path, moving_path, a, LINEAR, registration=Counting())
