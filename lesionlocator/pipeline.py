@@ -53,6 +53,12 @@ def _scans(rows: list[dict]) -> list[SessionScan]:
     return [SessionScan(r["session"], int(r["session_index"]), Path(r["image"])) for r in rows]
 
 
+def _budget(config: StudyConfig, rows: list[dict]) -> float:
+    """A patient's time budget (s) in a stage that reads the images of ``rows`` (manifest rows)."""
+    voxels = sum(math.prod(int(n) for n in row["size"]) for row in rows)
+    return patient_time_budget(config.workflow.patient_time_budget_s, voxels)
+
+
 def _lazy(factory: Callable[[], object]) -> Callable[[], object]:
     """Build the model (or registration) on first use only: a shard that is up to date loads nothing."""
     return cache(factory)
@@ -70,16 +76,17 @@ def _export_dicom_seg(row: dict, labels, reference, layout: ResultsLayout, patie
     write_dicom_seg(image_from_array(labels, reference), row["image"], output, patient, row["session"])
 
 
-def ingest_manifest(output: str | Path, verify_pixels: bool = True, **source: str | Path) -> pd.DataFrame:
+def ingest_manifest(output: str | Path, verify_pixels: bool = True, strict: bool = False, **source: str | Path) -> pd.DataFrame:
     """Ingest the cohort into the manifest (the workflow's first job; ``source``: ``root=`` or ``table=``).
 
     A cohort that cannot be ingested stops the whole run, so its error (each file with its problem)
     goes to the log before it is raised: the job's log file, where Snakemake points, says why.
+    ``strict`` (``cohort.strict``): a folder or file skipped for a near-miss name is an error.
     """
     from lesionlocator.ingest.cohort import ingest_cohort
 
     try:
-        return ingest_cohort(output, verify_pixels=verify_pixels, **source)
+        return ingest_cohort(output, verify_pixels=verify_pixels, strict=strict, **source)
     except LesionLocatorError as err:
         log.error("the cohort cannot be ingested; nothing was written to %s\n%s", output, err)
         raise
@@ -117,7 +124,7 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
             _export_dicom_seg(base, result.labels, image, layout, patient, config)
             write_tracking(rows, layout.tracking(patient, scan.session))
 
-        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run))
+        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run, budget_s=_budget(config, [base])))
     return run_shard("segment_baseline", tasks, report_path)
 
 
@@ -140,7 +147,6 @@ def register_shard(
             continue
         key = stage_key("register", config, t, rows[t]["fingerprint"], rows[t - 1]["fingerprint"])
         output = layout.transform(patient, rows[t]["session"])
-        voxels = sum(math.prod(int(n) for n in row["size"]) for row in rows[t - 1 : t + 1])
 
         def run(rows=rows, output=output) -> None:
             output.unlink(missing_ok=True)  # inputs changed: never reuse a stale transform
@@ -148,8 +154,7 @@ def register_shard(
             record.unlink(missing_ok=True)
             register_pair(rows[t]["image"], rows[t - 1]["image"], output, config.register, report_path=record, registration=registration())
 
-        budget = patient_time_budget(config.workflow.patient_time_budget_s, voxels)
-        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run, budget_s=budget))
+        tasks.append(PatientTask(patient, layout.patient_dir(patient), key, run, budget_s=_budget(config, rows[t - 1 : t + 1])))
     return run_shard(f"register_t{t}", tasks, report_path)
 
 
@@ -228,7 +233,9 @@ def track_shard(
                     [s.session for s in scans], layout.patient_dir(patient) / "qc",
                 )
 
-        tasks.append(PatientTask(patient, patient_dir, key, run))
+        # the follow-up, the previous session and the baseline (prompts, the vanishing test)
+        budget = _budget(config, [rows[0], rows[t - 1], rows[t]] if t > 1 else rows[: t + 1])
+        tasks.append(PatientTask(patient, patient_dir, key, run, budget_s=budget))
     return run_shard(f"track_t{t}", tasks, report_path, upstream_reports)
 
 
@@ -284,7 +291,7 @@ def measure_shard(
                 status=status,
             )
 
-        tasks.append(PatientTask(patient, patient_dir, key, run))
+        tasks.append(PatientTask(patient, patient_dir, key, run, budget_s=_budget(config, rows)))
     return run_shard("measure", tasks, report_path, upstream_reports)
 
 
@@ -313,7 +320,7 @@ def evaluate_shard(
                 iou_threshold=config.metrics.detection_iou,
             )
 
-        tasks.append(PatientTask(patient, patient_dir, key, run))
+        tasks.append(PatientTask(patient, patient_dir, key, run, budget_s=_budget(config, rows)))
     return run_shard("evaluate", tasks, report_path, upstream_reports)
 
 

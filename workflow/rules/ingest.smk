@@ -5,6 +5,7 @@ rule ingest_cohort:
         manifest=LAYOUT.manifest,
     params:
         verify_pixels=CFG.cohort.verify_pixels,
+        strict=CFG.cohort.strict,
     conda:
         ENV
     log:
