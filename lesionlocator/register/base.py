@@ -127,7 +127,11 @@ def register_pair(
             return output
     fixed = read_image(fixed_path)
     moving = read_image(moving_path)
-    record: dict = {"fixed": str(fixed_path), "moving": str(moving_path), "backend": config.backend, "transform": None,
+    # every path relative to the record (beside it), so that a results folder moved or rebuilt elsewhere
+    # holds the same bytes (the scans of the demo cohort lie inside the results folder)
+    where = Path(report_path).parent if report_path is not None else Path.cwd()
+    record: dict = {"fixed": os.path.relpath(fixed_path, where), "moving": os.path.relpath(moving_path, where),
+                    "backend": config.backend, "transform": None,
                     "min_similarity": config.min_similarity, "similarity": None, "passed": False, "error": None}  # fmt: skip
     start = time.perf_counter()
     try:
@@ -149,8 +153,7 @@ def register_pair(
     if reused is None:
         save_transform(transform, output)
     if report_path is not None:
-        # relative to the record (beside it: its name), so that a results folder moved or rebuilt elsewhere holds the same bytes
-        record.update(transform=os.path.relpath(output, Path(report_path).parent), passed=True)
+        record.update(transform=os.path.relpath(output, where), passed=True)
         write_json(record, report_path)
     log.info("registered %s -> %s in %.1f s (similarity %.2f)", fixed_path, moving_path, seconds, quality.similarity)
     return output
