@@ -42,7 +42,7 @@ def _sibling_of_the_clone(path: object) -> str | None:
 
 
 def _refuse_reads_beside_the_clone(event: str, args: tuple) -> None:
-    """Audit hook: every Python-level open/listing of a path beside the clone (``../shared`` on a
+    """Audit hook: every Python-level open/listing of a path beside the clone (a data folder on a
     developer's machine) fails the test that made it. CI also runs the suite from a copy of the
     clone in an empty folder (.ci/run), which catches reads from compiled code too."""
     if event in ("open", "os.listdir", "os.scandir") and args:
