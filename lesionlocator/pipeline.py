@@ -332,15 +332,14 @@ def aggregate_results(
     hash, versions, checkpoint hash, failures)."""
     from lesionlocator.aggregate.cohort import aggregate_cohort, write_run_manifest
     from lesionlocator.core.shards import failure_reasons
-    from lesionlocator.ingest.cohort import read_manifest
 
     layout = ResultsLayout(Path(config.results_dir))
     failures = failure_reasons(shard_reports)
     failed = set(failures)
-    patients = [p for p in patient_sessions(manifest_path) if p not in failed]
+    manifest = read_manifest(manifest_path)
+    patients = [p for p in dict.fromkeys(manifest["patient"]) if p not in failed]  # manifest order
     lesion_files = [layout.measurements(p) for p in patients]
     evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
-    manifest = read_manifest(manifest_path)
     followups = manifest[manifest["session_index"] > 0]  # every registered pair, failed patients included
     records = [(r.patient, r.session, r.session_index, quality_record_path(layout.transform(r.patient, r.session))) for r in followups.itertuples()]
     counts = aggregate_cohort(
