@@ -19,6 +19,7 @@ A test walks ``pipeline.py`` and fails when a stage reads a config field it does
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,7 @@ def weight_files(config: StudyConfig, stage: str) -> list[Path]:
     return [] if path is None else files_of(path)
 
 
+@cache  # one job: the code and the libraries do not change while it runs
 def code_version(stage: str) -> str:
     """The version of ``stage``'s code: its modules (transitively), ``pipeline.py`` and its libraries."""
     inputs = STAGES[stage]
