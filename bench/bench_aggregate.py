@@ -3,8 +3,9 @@
 Setup (not timed): writes the per-patient lesion tables with the project's own writer
 (``lesionlocator.core.io.write_patient_table``), 20 lesions x 5 sessions per patient.
 Timed: ``lesionlocator.aggregate.cohort.aggregate_cohort`` (dask) in a fresh process, reporting wall
-seconds and peak resident memory (ru_maxrss of that process, which includes the interpreter and
-imports).
+seconds, CPU seconds (user + system of that process, all its threads) and peak resident memory
+(ru_maxrss of that process, which includes the interpreter and imports); then, in the same process,
+``lesionlocator.measure.response.assess_response`` alone on all rows at once (wall and CPU seconds).
 
     .venv/bin/python bench/bench_aggregate.py                 # 10,000 files, 1,000,000 rows
     .venv/bin/python bench/bench_aggregate.py --patients 100  # smoke run
@@ -76,14 +77,21 @@ def make_inputs(folder: Path, patients: int, lesions: int, sessions: int, seed: 
 
 
 def _timed_child(list_file: str, output: str, files_per_partition: int) -> None:
+    import pyarrow.dataset as ds
+
     from lesionlocator.aggregate.cohort import aggregate_cohort
+    from lesionlocator.measure.response import assess_response
 
     files = Path(list_file).read_text().split("\n")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     counts = aggregate_cohort(files, output, files_per_partition=files_per_partition)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "counts": counts}))
+    lesions = ds.dataset(files, schema=LESION_SCHEMA, format="parquet").to_table().to_pandas()
+    start, cpu = time.perf_counter(), time.process_time()
+    assess_response(lesions)
+    assess = {"assess_seconds": time.perf_counter() - start, "assess_cpu_seconds": time.process_time() - cpu, "assess_rows": len(lesions)}
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_mb, "counts": counts, **assess}))
 
 
 def main() -> None:
@@ -115,7 +123,10 @@ def main() -> None:
         )  # fmt: skip
         result = json.loads(out.stdout.strip().splitlines()[-1])
         size_mb = sum(p.stat().st_size for p in (work / "cohort").rglob("*") if p.is_file()) / 1e6
-        print(f"aggregate: {result['seconds']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, dataset {size_mb:.1f} MB")
+        print(f"aggregate: {result['seconds']:.2f} s wall, {result['cpu_seconds']:.2f} s CPU, peak RSS {result['peak_rss_mb']:.0f} MB,"
+              f" dataset {size_mb:.1f} MB")
+        print(f"assess_response alone: {result['assess_rows']} rows in {result['assess_seconds']:.2f} s wall,"
+              f" {result['assess_cpu_seconds']:.2f} s CPU")
         print("rows: " + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
 
 
