@@ -4,7 +4,8 @@ Per lesion (one row per ground-truth lesion and per unmatched predicted lesion, 
 
 * **Correspondence** of a ground-truth (GT) lesion with a predicted one: ``"id"`` (default) pairs
   lesions with the same ID, as the tracking keeps the IDs of the prompts; ``"overlap"`` uses the
-  detection matching below.
+  detection matching below. New lesions, which the tracking gives IDs of its own, go by fixed pairs
+  (:func:`evaluate_overlap`, found by :mod:`lesionlocator.evaluate.longitudinal`).
 * **Dice** and IoU of the GT lesion with its corresponding prediction (0 when there is none).
 * **Centre distance**: world distance (mm) between the voxel centroids of the two masks.
 * **Equivalent radius** of the GT lesion: radius of the sphere of the same volume, (3V / 4 pi)^(1/3).
@@ -24,8 +25,9 @@ has no rows.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -115,57 +117,126 @@ def match_detections(iou: np.ndarray, threshold: float = 0.1) -> list[tuple[int,
     return [(int(r), int(c)) for r, c in zip(rows, cols) if gain[r, c] > 0]
 
 
+@dataclass(frozen=True)
+class LabelOverlap:
+    """What the metrics need of one session's predicted and GT label maps (same grid), without the maps.
+
+    ``*_ids`` ascending lesion IDs; ``*_counts`` their voxel counts; ``*_centres`` their voxel
+    centroids ``(n, 3)``, world mm (LPS, x y z); ``inter[g, p]`` voxels shared by GT lesion ``g`` and
+    predicted lesion ``p``; ``voxel_ml`` the volume of one voxel (mL).
+    """
+
+    gt_ids: np.ndarray
+    gt_counts: np.ndarray
+    gt_centres: np.ndarray
+    pred_ids: np.ndarray
+    pred_counts: np.ndarray
+    pred_centres: np.ndarray
+    inter: np.ndarray
+    voxel_ml: float
+
+    @property
+    def iou(self) -> np.ndarray:
+        """IoU of every (GT, predicted) pair, shape (n_gt, n_pred)."""
+        union = self.gt_counts[:, None] + self.pred_counts[None, :] - self.inter
+        return np.divide(self.inter, union, out=np.zeros(self.inter.shape), where=union > 0)
+
+    @property
+    def distance(self) -> np.ndarray:
+        """World distance (mm) between the centroids of every (GT, predicted) pair, shape (n_gt, n_pred)."""
+        return np.linalg.norm(self.gt_centres[:, None, :] - self.pred_centres[None, :, :], axis=-1)
+
+    def gt_radius_mm(self) -> np.ndarray:
+        """Equivalent radius (mm) of every GT lesion: the sphere of the same volume, (3V / 4 pi)^(1/3)."""
+        return (3.0 * self.gt_counts * self.voxel_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+
+
+def label_overlap(pred: np.ndarray, gt: np.ndarray, geometry: Geometry) -> LabelOverlap:
+    """The :class:`LabelOverlap` of a predicted and a GT label map on one grid (z, y, x arrays)."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    gt_ids, gt_counts, gt_centres = _instances(gt, geometry)
+    pred_ids, pred_counts, pred_centres = _instances(pred, geometry)
+    inter = overlap_matrix(gt, pred, gt_ids, pred_ids)
+    return LabelOverlap(gt_ids, gt_counts, gt_centres, pred_ids, pred_counts, pred_centres, inter, geometry.voxel_volume_ml())
+
+
 def evaluate_labels(
     pred: np.ndarray,
     gt: np.ndarray,
     geometry: Geometry,
     correspondence: Correspondence = "id",
     iou_threshold: float = 0.1,
+    pairs: Mapping[int, int | None] | None = None,
 ) -> pd.DataFrame:
     """Per-lesion evaluation of one predicted label map against its ground truth (same grid).
 
-    Returns the columns of :data:`EVALUATION_SCHEMA` without patient/session/session_index.
+    Returns the columns of :data:`EVALUATION_SCHEMA` without patient/session/session_index; see
+    :func:`evaluate_overlap` for ``pairs``.
     """
-    if pred.shape != gt.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
-    gt_ids, gt_counts, gt_centres = _instances(gt, geometry)
-    pred_ids, pred_counts, pred_centres = _instances(pred, geometry)
-    inter = overlap_matrix(gt, pred, gt_ids, pred_ids)
-    union = gt_counts[:, None] + pred_counts[None, :] - inter
-    iou = np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
-    matches = match_detections(iou, iou_threshold)
-    det_of_gt = {g: p for g, p in matches}
-    matched_pred = {p for _, p in matches}
-    voxel_ml = geometry.voxel_volume_ml()
-    pred_index = {int(v): k for k, v in enumerate(pred_ids)}
+    return evaluate_overlap(label_overlap(pred, gt, geometry), correspondence, iou_threshold, pairs)
+
+
+def evaluate_overlap(
+    overlap: LabelOverlap,
+    correspondence: Correspondence = "id",
+    iou_threshold: float = 0.1,
+    pairs: Mapping[int, int | None] | None = None,
+) -> pd.DataFrame:
+    """Per-lesion evaluation rows (:data:`EVALUATION_SCHEMA` without patient/session/session_index).
+
+    ``pairs`` (GT ID -> predicted ID, or None for no prediction) fixes the correspondence of some GT
+    lesions: the new lesions, which the tracking gives IDs of its own
+    (:func:`lesionlocator.evaluate.longitudinal.match_new_lesions`). With ``correspondence="id"`` a
+    fixed pair is also a detection (``tp``: the pair passed the new-lesion criterion, IoU or centre
+    distance), so a predicted new lesion that found a GT new lesion is no false positive; the other
+    lesions are matched by IoU as usual. With ``"overlap"`` every lesion goes by the IoU matching
+    and ``pairs`` is ignored.
+    """
+    if correspondence not in ("id", "overlap"):
+        raise ValueError(f"unknown correspondence {correspondence!r} (use 'id' or 'overlap')")
+    o = overlap
+    iou = o.iou
+    pred_index = {int(v): k for k, v in enumerate(o.pred_ids)}
+    gt_index = {int(v): k for k, v in enumerate(o.gt_ids)}
+    fixed: dict[int, int | None] = {}
+    if correspondence == "id" and pairs:
+        fixed = {gt_index[g]: pred_index.get(p) if p is not None else None for g, p in pairs.items() if g in gt_index}
+    # the fixed pairs are detections of their own; the rest are matched by IoU
+    taken = {p for p in fixed.values() if p is not None}
+    free_gt = [g for g in range(o.gt_ids.size) if fixed.get(g) is None]
+    free_pred = [p for p in range(o.pred_ids.size) if p not in taken]
+    matches = [(free_gt[r], free_pred[c]) for r, c in match_detections(iou[np.ix_(free_gt, free_pred)], iou_threshold)]
+    det_of_gt = {g: p for g, p in matches} | {g: p for g, p in fixed.items() if p is not None}
+    matched_pred = set(det_of_gt.values())
+    radius = o.gt_radius_mm()
 
     rows = []
-    for g, gt_id in enumerate(gt_ids):
-        if correspondence == "id":
+    for g, gt_id in enumerate(o.gt_ids):
+        if g in fixed:
+            p = fixed[g]
+        elif correspondence == "id":
             p = pred_index.get(int(gt_id))
-        elif correspondence == "overlap":
-            p = det_of_gt.get(g)
         else:
-            raise ValueError(f"unknown correspondence {correspondence!r} (use 'id' or 'overlap')")
-        volume_mm3 = gt_counts[g] * voxel_ml * 1000.0
+            p = det_of_gt.get(g)
         det = det_of_gt.get(g)
         row = {
             "gt_lesion_id": int(gt_id),
-            "pred_lesion_id": None if p is None else int(pred_ids[p]),
+            "pred_lesion_id": None if p is None else int(o.pred_ids[p]),
             "detection": "tp" if det is not None else "fn",
-            "gt_volume_ml": gt_counts[g] * voxel_ml,
-            "pred_volume_ml": None if p is None else pred_counts[p] * voxel_ml,
-            "dice": 0.0 if p is None else dice_of_counts(inter[g, p], gt_counts[g], pred_counts[p]),
+            "gt_volume_ml": o.gt_counts[g] * o.voxel_ml,
+            "pred_volume_ml": None if p is None else o.pred_counts[p] * o.voxel_ml,
+            "dice": 0.0 if p is None else dice_of_counts(o.inter[g, p], o.gt_counts[g], o.pred_counts[p]),
             "iou": 0.0 if p is None else float(iou[g, p]),
-            "centre_distance_mm": None if p is None else float(np.linalg.norm(gt_centres[g] - pred_centres[p])),
-            "gt_equivalent_radius_mm": float((3.0 * volume_mm3 / (4.0 * np.pi)) ** (1.0 / 3.0)),
-            "det_pred_lesion_id": None if det is None else int(pred_ids[det]),
+            "centre_distance_mm": None if p is None else float(np.linalg.norm(o.gt_centres[g] - o.pred_centres[p])),
+            "gt_equivalent_radius_mm": float(radius[g]),
+            "det_pred_lesion_id": None if det is None else int(o.pred_ids[det]),
             "det_iou": None if det is None else float(iou[g, det]),
         }
         rows.append(row)
-    for p, pred_id in enumerate(pred_ids):
+    for p, pred_id in enumerate(o.pred_ids):
         if p not in matched_pred:
-            rows.append({"pred_lesion_id": int(pred_id), "detection": "fp", "pred_volume_ml": pred_counts[p] * voxel_ml})
+            rows.append({"pred_lesion_id": int(pred_id), "detection": "fp", "pred_volume_ml": o.pred_counts[p] * o.voxel_ml})
     columns = [f.name for f in EVALUATION_SCHEMA][3:]
     return pd.DataFrame.from_records(rows, columns=columns)
 
@@ -198,16 +269,12 @@ def evaluate_patient(
         difference = geometry_difference(read_geometry(pred_path), read_geometry(gt_path))
         if difference is not None:
             raise InputError(pred_path, f"prediction geometry does not match ground truth {gt_path}: {difference}")
-    import SimpleITK as sitk
-
     frames = []
     for position, (session, pred_path, gt_path, *given) in enumerate(sessions):
         index = int(given[0]) if given else position
-        pred_image = read_image(pred_path, check_finite=False)
-        gt_image = read_image(gt_path, check_finite=False)
-        pred = _labels(sitk.GetArrayFromImage(pred_image), pred_path)
-        gt = _labels(sitk.GetArrayFromImage(gt_image), gt_path)
-        frame = evaluate_labels(pred, gt, Geometry.of(gt_image), correspondence, iou_threshold)
+        pred, _ = read_label_map(pred_path)
+        gt, geometry = read_label_map(gt_path)
+        frame = evaluate_labels(pred, gt, geometry, correspondence, iou_threshold)
         frames.append(frame.assign(patient=patient, session=session, session_index=index))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EVALUATION_SCHEMA.names)
     table = evaluation_table(frame)
@@ -215,6 +282,14 @@ def evaluate_patient(
         write_patient_table(table, output)
         log.info("%s: %d evaluation row(s) -> %s", patient, table.num_rows, output)
     return table
+
+
+def read_label_map(path: str | Path) -> tuple[np.ndarray, Geometry]:
+    """A lesion instance map (int64, z y x; IDs checked) and its geometry."""
+    import SimpleITK as sitk
+
+    image = read_image(path, check_finite=False)
+    return _labels(sitk.GetArrayFromImage(image), path), Geometry.of(image)
 
 
 def _labels(array: np.ndarray, path) -> np.ndarray:
