@@ -9,6 +9,10 @@ Layout of the dataset folder (every table readable with ``pandas.read_parquet(fo
     patients/part-<i>.parquet                       PATIENT_SCHEMA (best overall response)
     evaluation/session_index=<k>/part-<i>.parquet   EVALUATION_SCHEMA (when ground truth exists)
     session_metrics/part-<i>.parquet                SESSION_METRICS_SCHEMA (when ground truth exists)
+    status_evaluation/session_index=<k>/part-<i>.parquet   STATUS_EVALUATION_SCHEMA (reported vs true status
+                                                    per lesion-session, when ground truth exists)
+    status_confusion/part-00000.parquet             STATUS_CONFUSION_SCHEMA (counts of true x reported
+                                                    status class per session_index)
     summary/part-00000.parquet                      SUMMARY_SCHEMA (cohort figures, tidy)
     registration/part-00000.parquet                 REGISTRATION_SCHEMA (each follow-up's registration quality)
 
@@ -47,6 +51,13 @@ from lesionlocator.core.errors import InputError
 from lesionlocator.core.hashing import json_sha256, package_versions, tree_sha256
 from lesionlocator.core.io import atomic_directory, write_json
 from lesionlocator.core.progress import Progress
+from lesionlocator.evaluate.longitudinal import (
+    STATUS_CONFUSION_SCHEMA,
+    STATUS_EVALUATION_SCHEMA,
+    ratios_of_counts,
+    status_confusion,
+    status_counts,
+)
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, lesion_outcomes, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
 from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, assess_response
@@ -86,9 +97,13 @@ TABLE_SCHEMAS = {
     "session_metrics": SESSION_METRICS_SCHEMA,
     "summary": SUMMARY_SCHEMA,
     "registration": REGISTRATION_SCHEMA,
+    "status_evaluation": STATUS_EVALUATION_SCHEMA,
+    "status_confusion": STATUS_CONFUSION_SCHEMA,
 }
 #: Tables written with hive partitioning by session_index.
-PARTITIONED = ("lesions", "evaluation")
+PARTITIONED = ("lesions", "evaluation", "status_evaluation")
+#: Scope of the partial sums that become the status_confusion table, not summary rows.
+_CONFUSION_SCOPE = "_status_confusion"
 _OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
 
 
@@ -186,10 +201,33 @@ def _evaluation_partials(evaluation: pd.DataFrame, radius_mm: float) -> pd.DataF
     sums = work.groupby("session_index").sum().astype(float)
     by_session = sums.reset_index().melt(id_vars="session_index", var_name="metric", value_name="value")
     overall = sums.sum().rename("value").rename_axis("metric").reset_index()
+    followups = sums[sums.index > 0].sum().rename("value").rename_axis("metric").reset_index()
     return pd.concat(
-        [by_session.assign(scope="eval_session_index"), overall.assign(scope="eval_all", session_index=None)],
+        [by_session.assign(scope="eval_session_index"), overall.assign(scope="eval_all", session_index=None),
+         followups.assign(scope="eval_followup", session_index=None)],
         ignore_index=True,
-    )
+    )  # fmt: skip
+
+
+def _status_partials(status: pd.DataFrame) -> pd.DataFrame:
+    """Summable status figures of one partition (:func:`~lesionlocator.evaluate.longitudinal.status_counts`,
+    per session index and over all sessions) and its confusion counts (scope ``_CONFUSION_SCOPE``,
+    metric ``<true class>|<predicted class>``)."""
+    rows = [("status_all", None, metric, value) for metric, value in status_counts(status).items()]
+    for index, group in status.groupby("session_index"):
+        rows += [("status_session_index", index, metric, value) for metric, value in status_counts(group).items()]
+    confusion = status_confusion(status)
+    rows += [(_CONFUSION_SCOPE, r.session_index, f"{r.true_class}|{r.pred_class}", float(r.n)) for r in confusion.itertuples()]
+    return pd.DataFrame(rows, columns=["scope", "session_index", "metric", "value"])
+
+
+def _confusion_of_partials(partials: pd.DataFrame) -> pd.DataFrame:
+    """The status_confusion table (:data:`STATUS_CONFUSION_SCHEMA`) from the confusion partial sums."""
+    rows = partials.groupby(["session_index", "metric"], sort=True)["value"].sum().reset_index()
+    classes = rows["metric"].str.split("|", n=1, expand=True) if len(rows) else pd.DataFrame(columns=[0, 1])
+    frame = pd.DataFrame({"session_index": rows["session_index"].astype("int32"), "true_class": classes[0],
+                          "pred_class": classes[1], "n": rows["value"].round().astype("int64")})  # fmt: skip
+    return frame.sort_values(["session_index", "true_class", "pred_class"], ignore_index=True)[STATUS_CONFUSION_SCHEMA.names]
 
 
 def _finish_summary(partials: pd.DataFrame) -> pd.DataFrame:
@@ -207,6 +245,8 @@ def _finish_summary(partials: pd.DataFrame) -> pd.DataFrame:
 
         if scope == "session_index":
             derived.append((scope, index, "mean_pct_change_baseline", ratio("sum_pct_change_baseline", "n_pct_change_baseline")))
+        if scope.startswith("status"):
+            derived += [(scope, index, metric, v) for metric, v in ratios_of_counts(value).items()]
         if scope.startswith("eval"):
             tp, fp, fn = value.get("tp", 0.0), value.get("fp", 0.0), value.get("fn", 0.0)
             derived += [
@@ -268,9 +308,13 @@ def aggregate_cohort(
     files_per_partition: int = 1000,
     num_workers: int | None = None,
     registration_records: Iterable[tuple[str, str, int, str | Path]] = (),
+    status_files: Sequence[str | Path] = (),
 ) -> dict[str, int]:
     """Build the cohort dataset folder from per-patient lesion (and evaluation) Parquet files.
 
+    ``status_files``: per-patient status evaluations (:data:`STATUS_EVALUATION_SCHEMA`, written by
+    :func:`lesionlocator.evaluate.longitudinal.evaluate_patient_longitudinal`), which give the
+    status_evaluation and status_confusion tables and the ``status_*`` summary figures.
     ``sessions`` (a frame or the ingest manifest Parquet; columns patient, session,
     session_index) adds sessions without lesions; ``registration_records`` (patient, session,
     session_index, JSON record) fill the registration table (:func:`registration_table`). The
@@ -281,7 +325,7 @@ def aggregate_cohort(
     import dask
     import dask.dataframe as dd
 
-    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) if not Path(f).exists()]
+    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) + list(status_files) if not Path(f).exists()]
     if missing:
         raise InputError(missing[0], f"file not found ({len(missing)} per-patient table(s) missing)")
     session_frame = _read_sessions(sessions)
@@ -301,6 +345,13 @@ def aggregate_cohort(
                                      label="read-evaluation")  # fmt: skip
             for part, frame in enumerate(evaluation.to_delayed()):
                 tasks.append(dask.delayed(_process_evaluation)(frame, part, work, radius_mm))
+        status_batches = _batches(status_files, files_per_partition)
+        if status_batches:
+            status = dd.from_map(_read_batch, status_batches, schema=STATUS_EVALUATION_SCHEMA,
+                                 meta=STATUS_EVALUATION_SCHEMA.empty_table().to_pandas(), enforce_metadata=False,
+                                 label="read-status")  # fmt: skip
+            for part, frame in enumerate(status.to_delayed()):
+                tasks.append(dask.delayed(_process_status_evaluation)(frame, part, work))
         progress = Progress("aggregate", total=len(tasks), unit="batch", units="batches", logger=log)
         with progress, _batch_progress(progress):
             results = dask.compute(*tasks, scheduler="threads", num_workers=num_workers or min(4, os.cpu_count() or 1))
@@ -316,7 +367,12 @@ def aggregate_cohort(
             partials.append(partial)
             for name, n in table_counts.items():
                 counts[name] = counts.get(name, 0) + n
-        summary = _finish_summary(pd.concat(partials, ignore_index=True) if partials else pd.DataFrame())
+        partials = pd.concat(partials, ignore_index=True) if partials else pd.DataFrame(columns=SUMMARY_SCHEMA.names)
+        is_confusion = partials["scope"].eq(_CONFUSION_SCOPE)
+        confusion = _confusion_of_partials(partials[is_confusion])
+        _write_plain(confusion, STATUS_CONFUSION_SCHEMA, work / "status_confusion", 0)
+        counts["status_confusion"] = len(confusion)
+        summary = _finish_summary(partials[~is_confusion])
         _write_plain(summary, SUMMARY_SCHEMA, work / "summary", 0)
         counts["summary"] = len(summary)
         registration = registration_table(registration_records)
@@ -334,7 +390,7 @@ def _batch_progress(progress: Progress):
 
     def posttask(key, result, dsk, state, worker_id) -> None:
         name = str(key[0] if isinstance(key, tuple) else key)
-        if name.startswith(("_process_lesions-", "_process_evaluation-")):
+        if name.startswith(("_process_lesions-", "_process_evaluation-", "_process_status_evaluation-")):
             table = name.removeprefix("_process_").split("-")[0]
             progress.advance(f"{table}: {result[1][table]} rows")
 
@@ -360,6 +416,11 @@ def _process_evaluation(evaluation: pd.DataFrame, part: int, work: Path, radius_
     return _evaluation_partials(evaluation, radius_mm), counts, set()
 
 
+def _process_status_evaluation(status: pd.DataFrame, part: int, work: Path) -> tuple[pd.DataFrame, dict, set]:
+    _write_partitioned(status, STATUS_EVALUATION_SCHEMA, work / "status_evaluation", part)
+    return _status_partials(status), {"status_evaluation": len(status)}, set()
+
+
 def read_cohort_table(dataset_dir: str | Path, name: str, columns: Sequence[str] | None = None, filter=None) -> pd.DataFrame:
     """Read one table of a cohort dataset with its declared schema (partition key restored)."""
     if name not in TABLE_SCHEMAS:
@@ -374,7 +435,7 @@ def read_cohort_table(dataset_dir: str | Path, name: str, columns: Sequence[str]
     else:
         dataset = ds.dataset(folder, schema=schema, format="parquet")
     table = dataset.to_table(columns=list(columns) if columns else schema.names, filter=filter)
-    sort = [c for c in ("patient", "session_index", "lesion_id", "gt_lesion_id", "scope", "metric") if c in table.column_names]
+    sort = [c for c in ("patient", "session_index", "lesion_id", "gt_lesion_id", "pred_lesion_id", "scope", "metric") if c in table.column_names]
     return table.sort_by([(c, "ascending") for c in sort]).to_pandas() if sort else table.to_pandas()
 
 

@@ -149,3 +149,50 @@ def test_summary_follows_the_session_metrics_rules(tmp_path):
     for column in ("mean_dice", "cpm_at_r", "cpm_at_radius", "dice_at_r", "mean_centre_distance_mm", "precision", "recall", "f1",
                    "fp_volume_ml", "fn_volume_ml", "tp", "fp", "fn", "n_gt"):  # fmt: skip
         assert pooled[column].to_numpy() == pytest.approx(metrics[column].to_numpy(dtype=float), nan_ok=True), column
+
+
+def test_status_tables_and_headline_figures(tmp_path):
+    from lesionlocator.evaluate.longitudinal import (
+        evaluate_patient_longitudinal,
+        headline_figures,
+        headline_from_tables,
+        status_confusion,
+    )
+    from tests.evaluate.longitudinal_builders import write_patient
+
+    eval_files, status_files, status, evaluation = [], [], [], []
+    for patient in ("P1", "P2"):
+        folder = tmp_path / patient
+        folder.mkdir()
+        sessions, truth, *_ = write_patient(folder, patient)
+        e, s = evaluate_patient_longitudinal(patient, sessions, truth, folder / "evaluation.parquet", folder / "status.parquet")
+        eval_files.append(folder / "evaluation.parquet")
+        status_files.append(folder / "status.parquet")
+        status.append(s.to_pandas())
+        evaluation.append(e.to_pandas())
+    status, evaluation = pd.concat(status, ignore_index=True), pd.concat(evaluation, ignore_index=True)
+    out = tmp_path / "dataset"
+    counts = aggregate_cohort([], out, evaluation_files=eval_files, status_files=status_files, files_per_partition=1)
+    assert counts["status_evaluation"] == len(status) == 2 * 9
+
+    table = read_cohort_table(out, "status_evaluation")
+    key = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id"]
+    expected = status.sort_values(key, ignore_index=True)
+    pd.testing.assert_frame_equal(table.sort_values(key, ignore_index=True), expected, check_dtype=False)
+    confusion = read_cohort_table(out, "status_confusion")
+    reference = status_confusion(status).sort_values(["session_index", "true_class", "pred_class"], ignore_index=True)
+    pd.testing.assert_frame_equal(confusion, reference, check_dtype=False)
+    assert counts["status_confusion"] == len(reference)
+
+    figures = headline_from_tables(status, evaluation)
+    assert headline_figures(out) == pytest.approx(figures, nan_ok=True)
+    assert figures["n_gt_new"] == 2 and figures["n_followup_scans"] == 4 and figures["false_new_candidates_per_scan"] == 0.5
+    summary = read_cohort_table(out, "summary")
+    pooled = summary[summary.scope == "status_all"].set_index("metric")["value"]
+    for metric in ("status_accuracy_present", "new_lesion_recall", "false_new_candidates_per_scan", "n_present_reported_vanished",
+                   "n_reported_present_far", "n_false_new_candidates"):  # fmt: skip
+        assert pooled[metric] == pytest.approx(figures[metric]), metric
+    followup = summary[summary.scope == "eval_followup"].set_index("metric")["value"]
+    assert followup["cpm_at_r"] == pytest.approx(figures["cpm_at_r"]) and followup["mean_dice"] == pytest.approx(figures["followup_dice"])
+    by_session = summary[(summary.scope == "status_session_index") & (summary.metric == "n_false_new_candidates")]
+    assert dict(zip(by_session.session_index, by_session.value)) == {0: 0.0, 1: 0.0, 2: 2.0}
