@@ -37,11 +37,12 @@ from scipy.spatial import ConvexHull
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry, geometry_difference, read_geometry, read_image, write_patient_table
+from lesionlocator.measure.response import READER_ACTIONS, review_columns
 
 log = logging.getLogger(__name__)
 
 #: Tracking states a lesion can have at a session (the tracking stage's status table).
-STATUSES = ("present", "vanished", "out_of_fov", "merged", "split", "new_candidate")
+STATUSES = ("present", "vanished", "out_of_fov", "merged", "split", "not_found", "uncertain", "lost", "new_candidate", "rejected")
 
 #: One row per lesion x session. Identical for every patient, with or without lesions.
 LESION_SCHEMA = pa.schema(
@@ -52,6 +53,12 @@ LESION_SCHEMA = pa.schema(
         pa.field("lesion_id", pa.int64(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("by_fallback", pa.bool_(), nullable=False),  # the mask is the fallback segmenter's
+        pa.field("is_new", pa.bool_(), nullable=False),  # first seen after baseline (a candidate, a reader's addition)
+        pa.field("first_session_index", pa.int32(), nullable=False),  # where the lesion was first seen
+        pa.field("new_lesion", pa.string()),  # confirmed | equivocal | rejected over the patient's sessions; null: not new
+        pa.field("reader", pa.string()),  # corrected | added | confirmed | rejected at this session; null: none
+        pa.field("needs_review", pa.bool_(), nullable=False),
+        pa.field("review_reason", pa.string()),  # why it needs review; null: it does not (see measure.response)
         pa.field("organ", pa.string()),
         pa.field("n_fragments", pa.int32(), nullable=False),
         pa.field("voxel_count", pa.int64(), nullable=False),
@@ -67,8 +74,13 @@ LESION_SCHEMA = pa.schema(
     ]
 )
 
-#: Columns of the optional status table the tracking stage writes (it may add organ and by_fallback).
+#: Columns of the optional status table the tracking stage writes (it may add :data:`OPTIONAL_STATUS_COLUMNS`).
 STATUS_COLUMNS = ("lesion_id", "session", "status")
+#: Optional status table columns; a missing one means: no organ, not the fallback's mask, not new, no reader, no review.
+OPTIONAL_STATUS_COLUMNS = ("organ", "by_fallback", "is_new", "first_session_index", "review_reason", "reader")
+#: Columns of :data:`LESION_SCHEMA` that come from the status table and the patient's course, not from the voxels.
+_COURSE_COLUMNS = ("patient", "session", "session_index", "status", "by_fallback", "organ", "is_new", "first_session_index",
+                   "new_lesion", "reader", "needs_review", "review_reason")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -175,7 +187,7 @@ def measure_labels(
     """
     if labels.shape != tuple(geometry.shape_zyx):
         raise ValueError(f"label array shape {labels.shape} does not match geometry {geometry.shape_zyx} (z, y, x)")
-    columns = [f.name for f in LESION_SCHEMA if f.name not in ("patient", "session", "session_index", "status", "by_fallback", "organ")]
+    columns = [f.name for f in LESION_SCHEMA if f.name not in _COURSE_COLUMNS]
     foreground = labels > 0
     values = labels[foreground]
     ids = np.unique(values)
@@ -242,6 +254,10 @@ def _read_status_table(status: pd.DataFrame | str | Path | None) -> pd.DataFrame
     bad = sorted(set(status["status"].astype(str)) - set(STATUSES))
     if bad:
         raise InputError(source, f"unknown status value(s) {bad}; expected one of {list(STATUSES)}")
+    if "reader" in status.columns:
+        bad = sorted(set(status["reader"].dropna().astype(str)) - set(READER_ACTIONS))
+        if bad:
+            raise InputError(source, f"unknown reader value(s) {bad}; expected null or one of {list(READER_ACTIONS)}")
     status = status.copy()
     status["lesion_id"] = status["lesion_id"].astype("int64")
     status["session"] = status["session"].astype(str)
@@ -261,13 +277,21 @@ def measure_patient(
 
     ``sessions`` lists ``(session, image_path or None, labels_path)`` in time order (the position is
     ``session_index``). ``status`` is the tracking status table (columns lesion_id, session, status
-    and optionally organ and by_fallback) as a frame or a Parquet/TSV path, or None.
+    and optionally organ, by_fallback, is_new, first_session_index, review_reason and reader: every
+    tracking row, new-lesion candidates included) as a frame or a Parquet/TSV path, or None. A
+    missing optional column means no organ, not the fallback's mask, not new, no reader, no review.
 
     Rows: a lesion gets a row at every session from its first appearance on (label voxels or a
-    status entry); a lesion without voxels at a session has zero size, null centroid, and the
-    status the table gives (``vanished`` when there is no table). Every input is checked before
-    any measurement; the Parquet file (if ``output``) is written atomically with
-    :data:`LESION_SCHEMA`, also when the patient has no lesions.
+    status entry), until a reader rejects it; a lesion without voxels at a session has zero size,
+    null centroid, and the status the table gives (``vanished`` when there is no table).
+
+    New lesions (``is_new`` on any of its rows, or a ``new_candidate`` row) keep ``is_new`` on every
+    row; ``first_session_index`` is the table's (else the lesion's first row). ``new_lesion``,
+    ``needs_review`` and ``review_reason`` (the tracker's reason, labelled) follow over the patient's
+    sessions: :func:`lesionlocator.measure.response.review_columns`.
+
+    Every input is checked before any measurement; the Parquet file (if ``output``) is written
+    atomically with :data:`LESION_SCHEMA`, also when the patient has no lesions.
     """
     status_frame = _read_status_table(status)
     geometries = []
@@ -291,6 +315,9 @@ def measure_patient(
         if status_frame is not None and "by_fallback" in status_frame.columns
         else set()
     )
+    reader = _row_values(status_frame, "reader")
+    tracker_reason = _row_values(status_frame, "review_reason")
+    new_ids, first_index = _new_lesions(status_frame)
     known_sessions = {s for s, _, _ in sessions}
     if status_frame is not None:
         unknown = sorted(set(status_frame["session"]) - known_sessions)
@@ -320,7 +347,7 @@ def measure_patient(
             if lesion_id in present:
                 record = measured.loc[measured["lesion_id"] == lesion_id].iloc[0].to_dict()
                 state = state or "present"
-                if state in ("vanished", "out_of_fov"):
+                if state in ("vanished", "out_of_fov", "lost", "rejected"):
                     log.warning("%s %s: lesion %d has voxels but status %r", patient, session, lesion_id, state)
             else:
                 record = {
@@ -334,15 +361,47 @@ def measure_patient(
             record.update(
                 patient=patient, session=session, session_index=index, status=state,
                 by_fallback=(lesion_id, session) in by_fallback, organ=organs.get(lesion_id),
+                is_new=lesion_id in new_ids, first_session_index=first_index.get(lesion_id),
+                reader=reader.get((lesion_id, session)), review_reason=tracker_reason.get((lesion_id, session)),
             )  # fmt: skip
             rows.append(record)
-        seen |= present | listed
-    frame = pd.DataFrame.from_records(rows, columns=LESION_SCHEMA.names) if rows else _empty_lesion_frame()
+        rejected = {lid for lid in listed if status_lookup[(lid, session)] == "rejected"} - present
+        seen = (seen | present | listed) - rejected  # a rejected lesion is not tracked on
+    if rows:
+        frame = pd.DataFrame.from_records(rows, columns=LESION_SCHEMA.names)
+        first_row = frame.groupby("lesion_id")["session_index"].transform("min")
+        frame["first_session_index"] = frame["first_session_index"].astype("Float64").fillna(first_row)
+        frame = review_columns(frame)
+    else:
+        frame = _empty_lesion_frame()
     table = lesion_table(_nullable(frame))
     if output is not None:
         write_patient_table(table, output)
         log.info("%s: %d lesion-session row(s) -> %s", patient, table.num_rows, output)
     return table
+
+
+def _row_values(status: pd.DataFrame | None, column: str) -> dict[tuple[int, str], str]:
+    """The non-null values of an optional status table column by (lesion_id, session)."""
+    if status is None or column not in status.columns:
+        return {}
+    rows = status[status[column].notna()]
+    return {(int(i), s): str(v) for i, s, v in zip(rows["lesion_id"], rows["session"], rows[column])}
+
+
+def _new_lesions(status: pd.DataFrame | None) -> tuple[set[int], dict[int, int]]:
+    """The IDs of the new lesions (``is_new`` on a row, or a ``new_candidate`` row) and the
+    ``first_session_index`` the table gives for each lesion (its smallest)."""
+    if status is None:
+        return set(), {}
+    new = status["status"].eq("new_candidate")
+    if "is_new" in status.columns:
+        new |= status["is_new"].fillna(False).astype(bool)
+    first: dict[int, int] = {}
+    if "first_session_index" in status.columns:
+        given = status.dropna(subset=["first_session_index"]).groupby("lesion_id")["first_session_index"].min()
+        first = {int(k): int(v) for k, v in given.items()}
+    return set(status.loc[new, "lesion_id"].astype("int64").tolist()), first
 
 
 def _empty_lesion_frame() -> pd.DataFrame:
@@ -354,8 +413,11 @@ def _nullable(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("slice_thickness_mm", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "mean_intensity"):
         frame[column] = frame[column].astype("float64")
     frame["diameter_slice"] = frame["diameter_slice"].astype("Int64")
-    frame["organ"] = frame["organ"].astype(object).where(frame["organ"].notna(), None)
-    frame["by_fallback"] = frame["by_fallback"].astype(bool)
+    for column in ("organ", "new_lesion", "reader", "review_reason"):
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    for column in ("by_fallback", "is_new", "needs_review"):
+        frame[column] = frame[column].astype(bool)
+    frame["first_session_index"] = frame["first_session_index"].astype("int32")
     return frame
 
 

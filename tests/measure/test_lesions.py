@@ -127,3 +127,75 @@ def test_bad_status_value(tmp_path, geometry):
     bad = pd.DataFrame({"lesion_id": [1], "session": ["s"], "status": ["gone"]})
     with pytest.raises(InputError, match="unknown status"):
         measure_patient("P", [("s", None, label_path)], status=bad)
+
+
+def _course(tmp_path, geometry, blobs_per_session):
+    """Label maps of ``{lesion_id: centre index}`` per session; small balls of 4 mm radius."""
+    sessions = []
+    for index, blobs in enumerate(blobs_per_session):
+        labels = np.zeros(geometry.shape_zyx, np.uint32)
+        for lesion_id, centre in blobs.items():
+            labels[ellipsoid(geometry, centre, (6, 6, 6))] = lesion_id
+        sessions.append((f"ses-{index:02d}", None, write_labels(labels, geometry, tmp_path / f"l{index}.nii.gz")))
+    return sessions
+
+
+def test_new_lesions_reader_actions_and_review(tmp_path, geometry):
+    from lesionlocator.measure.response import assess_response
+
+    a, b, c, d = (12, 14, 14), (12, 40, 14), (12, 14, 44), (12, 40, 44)
+    sessions = _course(tmp_path, geometry, [
+        {3: a},
+        {3: a, 1000001: b, 1000002: c, 1000003: d},  # three candidates
+        {3: a, 1000001: b},  # 1000001 seen again; 1000002 gone; 1000003 rejected by a reader
+        {3: a, 1000001: b, 77: d},  # 3 uncertain; 77 added by a reader
+    ])  # fmt: skip
+    rows = [(3, "ses-00", "present", False, 0, None, None), (3, "ses-01", "present", False, 0, None, None),
+            (3, "ses-02", "present", False, 0, None, None), (3, "ses-03", "uncertain", False, 0, "segmenters disagree", None),
+            (1000001, "ses-01", "new_candidate", True, 1, "new-lesion candidate, not yet confirmed", None),
+            (1000001, "ses-02", "present", True, 1, None, None), (1000001, "ses-03", "present", True, 1, None, None),
+            (1000002, "ses-01", "new_candidate", True, 1, "new-lesion candidate, not yet confirmed", None),
+            (1000002, "ses-02", "vanished", True, 1, None, None), (1000002, "ses-03", "vanished", True, 1, None, None),
+            (1000003, "ses-01", "new_candidate", True, 1, "new-lesion candidate, not yet confirmed", None),
+            (1000003, "ses-02", "rejected", True, 1, None, "rejected"),
+            (77, "ses-03", "present", True, 3, None, "added")]  # fmt: skip
+    status = pd.DataFrame(rows, columns=["lesion_id", "session", "status", "is_new", "first_session_index", "review_reason", "reader"])
+    status["by_fallback"] = False
+    out = tmp_path / "lesions.parquet"
+    measure_patient("P", sessions, out, status=status)
+    assert pq.read_schema(out).equals(LESION_SCHEMA)
+    frame = pq.read_table(out).to_pandas().set_index(["lesion_id", "session_index"])
+    states = frame["new_lesion"].fillna("-").groupby(level=0).unique().map(list).to_dict()
+    assert states == {3: ["-"], 77: ["confirmed"], 1000001: ["confirmed"], 1000002: ["equivocal"], 1000003: ["rejected"]}
+    assert frame.loc[77, "first_session_index"].tolist() == [3] and frame.loc[3, "first_session_index"].tolist() == [0] * 4
+    assert frame.loc[1000001, "is_new"].all() and not frame.loc[3, "is_new"].any()
+    assert frame.loc[(77, 3), "reader"] == "added"
+    assert 3 not in frame.loc[1000003].index  # rejected at ses-02: not tracked on
+    flagged = frame[frame.needs_review]["review_reason"].to_dict()
+    assert flagged == {
+        (3, 3): "uncertain (segmenters disagree)",
+        (1000001, 1): "first sighting of a confirmed new lesion (new-lesion candidate, not yet confirmed)",
+        (1000002, 1): "equivocal new lesion (new-lesion candidate, not yet confirmed)",
+    }
+    assert frame.review_reason.notna().sum() == 3  # null where nothing is to review (1000003 was rejected)
+    sessions_out, _ = assess_response(frame.reset_index())
+    assert sessions_out.recist_response.tolist() == [None, "PD", "PD", "PD"]
+    assert sessions_out.n_new_lesions.tolist() == [0, 1, 1, 2] and sessions_out.n_equivocal_new_lesions.tolist() == [0, 1, 0, 0]
+    assert sessions_out.needs_review.tolist() == [False, True, False, True]
+
+
+def test_old_status_table_means_not_new_and_nothing_to_review(tmp_path, geometry):
+    sessions = _course(tmp_path, geometry, [{3: (12, 14, 14)}, {3: (12, 14, 14), 9: (12, 40, 14)}])
+    status = pd.DataFrame({"lesion_id": [3, 3, 9], "session": ["ses-00", "ses-01", "ses-01"], "status": ["present"] * 3,
+                           "by_fallback": [False] * 3})  # fmt: skip
+    frame = measure_patient("P", sessions, status=status).to_pandas()
+    assert not frame.is_new.any() and frame.new_lesion.isna().all() and frame.reader.isna().all()
+    assert not frame.needs_review.any() and frame.review_reason.isna().all()
+    assert frame.set_index("lesion_id").loc[9, "first_session_index"] == 1
+
+
+def test_bad_reader_value(tmp_path, geometry):
+    label_path = write_labels(np.zeros(geometry.shape_zyx), geometry, tmp_path / "l.nii.gz")
+    bad = pd.DataFrame({"lesion_id": [1], "session": ["s"], "status": ["present"], "reader": ["approved"]})
+    with pytest.raises(InputError, match="unknown reader"):
+        measure_patient("P", [("s", None, label_path)], status=bad)
