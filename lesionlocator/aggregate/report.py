@@ -4,8 +4,9 @@ Sections: response (waterfall of best % change of the sum of diameters, best ove
 counts), lesion course (spaghetti plots of lesion volume and of the sum of diameters over
 sessions), tracking status counts per session, evaluation (Dice and CPM per session, when ground
 truth exists), registration quality (the pairs below or near ``register.min_similarity``), lesions
-flagged for review (new candidates, merged, split, and masks the fallback segmenter made) and
-failed patients. The page is the Jinja template ``templates/report.html.j2``
+flagged for review (every flagged lesion-session with its reason, most severe first: lost, uncertain,
+equivocal new lesions and candidates, split/merged, fallback masks, other reasons the tracker gave;
+:func:`review_list`) and failed patients. The page is the Jinja template ``templates/report.html.j2``
 (autoescaped); this module computes the plots and tables it shows.
 """
 
@@ -25,7 +26,7 @@ from markupsafe import Markup
 from lesionlocator.aggregate.cohort import read_cohort_table
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import atomic_path
-from lesionlocator.measure.response import RESPONSES, flagged_for_review
+from lesionlocator.measure.response import RESPONSES, REVIEW_CATEGORIES, flagged_for_review, review_category
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,23 @@ def registration_review(registration: pd.DataFrame) -> dict:
             "margin": NEAR_MIN_SIMILARITY, "table": _table_html(shown[columns], digits=2) if len(shown) else None}  # fmt: skip
 
 
+#: Columns of the review list, in order.
+REVIEW_COLUMNS = ["patient", "session", "session_index", "lesion_id", "status", "new_lesion", "reader", "by_fallback", "volume_ml",
+                  "longest_diameter_mm", "review_reason"]  # fmt: skip
+
+
+def review_list(lesions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Every flagged lesion-session (:func:`~lesionlocator.measure.response.flagged_for_review`) with its
+    reason, most severe category first (:data:`~lesionlocator.measure.response.REVIEW_CATEGORIES`),
+    then by patient, session and lesion; and the number of rows per category (categories with none left out)."""
+    flagged = lesions[flagged_for_review(lesions).to_numpy(bool)]
+    category = review_category(flagged)
+    ordered = flagged.assign(_category=category).sort_values(["_category", "patient", "session_index", "lesion_id"], kind="mergesort")
+    counts = pd.Series(category).value_counts()
+    by_category = {name: int(counts[k]) for k, name in enumerate(REVIEW_CATEGORIES) if k in counts}
+    return ordered.reindex(columns=REVIEW_COLUMNS).reset_index(drop=True), by_category
+
+
 def _table_html(frame: pd.DataFrame, digits: int = 1, na_rep: str = "") -> Markup:
     """``frame`` as an HTML table; pandas escapes the cells, so the markup is safe to insert."""
     return Markup(frame.to_html(index=False, border=0, classes="data", na_rep=na_rep, float_format=lambda v: f"{v:.{digits}f}"))
@@ -181,9 +199,8 @@ def report_cohort(
             f1=("f1", "mean"), fp_volume_ml=("fp_volume_ml", "sum"), fn_volume_ml=("fn_volume_ml", "sum"),
         ).reset_index()  # fmt: skip
         evaluation = {"plot": evaluation_plot(metrics), "table": _table_html(pooled, digits=3, na_rep="NaN")}
-    flagged = lesions[flagged_for_review(lesions)][
-        ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "volume_ml", "longest_diameter_mm"]
-    ]
+    flagged, by_category = review_list(lesions)
+    equivocal = int(sessions["n_equivocal_new_lesions"].sum()) if "n_equivocal_new_lesions" in sessions else 0
     failed = failed_patients if isinstance(failed_patients, pd.DataFrame) else pd.DataFrame({"patient": list(failed_patients)})
     n_lesions = lesions.loc[lesions["voxel_count"] > 0, ["patient", "lesion_id"]].drop_duplicates().shape[0]
     figures = f"{len(patients)} patients, {len(sessions)} sessions, {n_lesions} lesions" + (f", {len(failed)} failed" if len(failed) else "")
@@ -197,7 +214,8 @@ def report_cohort(
         status=status_plot(lesions),
         evaluation=evaluation,
         registration=registration_review(registration) if len(registration) else None,
-        flagged={"count": len(flagged), "max_rows": MAX_FLAGGED_ROWS, "table": _table_html(flagged.head(MAX_FLAGGED_ROWS))},
+        flagged={"count": len(flagged), "max_rows": MAX_FLAGGED_ROWS, "table": _table_html(flagged.head(MAX_FLAGGED_ROWS)),
+                 "by_category": ", ".join(f"{name} {n}" for name, n in by_category.items()), "equivocal": equivocal},
         failed=_table_html(failed) if len(failed) else None,
     )
     output = Path(output)

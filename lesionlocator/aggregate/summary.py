@@ -15,7 +15,7 @@ from typing import TextIO
 import pandas as pd
 
 from lesionlocator.core.layout import ResultsLayout
-from lesionlocator.measure.response import RESPONSES
+from lesionlocator.measure.response import RESPONSES, REVIEW_CATEGORIES, flagged_for_review, review_category
 
 #: Failed patients listed one per line; the rest are counted (run.json has them all).
 MAX_FAILURES_LISTED = 10
@@ -23,7 +23,8 @@ MAX_FAILURES_LISTED = 10
 
 def run_summary(results_dir: str | Path) -> str:
     """A few lines: patients done and failed (each with the first reason), lesions tracked, best
-    overall responses, lesion-sessions flagged for review, where the report and ``run.json`` are.
+    overall responses, lesion-sessions flagged for review (per category, most severe first: the
+    report's review list), where the report and ``run.json`` are.
 
     Empty when ``results_dir`` has no ``run.json`` (a dry run, a ``train`` target); a cohort dataset
     that cannot be read is said in one line instead of its figures.
@@ -38,8 +39,8 @@ def run_summary(results_dir: str | Path) -> str:
     failed = sorted(set(run.get("failed_patients") or []) | set(failures))
     lines = [f"LesionLocator run summary (run.json written {run.get('written_at', '?')})"]
     try:
-        patients = read_cohort_table(layout.cohort_dataset, "patients", columns=["patient", "best_response", "n_flagged"])
-        lesions = read_cohort_table(layout.cohort_dataset, "lesions", columns=["patient", "lesion_id"])
+        patients = read_cohort_table(layout.cohort_dataset, "patients", columns=["patient", "best_response"])
+        lesions = read_cohort_table(layout.cohort_dataset, "lesions", columns=REVIEW_READ)
     except Exception as err:  # the summary must not fail a run that finished
         lines.append(f"  patients   {len(failed)} failed; cohort tables unreadable ({err})")
         patients = lesions = None
@@ -54,11 +55,23 @@ def run_summary(results_dir: str | Path) -> str:
         n_tracked = len(lesions[["patient", "lesion_id"]].drop_duplicates())
         lines.append(f"  lesions    {n_tracked} tracked ({len(lesions)} lesion-sessions)")
         lines.append(f"  response   best overall (RECIST 1.1): {_response_counts(patients['best_response'])}")
-        lines.append(f"  review     {int(patients['n_flagged'].sum())} lesion-session(s) flagged for review")
+        lines.append(f"  review     {_review_counts(lesions)}")
     report = layout.report
     lines.append(f"  report     {report}" + ("" if report.is_file() else " (not written)"))
     lines.append(f"  run.json   {layout.run_manifest}")
     return "\n".join(lines) + "\n"
+
+
+#: Lesion table columns the summary reads: the lesions tracked and the review flags.
+REVIEW_READ = ["patient", "lesion_id", "status", "voxel_count", "by_fallback", "new_lesion", "needs_review"]
+
+
+def _review_counts(lesions: pd.DataFrame) -> str:
+    """``"7 lesion-session(s) flagged for review (lost 1, uncertain 2, new lesion 4)"``."""
+    flagged = lesions[flagged_for_review(lesions.assign(needs_review=lesions["needs_review"].fillna(False))).to_numpy(bool)]
+    counts = pd.Series(review_category(flagged)).value_counts()
+    parts = ", ".join(f"{name} {int(counts[k])}" for k, name in enumerate(REVIEW_CATEGORIES) if k in counts)
+    return f"{len(flagged)} lesion-session(s) flagged for review" + (f" ({parts})" if parts else "")
 
 
 def _response_counts(responses: pd.Series) -> str:

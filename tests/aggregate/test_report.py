@@ -24,7 +24,8 @@ def dataset(tmp_path, geometry):
     for k, growth in enumerate([(1.0, 0.6, 1.3), (1.0, 0.5, 0.4)]):
         folder = tmp_path / f"P{k}"
         sessions = make_patient(folder, geometry, seed=k, growth=growth)
-        status = pd.DataFrame({"lesion_id": [11], "session": ["ses-02"], "status": ["split"]})
+        status = pd.DataFrame({"lesion_id": [11, 3, 11], "session": ["ses-02", "ses-01", "ses-01"], "status": ["split", "uncertain", "present"],
+                               "by_fallback": [False, False, True], "review_reason": [None, f"segmenters disagree <{k}>", None]})  # fmt: skip
         measure_patient(f"P{k}", sessions, folder / "lesions.parquet", status=status)
         evaluate_patient(f"P{k}", [(s, labels, labels) for s, _, labels in sessions], folder / "eval.parquet")
         lesion_files.append(folder / "lesions.parquet")
@@ -38,7 +39,12 @@ def test_report_content(tmp_path, dataset):
     html = report_cohort(dataset, tmp_path / "report.html", failed_patients=["P7"]).read_text()
     assert html.count("data:image/png;base64,") == 5
     assert "split" in html and "P7" in html and "http" not in html.replace("http-equiv", "")
-
+    # the review list: every flagged lesion-session with its reason, most severe first
+    assert "6 lesion-session(s) flagged (uncertain 2, split/merged 2, fallback 2), most severe first" in html
+    review = html[html.index("Lesions flagged for review"):]
+    order = [review.index(text) for text in ("uncertain (segmenters disagree &lt;0&gt;)", "uncertain (segmenters disagree &lt;1&gt;)",
+                                             "split (the mask has separate fragments)", "mask from the fallback segmenter")]  # fmt: skip
+    assert order == sorted(order) and review.count("mask from the fallback segmenter") == 2
 
 
 def test_report_escapes_what_it_is_given(tmp_path, dataset):

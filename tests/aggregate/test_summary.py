@@ -16,10 +16,18 @@ def write_run(results, failures: dict[str, str]) -> None:
     patients = pa.table({"patient": ["P1", "P2", "P3", "P4"], "best_response": ["PR", "SD", "PR", None],
                          "n_flagged": pa.array([0, 2, 1, 0], pa.int32())})  # fmt: skip
     pq.write_table(patients, results / "cohort" / "patients" / "part-00000.parquet")
-    for index, ids in enumerate([[("P1", 1), ("P1", 2), ("P2", 5), ("P3", 1)], [("P1", 1), ("P2", 5), ("P2", 9)]]):
+    # (patient, lesion, status, by_fallback, new_lesion, needs_review) per session: 4 lesion-sessions flagged
+    sessions = [[("P1", 1, "present", False, None, False), ("P1", 2, "present", False, None, False),
+                 ("P2", 5, "present", True, None, True), ("P3", 1, "present", False, None, False)],
+                [("P1", 1, "lost", False, None, True), ("P2", 5, "split", True, None, True), ("P2", 9, "new_candidate", False, "equivocal", True),
+                 ("P3", 7, "new_candidate", False, "rejected", False)]]  # fmt: skip
+    for index, rows in enumerate(sessions):
         folder = results / "cohort" / "lesions" / f"session_index={index}"
         folder.mkdir(parents=True)
-        table = pa.table({"patient": [p for p, _ in ids], "lesion_id": pa.array([i for _, i in ids], pa.int64())})
+        columns = list(zip(*rows))
+        table = pa.table({"patient": columns[0], "lesion_id": pa.array(columns[1], pa.int64()), "status": columns[2],
+                          "voxel_count": pa.array([100] * len(rows), pa.int64()), "by_fallback": columns[3],
+                          "new_lesion": pa.array(columns[4], pa.string()), "needs_review": columns[5]})  # fmt: skip
         pq.write_table(table, folder / "part-00000.parquet")
     run = {"written_at": "2025-01-01T00:00:00Z", "failed_patients": sorted(failures), "failures": failures}
     (results / "run.json").write_text(json.dumps(run))
@@ -32,9 +40,9 @@ def test_summary_counts_patients_lesions_responses_and_flags(tmp_path):
     text = run_summary(results)
     assert "4 done, 1 failed" in text
     assert "P9: segment_baseline: ValueError: the baseline has neither" in text and "more" not in text
-    assert "5 tracked (7 lesion-sessions)" in text  # P1: 1, 2; P2: 5, 9; P3: 1
+    assert "6 tracked (8 lesion-sessions)" in text  # P1: 1, 2; P2: 5, 9; P3: 1, 7
     assert "best overall (RECIST 1.1): PR 2, SD 1, none 1" in text
-    assert "3 lesion-session(s) flagged for review" in text
+    assert "4 lesion-session(s) flagged for review (lost 1, new lesion 1, split/merged 1, fallback 1)" in text
     assert str(results / "report.html") in text and "(not written)" not in text
     assert str(results / "run.json") in text
     assert len(text.splitlines()) <= 12
