@@ -50,7 +50,10 @@ def patient_sessions(manifest_path: str | Path) -> dict[str, list[dict]]:
 
 
 def _scans(rows: list[dict]) -> list[SessionScan]:
-    return [SessionScan(r["session"], int(r["session_index"]), Path(r["image"])) for r in rows]
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    return [SessionScan(r["session"], int(r["session_index"]), Path(r["image"]), path(r["prompts"]), path(r["prompt_mask"])) for r in rows]
 
 
 def _budget(config: StudyConfig, rows: list[dict]) -> float:
@@ -206,7 +209,9 @@ def track_shard(
         if len(rows) <= t:
             continue
         patient_dir = layout.patient_dir(patient)
-        key = stage_key("track", config, t, read_done(patient_dir, _previous_stage(t)), read_done(patient_dir, f"register_t{t}"))
+        # the reader's prompts of session t (its fingerprint covers them): a correction reruns t and what follows
+        key = stage_key("track", config, t, read_done(patient_dir, _previous_stage(t)), read_done(patient_dir, f"register_t{t}"),
+                        rows[t]["fingerprint"])
 
         def run(patient=patient, rows=rows) -> None:
             scans = _scans(rows)
@@ -218,7 +223,9 @@ def track_shard(
                 tracking_paths=[layout.tracking(patient, s.session) for s in scans[:t]],
                 track=config.track,
             )
-            result = track_followup(patient, scans, t, inputs, segmenter(), config.track, config.register.min_fraction_inside)
+            model = segmenter()
+            result = track_followup(patient, scans, t, inputs, model, config.track, config.register.min_fraction_inside,
+                                    second_opinion=getattr(model, "fallback", None))
             reference = inputs.image
             write_labels(result.labels, reference, layout.labels(patient, scans[t].session))
             _export_dicom_seg(rows[t], result.labels, reference, layout, patient, config)
@@ -283,7 +290,7 @@ def measure_shard(
             status = pd.concat(
                 [pq.read_table(layout.tracking(patient, s.session)).to_pandas() for s in scans], ignore_index=True
             )
-            status = status[~status["is_candidate"]][["lesion_id", "session", "status", "by_fallback"]]
+            status = status[["lesion_id", "session", "status", "by_fallback", "is_new", "first_session_index", "review_reason", "reader"]]
             measure_patient(
                 patient,
                 [(s.session, s.image, layout.labels(patient, s.session)) for s in scans],
@@ -298,8 +305,20 @@ def measure_shard(
 def evaluate_shard(
     manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path, upstream_reports: list[str | Path] = ()
 ) -> dict:
-    """Evaluate each shard patient's label maps against its ground truth (sessions that have one)."""
-    from lesionlocator.evaluate.tracking import evaluate_patient
+    """Evaluate each shard patient against its ground truth (the sessions that have a GT mask): the
+    label maps (Dice, centre distance, detection: ``evaluation.parquet``) and each lesion's reported
+    status and the new lesions (``status_evaluation.parquet`` beside it). True statuses come from the
+    GT status table beside the GT masks' folders (``derivatives/groundtruth/groundtruth.parquet``, as the
+    synthetic generator writes it), else from the masks (:mod:`lesionlocator.evaluate.longitudinal`)."""
+    import hashlib
+
+    from lesionlocator.evaluate.longitudinal import (
+        STATUS_EVALUATION_FILE,
+        SessionFiles,
+        evaluate_patient_longitudinal,
+        groundtruth_table_path,
+        read_truth_table,
+    )
 
     layout = ResultsLayout(Path(config.results_dir))
     sessions = patient_sessions(manifest_path)
@@ -308,14 +327,22 @@ def evaluate_shard(
         rows = [r for r in sessions[patient] if r["groundtruth"]]
         if not rows:
             continue
+        tables = sorted({groundtruth_table_path(r["groundtruth"], patient, r["session"]) for r in rows} - {None})
+        truth = pd.concat([read_truth_table(t, patient) for t in tables], ignore_index=True) if tables else None
+        truth_hash = None if truth is None else hashlib.sha256(pd.util.hash_pandas_object(truth, index=False).to_numpy().tobytes()).hexdigest()
         patient_dir = layout.patient_dir(patient)
-        key = stage_key("evaluate", config, read_done(patient_dir, _last_stage(len(sessions[patient]))), [r["fingerprint"] for r in rows])
+        key = stage_key("evaluate", config, read_done(patient_dir, _last_stage(len(sessions[patient]))), [r["fingerprint"] for r in rows],
+                        truth_hash)  # fmt: skip
 
-        def run(patient=patient, rows=rows) -> None:
-            evaluate_patient(
+        def run(patient=patient, rows=rows, truth=truth) -> None:
+            files = [SessionFiles(r["session"], int(r["session_index"]), layout.labels(patient, r["session"]), Path(r["groundtruth"]),
+                                  layout.tracking(patient, r["session"]), layout.candidates(patient, r["session"])) for r in rows]  # fmt: skip
+            evaluate_patient_longitudinal(
                 patient,
-                [(r["session"], layout.labels(patient, r["session"]), r["groundtruth"], r["session_index"]) for r in rows],
-                output=layout.evaluation(patient),
+                files,
+                truth,
+                evaluation_output=layout.evaluation(patient),
+                status_output=layout.patient_dir(patient) / STATUS_EVALUATION_FILE,
                 correspondence=config.metrics.correspondence,
                 iou_threshold=config.metrics.detection_iou,
             )

@@ -328,6 +328,33 @@ class SyntheticConfig(StrictModel):
     p_new: float = Field(
         0.3, ge=0, le=1, description="Probability, per follow-up session and patient, that a new lesion appears."
     )
+    p_split: float = Field(
+        0.0, ge=0, le=1, description="Probability that an inserted baseline lesion splits: it is drawn as two lobes "
+        "joined by a bridge that is gone from a follow-up on, so from then on its mask is two separated parts with "
+        "the same lesion id (ground truth 'split'). Replaces the lesion's growth, p_vanish and p_shrink draws; "
+        "0 disables.",
+    )
+    p_merge: float = Field(
+        0.0, ge=0, le=1, description="Probability, per patient, that a pair of extra baseline lesions is placed a "
+        "few mm apart and grows towards each other into contact at a follow-up (ground truth 'merged' for both "
+        "while their masks touch, 26-connectivity); 0 disables.",
+    )
+    p_shrink: float = Field(
+        0.0, ge=0, le=1, description="Probability that a baseline lesion responds without vanishing: its volume "
+        "falls steadily to shrink_volume_fraction of its baseline volume at the last session and it stays visible. "
+        "Drawn with p_split (one draw: p_split + p_shrink <= 1); replaces the lesion's growth and p_vanish draws; "
+        "0 disables.",
+    )
+    shrink_volume_fraction: tuple[float, float] = Field(
+        (0.3, 0.5), description="Range (min, max) of a shrinking lesion's (p_shrink) volume at the last session, "
+        "as a fraction of its baseline volume."
+    )
+    p_fov_cut: float = Field(
+        0.0, ge=0, le=1, description="Probability, per follow-up session, that its z range is cut short at one end "
+        "so that one visible lesion lies wholly outside the field of view (ground truth 'out_of_fov'), on top of "
+        "the random crop of fov_z_crop. The cut that removes the fewest slices is taken, keeping at least 40% of "
+        "the slices (and 8); a session where no lesion can be left out so is not cut. 0 disables.",
+    )
     margin_mm: float = Field(
         5.0, ge=0, description="Minimum gap between lesions, and between a lesion and the body surface, mm."
     )
@@ -368,6 +395,11 @@ class SyntheticConfig(StrictModel):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"{name}: min {low} > max {high}")
+        if self.p_split + self.p_shrink > 1:
+            raise ValueError(f"p_split + p_shrink: at most 1 (one draw per lesion; got {self.p_split} + {self.p_shrink})")
+        low, high = self.shrink_volume_fraction
+        if not 0 < low <= high < 1:
+            raise ValueError(f"shrink_volume_fraction: need 0 < min <= max < 1 (got {low}..{high})")
         if self.lesions_per_patient[0] < 1:
             raise ValueError(f"lesions_per_patient: at least 1 baseline lesion is needed (got {self.lesions_per_patient[0]})")
         for name in ("diameter_mm", "new_lesion_diameter_mm"):
@@ -514,11 +546,15 @@ warnings.filterwarnings("ignore", message='Field name "register" in "StudyConfig
 class TrackConfig(StrictModel):
     """Longitudinal tracking: prompt propagation, autoregressive segmentation, lesion lifecycle."""
 
-    prompt_source: Literal["previous_mask", "baseline_prompt"] = Field(
-        "previous_mask",
-        description="previous_mask: the mask predicted at the previous session is propagated and used as "
-        "the prompt (autoregressive, as in LesionLocator); baseline_prompt: the baseline mask is propagated "
-        "through the chain of transforms to every session.",
+    prompt_source: Literal["anchored", "previous_mask", "baseline_prompt"] = Field(
+        "anchored",
+        description="anchored: each follow-up is segmented from the lesion's anchor (the reader's last prompt for "
+        "it, or a box around a new lesion at its first sighting) propagated through the chain of transforms, and "
+        "re-prompted from its last mask only when the anchor's mask is inconsistent with it (empty, far away, or "
+        "cut by the box where the lesion has outgrown it); a lesion's course then follows the scans, not the "
+        "tracker's history. previous_mask: the mask predicted at the previous session is propagated and used as "
+        "the prompt (autoregressive, as in LesionLocator; masks drift on unchanged scans); baseline_prompt: the "
+        "baseline mask is propagated through the chain of transforms to every session.",
     )
     baseline_prompt: Literal["auto", "mask", "box", "point"] = Field(
         "auto",
@@ -539,10 +575,37 @@ class TrackConfig(StrictModel):
         0.3,
         ge=0,
         le=1,
-        description="A lesion is reported vanished when both its contrast to its surroundings (median inside minus "
-        "median of a 2-6 mm shell) and its intensity level (matched to the baseline scan) fall below this "
-        "fraction of their baseline values (the segmenter outlines tissue even where the lesion is gone); "
-        "0 disables the test.",
+        description="A lesion's mask has faded when both its contrast to its surroundings (median inside minus "
+        "median of a 2-6 mm shell) and its intensity level (matched to the reference scan: baseline, or a new "
+        "lesion's first sighting) fall below this fraction of their reference values (the segmenter outlines "
+        "tissue even where the lesion is gone). A faded lesion is vanished only when the second opinion (the "
+        "classical segmenter) agrees; when it still finds the lesion, the lesion is uncertain. 0 disables the test.",
+    )
+    reprompt_margin_mm: float = Field(
+        5.0,
+        ge=0,
+        description="anchored: a lesion re-prompted from its last mask gets a box around that mask (and its anchor "
+        "box) grown by this margin (mm) on every side.",
+    )
+    max_jump_mm: float = Field(
+        15.0,
+        gt=0,
+        description="A lesion whose mask centroid lies further than this (mm) plus half its previous equivalent "
+        "diameter from its propagated previous mask (more than registration error explains) is reported lost: "
+        "its voxels are cleared and it is flagged for review.",
+    )
+    max_volume_ratio: float = Field(
+        8.0,
+        gt=1,
+        description="A lesion whose volume changes by more than this factor (up or down) since its last "
+        "observation is reported uncertain (mask kept, flagged for review); 8 is a doubling of the diameter.",
+    )
+    reliable_contrast_sd: float = Field(
+        1.0,
+        ge=0,
+        description="The vanish test speaks only for a lesion whose reference contrast (median inside minus median "
+        "of its 2-6 mm shell, at baseline or first sighting) is at least this many robust SDs of the shell; a "
+        "lesion that never stood out cannot be called gone by its contrast.",
     )
     candidates: bool = Field(
         True, description="Look for new-lesion candidates at each follow-up (difference to the registered previous scan)."

@@ -12,7 +12,12 @@ A prompt file names its frame once::
     }
 
 Each lesion has a positive integer ``id`` (unique within the file; any value up to 2**31-1, not
-limited to 255) and a ``point``, a ``box`` or both. A world box is axis-aligned in LPS; a voxel box
+limited to 255) and a ``point``, a ``box`` or both.
+
+The same format serves every session. At a follow-up, a reader's file corrects a tracked lesion
+(its ID: the prompt replaces propagation for that lesion from that session on), adds a lesion the
+tracker missed (a new ID: a new lesion, confirmed by the reader), or reviews a new-lesion candidate
+without prompting it: ``{"id": 2000001, "review": "confirmed"}`` (or ``"rejected"``). A world box is axis-aligned in LPS; a voxel box
 is inclusive of both corners. Types are strict: an ``id`` is a JSON integer (not ``true``, ``"7"``
 or ``7.0``), a coordinate a JSON number (not a string or a boolean). The file is UTF-8 text.
 """
@@ -64,12 +69,23 @@ class LesionPrompt(_Strict):
     id: StrictInt = Field(ge=1, le=MAX_LESION_ID, description="Lesion ID (a JSON integer), kept through every session.")
     point: Vec3 | None = Field(None, description="A click inside the lesion.")
     box: BoxPrompt | None = Field(None, description="A box around the lesion.")
+    review: Literal["confirmed", "rejected"] | None = Field(
+        None,
+        description="Follow-up sessions only: a reader's verdict on a new-lesion candidate (its ID in the "
+        "tracking table): confirmed (a new lesion, tracked on) or rejected (not a lesion, not tracked on). "
+        "An entry may hold a review alone, without point or box.",
+    )
 
     @model_validator(mode="after")
     def _has_prompt(self) -> "LesionPrompt":
-        if self.point is None and self.box is None:
-            raise ValueError(f"lesion {self.id} has neither a point nor a box")
+        if self.point is None and self.box is None and self.review is None:
+            raise ValueError(f"lesion {self.id} has neither a point, a box nor a review")
         return self
+
+    @property
+    def has_prompt(self) -> bool:
+        """True when the entry locates the lesion (a point or a box), not only reviews it."""
+        return self.point is not None or self.box is not None
 
 
 class PromptFile(_Strict):
@@ -103,7 +119,7 @@ class PromptFile(_Strict):
             if lesion.box is not None:
                 corners = geometry.world_to_index(lesion.box.corners())
                 box = BoxPrompt(min=tuple(corners.min(0).tolist()), max=tuple(corners.max(0).tolist()))
-            lesions.append(LesionPrompt(id=lesion.id, point=point, box=box))
+            lesions.append(LesionPrompt(id=lesion.id, point=point, box=box, review=lesion.review))
         return PromptFile(frame="voxel", lesions=lesions)
 
     def in_world_frame(self, geometry: Geometry) -> "PromptFile":
@@ -117,7 +133,7 @@ class PromptFile(_Strict):
             if lesion.box is not None:
                 corners = geometry.index_to_world(lesion.box.corners())
                 box = BoxPrompt(min=tuple(corners.min(0).tolist()), max=tuple(corners.max(0).tolist()))
-            lesions.append(LesionPrompt(id=lesion.id, point=point, box=box))
+            lesions.append(LesionPrompt(id=lesion.id, point=point, box=box, review=lesion.review))
         return PromptFile(frame="world", lesions=lesions)
 
 

@@ -5,8 +5,10 @@ BIDS-like layout (labels are ``[A-Za-z0-9]+``)::
     <root>/sub-<patient>/sub-<patient>_sessions.tsv     optional: session_id + acq_time or order
     <root>/sub-<patient>/ses-<session>/<image>          one image: .nii.gz .nii .nrrd .mha .mhd,
                                                         or a sub-folder holding one DICOM series
-    <root>/sub-<patient>/ses-<session>/prompts.json     optional, baseline only
-    <root>/sub-<patient>/ses-<session>/prompt_mask.nii.gz   optional, baseline only (instance mask)
+    <root>/sub-<patient>/ses-<session>/prompts.json     optional; at the baseline: the lesions to track;
+                                                        at a follow-up: a reader's corrections, additions
+                                                        and reviews of candidates (core/prompts.py)
+    <root>/sub-<patient>/ses-<session>/prompt_mask.nii.gz   optional (instance mask), same roles
     <root>/derivatives/groundtruth/sub-<patient>/ses-<session>/<lesion instance mask>   optional
 
 The manifest has one row per patient x session, validated row by row against :class:`ManifestRow`.
@@ -97,7 +99,7 @@ class ManifestRow(BaseModel):
     spacing: list[float] = Field(min_length=3, max_length=3, description="Voxel spacing (x, y, z), mm.")
     origin: list[float] = Field(min_length=3, max_length=3, description="World position of voxel 0, mm (LPS).")
     direction: list[float] = Field(min_length=9, max_length=9, description="Direction cosines, row-major.")
-    prompts: str | None = Field(description="prompts.json of the baseline, if any.")
+    prompts: str | None = Field(description="prompts.json of the session, if any (a follow-up's: a reader's corrections and reviews).")
     n_prompts: int = Field(ge=0, description="Number of lesions prompted in prompts.json.", json_schema_extra={"arrow": "int32"})
     prompt_mask: str | None = Field(description="Lesion instance mask used as prompt, if any.")
     groundtruth: str | None = Field(description="Ground-truth lesion instance mask, if any.")
@@ -483,12 +485,13 @@ def _validate_entry(entry: SessionEntry, index: int, verify_pixels: bool) -> Man
         raise InputError(entry.source, f"no {what} found (expected one of {', '.join(FORMATS)} or a DICOM series folder)")
     geometry = Geometry.of(read_image(entry.image)) if verify_pixels else read_geometry(entry.image)
     check_plausible_geometry(geometry, entry.image)
-    if not baseline and (entry.prompts or entry.prompt_mask):
-        raise InputError(entry.prompts or entry.prompt_mask, "prompts are read at the baseline session only; move them there or remove them")
     n_prompts = 0
     if entry.prompts is not None:
         prompts = read_prompts(entry.prompts)
         check_prompts_inside(prompts, geometry, entry.prompts)
+        reviewed = [lesion.id for lesion in prompts.lesions if lesion.review is not None]
+        if baseline and reviewed:
+            raise InputError(entry.prompts, f"lesion(s) {reviewed}: a review (of a new-lesion candidate) belongs in a follow-up's prompts, not the baseline's")
         n_prompts = len(prompts.lesions)
     if entry.prompt_mask is not None:
         _check_mask(entry.prompt_mask, geometry, "prompt mask", verify_pixels=True)

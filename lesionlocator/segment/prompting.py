@@ -22,10 +22,13 @@ def prompts_from_file(
 
     A lesion that has both a point and a box gets the first kind of ``kinds`` it has; a lesion
     with none of ``kinds`` is an error. A world box becomes the voxel bounding box of its corners.
+    An entry that only reviews a candidate (``review`` without point or box) gives no prompt.
     """
     voxel = prompt_file.in_voxel_frame(geometry)
     prompts = []
     for lesion in voxel.lesions:
+        if not lesion.has_prompt:
+            continue
         for kind in kinds:
             if kind == "box" and lesion.box is not None:
                 prompts.append(Prompt(lesion.id, "box", box=(tuple(lesion.box.min), tuple(lesion.box.max))))

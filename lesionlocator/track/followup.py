@@ -1,29 +1,42 @@
-"""Longitudinal tracking: autoregressive prompt propagation and the lesion lifecycle.
+"""Longitudinal tracking: anchored prompts, evidence-based statuses and new lesions that are tracked on.
 
-For each follow-up session ``t`` (in time order) and each lesion prompted at baseline:
+For each follow-up session ``t`` (in time order) and each tracked lesion (the lesions prompted at
+baseline, the new lesions found at earlier follow-ups, and the lesions a reader added):
 
-1. the lesion's *source* mask is chosen: its mask at ``t-1`` (``prompt_source: previous_mask``,
-   the method's autoregressive scheme) or its baseline mask (``baseline_prompt``). A lesion that
-   was not observed at ``t-1`` (vanished, out of the field of view, or failed) is propagated from
-   the last session where it was present, so a lesion that comes back into view is found again;
-2. the source mask is warped onto the follow-up grid at full resolution through the chain of saved
-   registration transforms (each maps world points of a session to the previous one), and a lesion
-   that lands mostly outside the follow-up is reported ``out_of_fov``;
-3. every propagated mask prompts the segmenter (built once per job) on the follow-up scan;
-4. the lifecycle is read off the prediction: ``present``, ``vanished`` (below ``min_volume_ml``),
-   ``out_of_fov``, ``merged`` (its mask now touches another lesion's that it did not touch
-   before) and ``split`` (its second-largest connected part holds at least ``split_min_fraction``);
-5. new-lesion candidates: compact blobs that appeared since the registered previous scan, found
-   by :mod:`lesionlocator.track.candidates` away from tracked lesions (``candidate_exclusion_mm``),
-   reported with their own IDs and scores and flagged for review (they are written to their own
-   label map and not tracked further).
+1. **prompts** (``track.prompt_source``): *anchored* (default, :mod:`lesionlocator.track.anchors`):
+   the lesion's anchor (the reader's last prompt for it, or a box around a new lesion at its first
+   sighting) is carried to the follow-up through the chain of registration transforms (each maps world
+   points of a session to the previous one) and segmented; where that mask disagrees with the lesion's
+   last mask (empty, far away, or outgrowing the box) the lesion is re-prompted from its last mask.
+   *previous_mask* propagates the last mask as the prompt (LesionLocator's autoregressive scheme);
+   *baseline_prompt* the baseline mask. A lesion that was not observed at ``t-1`` is propagated from the
+   last session where it was, so a lesion that comes back into view is found again; a propagated mask
+   that lands mostly outside the follow-up makes the lesion ``out_of_fov``;
+2. the segmenter (built once per job) segments every prompt on the follow-up scan;
+3. **evidence** (:func:`judge_lesions`, :mod:`lesionlocator.track.evidence`): ``vanished`` only when
+   the segmenters and the image agree that the lesion is gone (an empty mask whose expected region no
+   longer stands out; or a mask that has faded, by contrast and level against the lesion's reference
+   session, and that the second opinion, the classical segmenter, does not contradict). When they
+   disagree the lesion is ``uncertain`` (mask kept, flagged); a mask further from the lesion's last
+   mask than registration explains is ``lost`` (voxels cleared, flagged); a volume change beyond
+   ``max_volume_ratio`` is ``uncertain``. Then ``split`` (its second-largest connected part holds at
+   least ``split_min_fraction``) and ``merged`` (its mask now touches another lesion's that it did not
+   touch before);
+4. **new lesions**: compact blobs that appeared since the registered previous scan, away from
+   tracked lesions (:mod:`lesionlocator.track.candidates`), are segmented from a box around them and
+   reported as ``new_candidate`` with IDs ``t * 1_000_000 + k`` in the lesion map; from the next
+   follow-up on they are tracked like every lesion (same ID), so a candidate seen again is confirmed
+   (the measurement stage reads that off the rows) and one that is not stays equivocal;
+5. **a reader's follow-up prompts** (``prompts.json`` / ``prompt_mask`` of session ``t``, the
+   baseline's format) override propagation: a tracked lesion's prompt is replaced from ``t`` on
+   (``reader = corrected``), a new ID adds a lesion (``added``), and ``{"id": .., "review":
+   "confirmed" | "rejected"}`` reviews a new-lesion candidate.
 
-All decisions are deterministic: no random choices, ties broken by lesion ID.
+Every row says why it needs review (``review_reason``) when it does. All decisions are deterministic:
+no random choices, ties broken by lesion ID.
 
 Files are read at the edge: :func:`read_followup_inputs` reads a follow-up's scans, label maps,
-transforms and tracking rows; :func:`track_followup` composes the steps above on what was read
-(:func:`propagate_lesions`, :func:`segment_lesions`, :func:`followup_statuses`,
-:func:`followup_candidates`), each a function of arrays, images and geometry.
+transforms, prompts and tracking rows; :func:`track_followup` composes the steps above on what was read.
 """
 
 from __future__ import annotations
@@ -31,7 +44,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection, Sequence
 
@@ -43,20 +56,27 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lesionlocator.core.config import TrackConfig
-from lesionlocator.core.io import Geometry, image_from_array, read_image, write_image, write_parquet
+from lesionlocator.core.io import Geometry, image_from_array, read_geometry, read_image, write_image, write_parquet
 from lesionlocator.core.prompts import read_prompts
-from lesionlocator.core.regions import shell_around
 from lesionlocator.register.base import load_transform
 from lesionlocator.segment.api import Prompt, SegmentationResult, Segmenter
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
+from lesionlocator.track import anchors as anchoring
+from lesionlocator.track.anchors import Anchor
 from lesionlocator.track.candidates import find_candidates
-from lesionlocator.track.propagate import OutOfFov, PropagationResult, propagate_prompt
+from lesionlocator.track.evidence import Levels, faded_by, intensity_match, is_reliable, lesion_levels
+from lesionlocator.track.propagate import OutOfFov, Propagated, PropagationResult, propagate_prompt
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_ID_BASE = 1_000_000  # candidate IDs: session_index * CANDIDATE_ID_BASE + k
 
-STATUSES = ("present", "vanished", "out_of_fov", "merged", "split", "new_candidate", "not_found")
+STATUSES = (
+    "present", "vanished", "out_of_fov", "merged", "split", "not_found", "uncertain", "lost", "new_candidate", "rejected",
+)
+#: Statuses of a lesion whose mask at that session can prompt a later one.
+OBSERVED = ("present", "merged", "split", "new_candidate")
+NEW_LESION_BOX_MARGIN_MM = 5.0  # a new lesion's anchor (and its first segmentation): a box this much around its blob
 
 TRACKING_SCHEMA = pa.schema(
     [
@@ -75,30 +95,38 @@ TRACKING_SCHEMA = pa.schema(
         ("fraction_in_fov", pa.float64()),
         ("prompt_session", pa.string()),
         ("by_fallback", pa.bool_()),
+        ("is_new", pa.bool_()),
+        ("first_session_index", pa.int32()),
+        ("review_reason", pa.string()),
+        ("reader", pa.string()),
     ]
 )
 
 
 @dataclass(frozen=True)
 class SessionScan:
-    """One session of a patient: label, position in time and image path."""
+    """One session of a patient: label, position in time, image path and the reader's prompt files
+    (the baseline's lesions to track; at a follow-up, corrections, additions and reviews)."""
 
     session: str
     index: int
     image: Path
+    prompts: Path | None = None
+    prompt_mask: Path | None = None
 
 
 # -- baseline ------------------------------------------------------------------------------------
 
 
 def baseline_prompts(
-    image: sitk.Image, prompts_json: Path | None, prompt_mask: Path | None, preference: str = "auto"
+    image: sitk.Image | Geometry, prompts_json: Path | None, prompt_mask: Path | None, preference: str = "auto"
 ) -> list[Prompt]:
-    """The baseline prompts of a patient, one per lesion, in the image's voxel frame.
+    """A session's prompts (the baseline's, or a reader's at a follow-up), one per lesion, in the image's
+    voxel frame; entries of ``prompts_json`` that only review a candidate give none.
 
     ``preference`` auto takes a lesion's mask (from ``prompt_mask``), else its box, else its point.
     """
-    geometry = Geometry.of(image)
+    geometry = image if isinstance(image, Geometry) else Geometry.of(image)
     by_id: dict[int, Prompt] = {}
     if prompts_json is not None and preference != "mask":
         kinds = ("point", "box") if preference == "point" else ("box", "point")
@@ -152,11 +180,15 @@ def lesion_rows(
     scan: SessionScan,
     is_candidate: bool = False,
     by_fallback: Collection[int] = (),
+    details: dict[int, dict] | None = None,
 ) -> list[dict]:
     """One tracking-table row per lesion: status, size and centroid (world mm, LPS).
 
-    ``by_fallback``: the lesions whose mask the fallback segmenter made (the network's was empty).
+    ``by_fallback``: the lesions whose mask the fallback segmenter made (the network's was empty);
+    ``details``: per lesion ID, any of is_new, first_session_index, review_reason and reader (defaults:
+    a baseline lesion, first seen at the baseline, nothing to review, no reader action).
     """
+    details = details or {}
     rows = []
     voxel_ml = geometry.voxel_volume_ml()
     for lesion_id in lesion_ids:
@@ -180,8 +212,13 @@ def lesion_rows(
                 "fraction_in_fov": float(fractions.get(lesion_id, 1.0)),
                 "prompt_session": prompt_sessions.get(lesion_id),
                 "by_fallback": int(lesion_id) in by_fallback,
+                "is_new": bool(details.get(lesion_id, {}).get("is_new", False)),
+                "first_session_index": int(details.get(lesion_id, {}).get("first_session_index", 0)),
+                "review_reason": details.get(lesion_id, {}).get("review_reason"),
+                "reader": details.get(lesion_id, {}).get("reader"),
             }
         )
+        rows[-1]["is_candidate"] = bool(is_candidate or rows[-1]["status"] == "new_candidate")
     return rows
 
 
@@ -225,6 +262,11 @@ def _chain_transform(transforms: Sequence[sitk.Transform]) -> sitk.Transform:
     return sitk.CompositeTransform(list(reversed(transforms)))
 
 
+def _chain(transforms: dict[int, sitk.Transform], t: int, s: int) -> sitk.Transform:
+    """Follow-up ``t`` world to session ``s`` world (mm, LPS), ``s < t``."""
+    return _chain_transform([transforms[k] for k in range(t, s, -1)])
+
+
 def _dilate_mm(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> np.ndarray:
     """Voxels within ``margin_mm`` (physical distance, anisotropic spacing) of ``mask``."""
     if margin_mm <= 0 or not mask.any():
@@ -233,98 +275,62 @@ def _dilate_mm(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> np.nda
     return ndimage.distance_transform_edt(~mask, sampling=spacing) <= margin_mm
 
 
-def lesion_levels(array: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> tuple[float, float] | None:
-    """Median intensity inside ``mask`` and of a shell 2-6 mm outside it (image units); None if empty."""
-    region = shell_around(mask, spacing_zyx)
-    if region is None or not region[2].any():
-        return None
-    box, local, shell = region
-    values = array[box]
-    return float(np.median(values[local])), float(np.median(values[shell]))
-
-
-def _intensity_match(source: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """(scale, offset) mapping ``source`` intensities onto ``target``'s: robust quartiles of the body
-    (voxels above each image's Otsu threshold), which absorbs CT shifts and MR gain changes."""
-    from skimage.filters import threshold_otsu
-
-    def quartiles(array: np.ndarray) -> np.ndarray:
-        sample = array[::2, ::2, ::2].astype(np.float32)
-        return np.percentile(sample[sample > threshold_otsu(sample)], [25, 50, 75])
-
-    s, t = quartiles(source), quartiles(target)
-    scale = float((t[2] - t[0]) / max(s[2] - s[0], 1e-6))
-    return scale, float(t[1] - scale * s[1])
-
-
-def _clear_faded(
-    labels: np.ndarray, image: sitk.Image, baseline: tuple[sitk.Image, np.ndarray], lesion_ids: Sequence[int], fraction: float
-) -> list[int]:
-    """Clear (in place) the lesions that no longer stand out as they did at baseline; their IDs.
-
-    A promptable segmenter given a propagated mask outlines *something* even where the lesion is
-    gone. Two tests must agree before a lesion is called vanished:
-
-    * *contrast*: its contrast to its surroundings now (median inside the predicted mask minus the
-      median of a 2-6 mm shell) is below ``fraction`` of its baseline contrast, or of the other sign;
-    * *level*: its median intensity now, matched to the baseline's intensity scale, lies less than
-      ``fraction`` of the way from the baseline surroundings to the baseline lesion.
-
-    The first alone mistakes a lesion that outgrew its propagated mask (the shell is lesion too) for
-    gone; the second alone suffers from imperfect intensity matching between sessions.
-    """
-    current = sitk.GetArrayFromImage(image)
-    spacing = np.asarray(image.GetSpacing(), float)[::-1]
-    baseline_image, baseline_labels = baseline
-    baseline_array = sitk.GetArrayFromImage(baseline_image)
-    baseline_spacing = np.asarray(baseline_image.GetSpacing(), float)[::-1]
-    scale, offset = None, 0.0
-    cleared = []
-    for lesion_id in lesion_ids:
-        mask = labels == np.uint32(lesion_id)
-        before = lesion_levels(baseline_array, baseline_labels == np.uint32(lesion_id), baseline_spacing)
-        now = lesion_levels(current, mask, spacing)
-        if before is None or now is None or before[0] == before[1]:
-            continue
-        contrast_before = before[0] - before[1]
-        contrast_ratio = (now[0] - now[1]) / contrast_before
-        if contrast_ratio >= fraction:
-            continue
-        if scale is None:
-            scale, offset = _intensity_match(current, baseline_array)
-        position = (scale * now[0] + offset - before[1]) / contrast_before
-        if position < fraction:
-            log.info("lesion %d: contrast %.2f and level %.2f of baseline: vanished", lesion_id, contrast_ratio, position)
-            labels[mask] = 0
-            cleared.append(lesion_id)
-    return cleared
-
-
-# -- one follow-up: the steps --------------------------------------------------------------------
+# -- the tracked lesions ---------------------------------------------------------------------------
 
 
 def baseline_lesion_ids(previous_rows: Sequence[dict]) -> list[int]:
-    """The tracked lesions: IDs of the baseline's (session index 0) non-candidate rows, ascending."""
-    return sorted({r["lesion_id"] for r in previous_rows if r["session_index"] == 0 and not r["is_candidate"]})
+    """The lesions prompted at baseline: IDs of the baseline's (session index 0) rows, ascending."""
+    return sorted({r["lesion_id"] for r in previous_rows if r["session_index"] == 0 and not r.get("is_new", False)
+                   and not r["is_candidate"]})
+
+
+def first_sessions(previous_rows: Sequence[dict]) -> dict[int, int]:
+    """Per lesion ID, the session index where it was first seen (its first row)."""
+    first: dict[int, int] = {}
+    for row in previous_rows:
+        first[row["lesion_id"]] = min(first.get(row["lesion_id"], row["session_index"]), row["session_index"])
+    return first
+
+
+def new_lesion_ids(previous_rows: Sequence[dict]) -> list[int]:
+    """New lesions to track on: first seen after baseline (a candidate, or added by a reader) and never
+    rejected; ascending. Rows of an older table without ``is_new`` count candidates as new lesions."""
+    new = {r["lesion_id"] for r in previous_rows if r.get("is_new", r["is_candidate"])}
+    rejected = {r["lesion_id"] for r in previous_rows if r["status"] == "rejected"}
+    return sorted(new - rejected)
+
+
+def tracked_lesion_ids(previous_rows: Sequence[dict]) -> list[int]:
+    """Every lesion tracked into the next follow-up: the baseline's, then the new ones, ascending each."""
+    return baseline_lesion_ids(previous_rows) + new_lesion_ids(previous_rows)
 
 
 def last_observed(previous_rows: Sequence[dict]) -> dict[int, int]:
-    """Per lesion ID, the latest session index where it was observed (present, merged or split)."""
+    """Per lesion ID, the latest session index where it was observed (:data:`OBSERVED` with voxels)."""
     last: dict[int, int] = {}
     for row in previous_rows:
-        if not row["is_candidate"] and row["status"] in ("present", "merged", "split"):
+        if row["status"] in OBSERVED and row["voxel_count"] > 0:
             last[row["lesion_id"]] = max(last.get(row["lesion_id"], -1), row["session_index"])
     return last
 
 
-def prompt_sources(previous_rows: Sequence[dict], prompt_source: str) -> dict[int, int]:
-    """Per baseline lesion to propagate (ascending ID), the session index whose mask prompts it.
+def last_volumes(previous_rows: Sequence[dict]) -> dict[int, float]:
+    """Per lesion ID, its volume (mL) at the last session where it was observed."""
+    last = last_observed(previous_rows)
+    return {r["lesion_id"]: r["volume_ml"] for r in previous_rows if last.get(r["lesion_id"]) == r["session_index"]}
 
-    ``baseline_prompt``: session 0; ``previous_mask``: the last session where the lesion was
+
+def prompt_sources(previous_rows: Sequence[dict], prompt_source: str) -> dict[int, int]:
+    """Per tracked lesion with a mask to propagate (ascending ID, baseline lesions first), the session
+    index whose mask is propagated.
+
+    ``baseline_prompt``: the lesion's first session; otherwise the last session where the lesion was
     observed. A lesion never observed (its baseline prompt gave an empty mask) has no source.
     """
     last = last_observed(previous_rows)
-    return {i: 0 if prompt_source == "baseline_prompt" else last[i] for i in baseline_lesion_ids(previous_rows) if i in last}
+    first = first_sessions(previous_rows)
+    ids = tracked_lesion_ids(previous_rows)
+    return {i: first[i] if prompt_source == "baseline_prompt" else last[i] for i in ids if i in last}
 
 
 def propagate_lesions(
@@ -346,9 +352,31 @@ def propagate_lesions(
     results: dict[int, PropagationResult] = {}
     for lesion_id, source in sources.items():
         source_labels, source_geometry = labels[source]
-        chain = _chain_transform([transforms[s] for s in range(t, source, -1)])
         mask_prompt = Prompt(lesion_id, "mask", mask=source_labels == np.uint32(lesion_id))
-        results[lesion_id] = propagate_prompt(mask_prompt, chain, source_geometry, fixed, min_fraction_inside=min_fraction_inside)
+        results[lesion_id] = propagate_prompt(mask_prompt, _chain(transforms, t, source), source_geometry, fixed,
+                                              min_fraction_inside=min_fraction_inside)
+    return results
+
+
+def propagate_anchors(
+    anchors: dict[int, Anchor],
+    geometries: dict[int, Geometry],
+    transforms: dict[int, sitk.Transform],
+    t: int,
+    fixed: Geometry,
+) -> dict[int, PropagationResult]:
+    """Each anchor carried to follow-up ``t`` (a reader's prompt at ``t`` itself as it is), or :class:`OutOfFov`.
+
+    ``geometries``: the geometry of each anchor's session. The anchor of a lesion is never judged out
+    of the field of view by its box (a box is larger than its lesion): any part inside will do.
+    """
+    results: dict[int, PropagationResult] = {}
+    for lesion_id, anchor in anchors.items():
+        if anchor.session_index == t:
+            results[lesion_id] = Propagated(lesion_id, anchor.prompt, 1.0)
+            continue
+        chain = _chain(transforms, t, anchor.session_index)
+        results[lesion_id] = propagate_prompt(anchor.prompt, chain, geometries[anchor.session_index], fixed, min_fraction_inside=1e-9)
     return results
 
 
@@ -358,7 +386,16 @@ def segment_lesions(segmenter: Segmenter, image: sitk.Image, prompts: Sequence[P
     if not prompts:
         return SegmentationResult(np.zeros(Geometry.of(image).shape_zyx, np.uint32))
     result = segmenter.segment(image, prompts)
-    return SegmentationResult(result.labels.astype(np.uint32, copy=True), dict(result.scores), result.by_fallback)
+    return SegmentationResult(result.labels.astype(np.uint32, copy=True), dict(result.scores), set(result.by_fallback))
+
+
+def replace_lesions(labels: np.ndarray, result: SegmentationResult, lesion_ids: Collection[int]) -> None:
+    """Put ``result``'s masks of ``lesion_ids`` into ``labels`` (in place) instead of their old voxels,
+    where no other lesion is."""
+    ids = np.asarray(sorted(lesion_ids), np.uint32)
+    labels[np.isin(labels, ids)] = 0
+    new = np.isin(result.labels, ids) & (labels == 0)
+    labels[new] = result.labels[new]
 
 
 def followup_statuses(
@@ -371,7 +408,7 @@ def followup_statuses(
     min_volume_ml: float,
     split_min_fraction: float,
 ) -> dict[int, str]:
-    """The lifecycle status of each tracked lesion at a follow-up (:func:`assign_statuses`).
+    """The lifecycle status of each tracked lesion at a follow-up from its mask alone (:func:`assign_statuses`).
 
     ``labels``: the follow-up's lesion map (z y x, ``geometry``), from which vanished lesions
     (fewer voxels than ``min_volume_ml``, in mL) are cleared in place; ``previous_labels``: the
@@ -384,6 +421,181 @@ def followup_statuses(
         if lesion_id not in sources:
             statuses[lesion_id] = "not_found"  # the baseline prompt gave an empty mask
     return statuses
+
+
+# -- evidence --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Judgement:
+    """A lesion's status at a follow-up and, when it needs a reader, why."""
+
+    status: str
+    reason: str | None = None
+
+
+class References:
+    """Each lesion's reference levels (:class:`~lesionlocator.track.evidence.Levels` at its first session:
+    the baseline, or a new lesion's first sighting) and the intensity match of the follow-up to each
+    reference scan, computed on first use."""
+
+    def __init__(self, images: dict[int, sitk.Image], labels: dict[int, tuple[np.ndarray, Geometry]], first: dict[int, int], current: np.ndarray):
+        self.images, self.labels, self.first, self.current = images, labels, first, current
+        self._levels: dict[int, Levels | None] = {}
+        self._match: dict[int, tuple[float, float]] = {}
+
+    def levels(self, lesion_id: int) -> Levels | None:
+        if lesion_id not in self._levels:
+            s = self.first.get(lesion_id)
+            levels = None
+            if s is not None and s in self.images and s in self.labels:
+                image = self.images[s]
+                spacing = np.asarray(image.GetSpacing(), float)[::-1]
+                levels = lesion_levels(sitk.GetArrayViewFromImage(image), self.labels[s][0] == np.uint32(lesion_id), spacing)
+            self._levels[lesion_id] = levels
+        return self._levels[lesion_id]
+
+    def match(self, lesion_id: int) -> tuple[float, float]:
+        s = self.first[lesion_id]
+        if s not in self._match:
+            self._match[s] = intensity_match(self.current, sitk.GetArrayViewFromImage(self.images[s]))
+        return self._match[s]
+
+
+def _standing(mask: np.ndarray, lesion_id: int, refs: References, current: np.ndarray, spacing: np.ndarray,
+              track: TrackConfig) -> tuple[float, float] | None:
+    """(contrast ratio, level position) of ``mask`` against the lesion's reference session
+    (:func:`~lesionlocator.track.evidence.faded_by`); None when the evidence cannot say (no reliable
+    reference contrast, or no shell)."""
+    reference = refs.levels(lesion_id)
+    if reference is None or not is_reliable(reference, track.reliable_contrast_sd):
+        return None
+    now = lesion_levels(current, mask, spacing)
+    if now is None:
+        return None
+    scale, offset = refs.match(lesion_id)
+    return faded_by(now, reference, scale, offset)
+
+
+def _faded(mask: np.ndarray, lesion_id: int, refs: References, current: np.ndarray, spacing: np.ndarray, track: TrackConfig) -> bool | None:
+    """Whether ``mask`` no longer stands out as the lesion did at its reference session (contrast and
+    level both below ``vanish_contrast_fraction``); None when the evidence cannot say."""
+    standing = _standing(mask, lesion_id, refs, current, spacing, track)
+    if standing is None:
+        return None
+    return standing[0] < track.vanish_contrast_fraction and standing[1] < track.vanish_contrast_fraction
+
+
+def _stands_out(mask: np.ndarray, lesion_id: int, refs: References, current: np.ndarray, spacing: np.ndarray, track: TrackConfig) -> bool:
+    """Whether ``mask`` shows the lesion as it was: contrast *and* level at least ``vanish_contrast_fraction``
+    of the reference's (a stricter test than not :func:`_faded`, for a second opinion that outlines
+    whatever lies in its prompt)."""
+    standing = _standing(mask, lesion_id, refs, current, spacing, track)
+    if standing is not None:
+        log.debug("lesion %d: second opinion at contrast %.2f, level %.2f of its reference", lesion_id, *standing)
+    return standing is not None and min(standing) >= track.vanish_contrast_fraction
+
+
+def judge_lesions(
+    labels: np.ndarray,
+    image: sitk.Image,
+    lesion_ids: Sequence[int],
+    used_prompts: dict[int, Prompt],
+    previous: dict[int, np.ndarray],
+    previous_volumes: dict[int, float],
+    refs: References | None,
+    second_opinion: Segmenter | None,
+    track: TrackConfig,
+) -> dict[int, Judgement]:
+    """The evidence-based status of each segmented lesion (present, vanished, uncertain or lost); clears
+    (in place) the voxels of the lesions judged vanished or lost.
+
+    ``used_prompts``: the prompt each lesion was segmented from; ``previous``: its propagated last mask
+    (bool, z y x; absent when never observed); ``previous_volumes``: its volume (mL) then; ``refs``: the
+    reference levels (None: the vanish test is off); ``second_opinion``: a second segmenter asked about
+    a mask that has faded (the classical one; None: the faded test alone decides).
+    """
+    geometry = Geometry.of(image)
+    min_voxels = max(int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml())), 1)
+    current = sitk.GetArrayViewFromImage(image)
+    spacing = np.asarray(image.GetSpacing(), float)[::-1]
+    judged: dict[int, Judgement] = {}
+    for lesion_id in lesion_ids:
+        mask = labels == np.uint32(lesion_id)
+        count = int(mask.sum())
+        last = previous.get(lesion_id)
+        if count < min_voxels:
+            labels[mask] = 0
+            expected = last if last is not None else _prompt_region(used_prompts.get(lesion_id), labels.shape)
+            faded = _faded(expected, lesion_id, refs, current, spacing, track) if refs is not None and expected is not None else None
+            if faded is False:
+                judged[lesion_id] = Judgement(
+                    "uncertain", "no segmenter found the lesion, but where it was expected the image still stands out as it did"
+                )
+            else:
+                judged[lesion_id] = Judgement("vanished")
+            continue
+        if last is not None and last.any():
+            distance = anchoring.jump_mm(mask, last, geometry)
+            limit = anchoring.jump_limit_mm(last, geometry, track.max_jump_mm)
+            if distance is not None and distance > limit:
+                labels[mask] = 0
+                judged[lesion_id] = Judgement("lost", f"its mask lies {distance:.0f} mm from its propagated last mask (limit {limit:.0f} mm)")
+                continue
+        if refs is not None and _faded(mask, lesion_id, refs, current, spacing, track):
+            opinion = _second_opinion(second_opinion, image, used_prompts.get(lesion_id), min_voxels)
+            still_there = opinion is not None and _stands_out(opinion, lesion_id, refs, current, spacing, track)
+            if still_there:
+                judged[lesion_id] = Judgement(
+                    "uncertain", "segmenters disagree: the network's mask no longer stands out, the classical segmenter's does"
+                )
+            else:
+                log.info("lesion %d: its mask no longer stands out as at its reference session: vanished", lesion_id)
+                labels[mask] = 0
+                judged[lesion_id] = Judgement("vanished")
+            continue
+        volume = count * geometry.voxel_volume_ml()
+        before = previous_volumes.get(lesion_id)
+        if before and before > 0:
+            ratio = volume / before
+            if ratio > track.max_volume_ratio or ratio < 1.0 / track.max_volume_ratio:
+                judged[lesion_id] = Judgement("uncertain", f"volume x{ratio:.2f} since its last observation (limit x{track.max_volume_ratio:g})")
+                continue
+        judged[lesion_id] = Judgement("present")
+    return judged
+
+
+def _prompt_region(prompt: Prompt | None, shape: Sequence[int]) -> np.ndarray | None:
+    """The voxels a prompt designates (a mask's, a box's); None for a point or no prompt."""
+    from lesionlocator.track.propagate import box_mask
+
+    if prompt is None or prompt.kind == "point":
+        return None
+    return prompt.mask if prompt.kind == "mask" else box_mask(prompt.box, shape)
+
+
+def _second_opinion(segmenter: Segmenter | None, image: sitk.Image, prompt: Prompt | None, min_voxels: int) -> np.ndarray | None:
+    """The second segmenter's mask (bool, z y x) for one prompt, None when it has none (or there is none)."""
+    if segmenter is None or prompt is None:
+        return None
+    result = segmenter.segment(image, [prompt])
+    mask = result.labels == np.uint32(prompt.lesion_id)
+    return mask if int(mask.sum()) >= min_voxels else None
+
+
+def lifecycle(labels: np.ndarray, judged: dict[int, Judgement], previous_labels: np.ndarray, split_min_fraction: float) -> None:
+    """Refine present lesions (in place): ``split`` when their mask falls apart, ``merged`` when it now
+    touches another lesion's that it did not touch at the previous session (``previous_labels``)."""
+    for lesion_id, judgement in judged.items():
+        if judgement.status == "present" and is_split(labels == np.uint32(lesion_id), split_min_fraction):
+            judgement.status = "split"
+    for a, b in sorted(touching_pairs(labels) - touching_pairs(previous_labels)):
+        for lesion_id in (a, b):
+            if lesion_id in judged and judged[lesion_id].status in ("present", "split"):
+                judged[lesion_id].status = "merged"
+
+
+# -- new lesions -----------------------------------------------------------------------------------
 
 
 def previous_on_followup(previous_image: sitk.Image, image: sitk.Image, transform: sitk.Transform) -> tuple[sitk.Image, np.ndarray]:
@@ -439,72 +651,148 @@ def followup_candidates(
     return candidates, {base + k: c.score for k, c in enumerate(found.candidates, start=1)}
 
 
+def segment_candidates(segmenter: Segmenter, image: sitk.Image, candidates: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each candidate blob (uint32 map, z y x) outlined by the segmenter from a box around it; where the
+    segmenter's mask is empty or misses the blob, the blob itself. Voxels of ``labels`` (the tracked
+    lesions) are left to them. Returns the candidates' lesion map."""
+    geometry = Geometry.of(image)
+    ids = [int(i) for i in np.unique(candidates) if i]
+    prompts = [anchoring.box_around(candidates == np.uint32(i), geometry, NEW_LESION_BOX_MARGIN_MM, i) for i in ids]
+    result = segment_lesions(segmenter, image, [p for p in prompts if p is not None])
+    out = np.zeros_like(candidates)
+    for lesion_id in ids:
+        blob = candidates == np.uint32(lesion_id)
+        mask = result.labels == np.uint32(lesion_id)
+        chosen = mask if (mask & blob).any() else blob
+        out[chosen & (labels == 0) & (out == 0)] = lesion_id
+    return out
+
+
 # -- one follow-up: the composition --------------------------------------------------------------
 
 
 @dataclass
 class FollowupResult:
-    """A follow-up's tracked lesions and candidates (uint32 label maps, z y x) and its tracking rows."""
+    """A follow-up's lesion map (every reported lesion, new lesions included), its new-lesion candidates
+    (uint32 label maps, z y x) and its tracking rows."""
 
     labels: np.ndarray
     candidates: np.ndarray
     rows: list[dict]
 
 
+def _first_prompts(
+    inputs: "FollowupInputs", track: TrackConfig, lesion_ids: Sequence[int], sources: dict[int, int], t: int,
+    geometry: Geometry, min_fraction_inside: float,
+) -> tuple[dict[int, PropagationResult], dict[int, PropagationResult]]:
+    """(the prompt each lesion is segmented from first, its propagated last mask), by lesion ID; either
+    may be :class:`OutOfFov`."""
+    reader_now = {i: a for i, a in inputs.anchors.items() if a.session_index == t and i in lesion_ids}
+    previous = propagate_lesions({i: s for i, s in sources.items() if i not in reader_now}, inputs.labels, inputs.transforms, t,
+                                 geometry, min_fraction_inside)
+    if track.prompt_source != "anchored":
+        first = dict(previous)
+        first.update({i: Propagated(i, a.prompt, 1.0) for i, a in reader_now.items()})
+        return first, previous
+    anchors = {i: inputs.anchors[i] for i in lesion_ids if i in inputs.anchors and (i in sources or i in reader_now)}
+    first = propagate_anchors(anchors, inputs.geometries, inputs.transforms, t, geometry)
+    for lesion_id, result in previous.items():  # the lesion's own extent decides the field of view, not its box
+        if isinstance(result, OutOfFov) or isinstance(first.get(lesion_id), OutOfFov) or lesion_id not in first:
+            first[lesion_id] = result
+    return {i: first[i] for i in lesion_ids if i in first}, previous
+
+
 def track_followup(
     patient: str,
     scans: Sequence[SessionScan],
     t: int,
-    inputs: FollowupInputs,
+    inputs: "FollowupInputs",
     segmenter: Segmenter,
     track: TrackConfig,
     min_fraction_inside: float,
+    second_opinion: Segmenter | None = None,
 ) -> FollowupResult:
     """Segment every tracked lesion at follow-up ``t`` (``t >= 1``) from already-read ``inputs``.
 
-    Propagate the prompts, segment, clear faded lesions, assign statuses, find candidates.
-    ``min_fraction_inside``: ``register.min_fraction_inside`` (a propagated mask with less of its
-    volume inside the follow-up's field of view is ``out_of_fov``).
+    Prompts (anchored or propagated), segment, re-prompt the inconsistent, judge the evidence, find
+    and segment new-lesion candidates, apply the reader's reviews. ``min_fraction_inside``:
+    ``register.min_fraction_inside`` (a propagated mask with less of its volume inside the follow-up's
+    field of view is ``out_of_fov``); ``second_opinion``: the segmenter asked when a mask has faded.
     """
     scan, image = scans[t], inputs.image
     geometry = Geometry.of(image)
-    lesion_ids = baseline_lesion_ids(inputs.previous_rows)
-    sources = prompt_sources(inputs.previous_rows, track.prompt_source)
+    rows_before = inputs.previous_rows
+    first_seen = first_sessions(rows_before)
+    lesion_ids = tracked_lesion_ids(rows_before)
+    added = [i for i, a in sorted(inputs.anchors.items()) if a.session_index == t and i not in first_seen]
+    lesion_ids += added
+    for lesion_id in added:
+        first_seen[lesion_id] = t
+    rejected = {i for i, verdict in inputs.reviews.items() if verdict == "rejected"}
+    sources = {i: s for i, s in prompt_sources(rows_before, track.prompt_source).items() if i not in rejected}
+    reader = {i: ("corrected" if i in first_seen and first_seen[i] < t else "added")
+              for i, a in inputs.anchors.items() if a.session_index == t and i in lesion_ids}
+    reader.update({i: v for i, v in inputs.reviews.items() if i in lesion_ids or v == "rejected"})
+    active = [i for i in lesion_ids if i not in rejected]
 
-    propagated = propagate_lesions(sources, inputs.labels, inputs.transforms, t, geometry, min_fraction_inside)
-    out_of_fov = {i for i, result in propagated.items() if isinstance(result, OutOfFov)}
-    prompts = [result.prompt for result in propagated.values() if not isinstance(result, OutOfFov)]
-    for lesion_id, result in propagated.items():
+    first, previous = _first_prompts(inputs, track, active, sources, t, geometry, min_fraction_inside)
+    out_of_fov = {i for i, result in first.items() if isinstance(result, OutOfFov)}
+    prompts = {i: result.prompt for i, result in first.items() if not isinstance(result, OutOfFov)}
+    for lesion_id, result in first.items():
         if isinstance(result, OutOfFov):
             log.info("%s ses-%s lesion %d: out of the field of view (%s)", patient, scan.session, lesion_id, result.reason)
-        else:
-            log.debug("%s ses-%s lesion %d: prompt propagated from ses-%s (%.0f%% inside)", patient, scan.session,
-                      lesion_id, scans[sources[lesion_id]].session, 100 * result.fraction_inside)
 
     started = time.perf_counter()
-    segmented = segment_lesions(segmenter, image, prompts)
+    segmented = segment_lesions(segmenter, image, list(prompts.values()))
+    labels, scores, by_fallback = segmented.labels, segmented.scores, set(segmented.by_fallback)
+    last_masks = {i: r.prompt.mask for i, r in previous.items() if not isinstance(r, OutOfFov) and i not in reader}
+    min_voxels = max(int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml())), 1)
+    if track.prompt_source == "anchored":
+        redo = {}
+        for lesion_id, prompt in prompts.items():
+            last = last_masks.get(lesion_id)
+            anchor = inputs.anchors.get(lesion_id)
+            why = anchoring.inconsistency(labels == np.uint32(lesion_id), last, prompt, anchor.faces if anchor else None, geometry,
+                                          track.max_jump_mm, min_voxels)
+            if why is not None:
+                log.info("%s ses-%s lesion %d: re-prompted from its last mask (%s)", patient, scan.session, lesion_id, why)
+                redo[lesion_id] = anchoring.reprompt(lesion_id, prompt, last, geometry, track.reprompt_margin_mm, "outgrown" in why)
+        if redo:
+            again = segment_lesions(segmenter, image, list(redo.values()))
+            replace_lesions(labels, again, redo)
+            scores.update({i: again.scores.get(i, 0.0) for i in redo})
+            by_fallback = (by_fallback - set(redo)) | (set(again.by_fallback) & set(redo))
+            prompts.update(redo)
     segment_s = time.perf_counter() - started
-    labels, scores = segmented.labels, segmented.scores
 
+    refs = None
     if track.vanish_contrast_fraction > 0 and prompts:
-        if inputs.baseline_image is None:
-            raise ValueError("the vanish test (track.vanish_contrast_fraction) needs the baseline image")
-        baseline = (inputs.baseline_image, inputs.labels[0][0])
-        for lesion_id in _clear_faded(labels, image, baseline, lesion_ids, track.vanish_contrast_fraction):
-            scores[lesion_id] = 0.0
+        refs = References(inputs.reference_images, inputs.labels, first_seen, sitk.GetArrayViewFromImage(image))
+    segmented_ids = [i for i in active if i in prompts]
+    judged = judge_lesions(labels, image, segmented_ids, prompts, last_masks, last_volumes(rows_before), refs, second_opinion, track)
+    lifecycle(labels, judged, inputs.labels[t - 1][0] if (t - 1) in inputs.labels else np.zeros((1, 1, 1), np.uint32),
+              track.split_min_fraction)
+    for lesion_id in active:
+        if lesion_id in out_of_fov:
+            judged[lesion_id] = Judgement("out_of_fov")
+        elif lesion_id not in judged:
+            judged[lesion_id] = Judgement("not_found")  # never observed: the baseline prompt gave an empty mask
+    for lesion_id in rejected & set(lesion_ids):
+        judged[lesion_id] = Judgement("rejected")
+    for lesion_id in (i for i, j in judged.items() if j.status in ("vanished", "lost", "rejected", "out_of_fov", "not_found")):
+        scores[lesion_id] = 0.0
 
-    previous_labels = inputs.labels[t - 1]
-    statuses = followup_statuses(
-        labels, geometry, lesion_ids, sources, out_of_fov, previous_labels[0], track.min_volume_ml, track.split_min_fraction
-    )
-    fractions = {i: result.fraction_inside for i, result in propagated.items()}
-    prompt_sessions = {i: scans[s].session for i, s in sources.items()}
-    rows = lesion_rows(
-        labels, geometry, lesion_ids, statuses, scores, fractions, prompt_sessions, patient, scan, by_fallback=segmented.by_fallback
-    )
-    for lesion_id in lesion_ids:
-        log.debug("%s ses-%s lesion %d: %s", patient, scan.session, lesion_id, statuses[lesion_id])
-    tally = Counter(statuses[i] for i in lesion_ids)
+    fractions = {i: r.fraction_inside for i, r in previous.items()}
+    sources_used = {i: (t if i in reader else sources.get(i)) for i in lesion_ids}
+    prompt_sessions = {i: scans[s].session for i, s in sources_used.items() if s is not None}
+    new_ids = set(new_lesion_ids(rows_before)) | set(added)
+    details = {
+        i: {"is_new": i in new_ids, "first_session_index": first_seen.get(i, t), "review_reason": judged[i].reason, "reader": reader.get(i)}
+        for i in lesion_ids
+    }
+    rows = lesion_rows(labels, geometry, lesion_ids, {i: judged[i].status for i in lesion_ids}, scores, fractions, prompt_sessions,
+                       patient, scan, by_fallback=by_fallback, details=details)
+    tally = Counter(judged[i].status for i in lesion_ids)
     log.info("%s ses-%s: %d lesion(s) segmented in %.1f s (%s)", patient, scan.session, len(prompts), segment_s,
              ", ".join(f"{status} {n}" for status, n in sorted(tally.items())) or "no lesions")
 
@@ -512,15 +800,23 @@ def track_followup(
     if track.candidates:
         if inputs.previous_image is None:
             raise ValueError("new-lesion candidates (track.candidates) need the previous image")
-        candidates, candidate_scores = followup_candidates(
-            image, inputs.previous_image, inputs.transforms[t], labels, previous_labels, t, track
+        found, candidate_scores = followup_candidates(
+            image, inputs.previous_image, inputs.transforms[t], labels, inputs.labels[t - 1], t, track
         )
         if candidate_scores:
-            ids = list(candidate_scores)
-            rows += lesion_rows(
-                candidates, geometry, ids, {i: "new_candidate" for i in ids}, candidate_scores, {}, {}, patient, scan,
-                is_candidate=True,
-            )
+            candidates = segment_candidates(segmenter, image, found, labels)
+            ids = [i for i in candidate_scores if (candidates == np.uint32(i)).any()]
+            statuses = {i: "rejected" if inputs.reviews.get(i) == "rejected" else "new_candidate" for i in ids}
+            candidate_details = {
+                i: {"is_new": True, "first_session_index": t, "reader": inputs.reviews.get(i),
+                    "review_reason": None if inputs.reviews.get(i) else f"new-lesion candidate (score {candidate_scores[i]:.1f}), not yet confirmed"}
+                for i in ids
+            }
+            for i in ids:
+                if statuses[i] == "rejected":
+                    candidates[candidates == np.uint32(i)] = 0
+            rows += lesion_rows(candidates, geometry, ids, statuses, candidate_scores, {}, {}, patient, scan, details=candidate_details)
+            labels = np.where(candidates > 0, candidates, labels).astype(np.uint32)
             log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, len(ids))
     return FollowupResult(labels=labels, candidates=candidates, rows=rows)
 
@@ -532,7 +828,9 @@ def baseline_rows(
     """Tracking rows of the baseline: present, or not_found when the prompt gave an empty mask."""
     statuses = {i: ("present" if (labels == np.uint32(i)).any() else "not_found") for i in lesion_ids}
     sessions = {i: scan.session for i in lesion_ids}
-    return lesion_rows(labels, geometry, lesion_ids, statuses, scores, {}, sessions, patient, scan, by_fallback=by_fallback)
+    details = {i: {"review_reason": "the baseline prompt gave an empty mask"} for i in lesion_ids if statuses[i] == "not_found"}
+    return lesion_rows(labels, geometry, lesion_ids, statuses, scores, {}, sessions, patient, scan, by_fallback=by_fallback,
+                       details=details)
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -549,16 +847,68 @@ def read_tracking(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def reader_input(scan: SessionScan, geometry: Geometry, preference: str) -> tuple[list[Prompt], dict[int, str]]:
+    """A session's reader prompts (voxel frame of ``geometry``) and reviews (lesion ID -> confirmed |
+    rejected) from its ``prompts.json`` / ``prompt_mask``; nothing when it has neither."""
+    if scan.prompts is None and scan.prompt_mask is None:
+        return [], {}
+    prompts = baseline_prompts(geometry, scan.prompts, scan.prompt_mask, preference)
+    reviews = {}
+    if scan.prompts is not None:
+        reviews = {lesion.id: lesion.review for lesion in read_prompts(scan.prompts).lesions if lesion.review is not None}
+    return prompts, reviews
+
+
+def lesion_anchors(
+    scans: Sequence[SessionScan],
+    t: int,
+    previous_rows: Sequence[dict],
+    geometries: dict[int, Geometry],
+    labels: dict[int, tuple[np.ndarray, Geometry]],
+    preference: str,
+) -> dict[int, Anchor]:
+    """Every lesion's anchor at follow-up ``t``: its last reader prompt at sessions ``0..t``, else a box
+    around a new lesion's mask at its first sighting, else (a lesion with no prompt file, as in a
+    table-built cohort) its mask at its first session. A box anchor before ``t`` records which faces the
+    lesion's mask touched then. ``geometries`` and ``labels`` must hold every session that is used."""
+    anchors: dict[int, Anchor] = {}
+    for s in range(t + 1):
+        prompts, _ = reader_input(scans[s], geometries[s], preference) if s in geometries else ([], {})
+        for prompt in prompts:
+            anchors[int(prompt.lesion_id)] = Anchor(int(prompt.lesion_id), s, prompt)
+    first = first_sessions(previous_rows)
+    new = set(new_lesion_ids(previous_rows))
+    for lesion_id in tracked_lesion_ids(previous_rows):
+        if lesion_id in anchors or first.get(lesion_id) not in labels:
+            continue
+        s = first[lesion_id]
+        mask = labels[s][0] == np.uint32(lesion_id)
+        if not mask.any():
+            continue
+        prompt = (anchoring.box_around(mask, labels[s][1], NEW_LESION_BOX_MARGIN_MM, lesion_id) if lesion_id in new
+                  else Prompt(lesion_id, "mask", mask=mask))
+        anchors[lesion_id] = Anchor(lesion_id, s, prompt, by_reader=False)
+    for lesion_id, anchor in list(anchors.items()):
+        if anchor.prompt.kind == "box" and anchor.session_index < t and anchor.session_index in labels:
+            mask = labels[anchor.session_index][0] == np.uint32(lesion_id)
+            faces = anchoring.faces_touched(mask, anchor.prompt.box)
+            anchors[lesion_id] = Anchor(lesion_id, anchor.session_index, anchor.prompt, faces, anchor.by_reader)
+    return anchors
+
+
 @dataclass
 class FollowupInputs:
     """What tracking into follow-up ``t`` reads, already read (:func:`read_followup_inputs`).
 
     ``image``: the follow-up scan; ``previous_rows``: the tracking rows of sessions ``0..t-1``;
     ``labels``: label maps (uint32, z y x, each with its session's geometry) by session index, at
-    least of every prompt source (:func:`prompt_sources`), of ``t-1`` and (vanish test) of the
-    baseline; ``transforms[s]`` maps world points (mm, LPS) of session ``s`` to session ``s-1``, for
-    ``s = 1..t``; ``previous_image``: session ``t-1`` (needed for candidates); ``baseline_image``:
-    session 0 (needed for the vanish test).
+    least of every prompt source (:func:`prompt_sources`), of ``t-1``, of every anchor's session and
+    (vanish test) of every lesion's first session; ``transforms[s]`` maps world points (mm, LPS) of
+    session ``s`` to session ``s-1``, for ``s = 1..t``; ``previous_image``: session ``t-1`` (needed for
+    candidates); ``reference_images``: by session index, the scans where lesions were first seen
+    (needed for the vanish test); ``anchors``: by lesion ID (:func:`lesion_anchors`), with
+    ``geometries`` of their sessions; ``reviews``: the reader's verdicts at ``t`` (lesion ID ->
+    confirmed | rejected).
     """
 
     image: sitk.Image
@@ -566,7 +916,14 @@ class FollowupInputs:
     labels: dict[int, tuple[np.ndarray, Geometry]]
     transforms: dict[int, sitk.Transform]
     previous_image: sitk.Image | None = None
-    baseline_image: sitk.Image | None = None
+    reference_images: dict[int, sitk.Image] = field(default_factory=dict)
+    anchors: dict[int, Anchor] = field(default_factory=dict)
+    geometries: dict[int, Geometry] = field(default_factory=dict)
+    reviews: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def baseline_image(self) -> sitk.Image | None:
+        return self.reference_images.get(0)
 
 
 def read_followup_inputs(
@@ -581,20 +938,37 @@ def read_followup_inputs(
 
     ``labels_paths[s]`` and ``tracking_paths[s]``: the label maps and tracking tables of sessions
     ``0..t-1``; ``transform_paths[s]``: the transform of session ``s`` to ``s-1`` (``None`` for the
-    baseline), for ``s = 0..t``. Only the label maps that are used are read; the previous scan only
-    when ``track.candidates``, the baseline scan only when the vanish test can run.
+    baseline), for ``s = 0..t``; ``scans[s].prompts`` / ``prompt_mask``: the reader's prompt files.
+    Only the label maps that are used are read; the previous scan only when ``track.candidates``, the
+    reference scans only when the vanish test can run.
     """
     previous_rows = [row for path in tracking_paths for row in read_tracking(path)]
     sources = prompt_sources(previous_rows, track.prompt_source)
+    first = first_sessions(previous_rows)
     vanish_test = track.vanish_contrast_fraction > 0 and bool(sources)
-    needed = set(sources.values()) | {t - 1} | ({0} if vanish_test else set())
+    references = {first[i] for i in sources} if vanish_test else set()
+    with_prompts = {s for s in range(t + 1) if scans[s].prompts is not None or scans[s].prompt_mask is not None}
+    anchored = track.prompt_source == "anchored"
+    needed = set(sources.values()) | {t - 1} | references
+    if anchored:
+        needed |= {first[i] for i in tracked_lesion_ids(previous_rows)} | (with_prompts - {t})
+    labels = {s: read_labels(labels_paths[s]) for s in sorted(needed)}
+    geometries = {s: labels[s][1] if s in labels else read_geometry(scans[s].image) for s in sorted(with_prompts | set(labels))}
+    image = read_image(scans[t].image)
+    geometries[t] = Geometry.of(image)
+    anchors = lesion_anchors(scans, t, previous_rows, geometries, labels, track.baseline_prompt) if anchored else {
+        int(p.lesion_id): Anchor(int(p.lesion_id), t, p) for p in reader_input(scans[t], geometries[t], track.baseline_prompt)[0]
+    }
     return FollowupInputs(
-        image=read_image(scans[t].image),
+        image=image,
         previous_rows=previous_rows,
-        labels={s: read_labels(labels_paths[s]) for s in sorted(needed)},
+        labels=labels,
         transforms={s: load_transform(transform_paths[s]) for s in range(1, t + 1)},
         previous_image=read_image(scans[t - 1].image) if track.candidates else None,
-        baseline_image=read_image(scans[0].image) if vanish_test else None,
+        reference_images={s: read_image(scans[s].image) for s in sorted(references)},
+        anchors=anchors,
+        geometries=geometries,
+        reviews=reader_input(scans[t], geometries[t], track.baseline_prompt)[1],
     )
 
 

@@ -76,7 +76,7 @@ def test_lesion_out_of_view_at_previous_session_is_propagated_from_last_seen(tmp
     tracking_paths = [write_tracking([r for r in rows if r["session_index"] == s], tmp_path / f"t{s}.parquet") for s in (0, 1)]
 
     segmenter = MaskEcho(by_fallback={2})  # as if the network had left lesion 2 to the classical fallback
-    track = TrackConfig(candidates=False, vanish_contrast_fraction=0.0)
+    track = TrackConfig(candidates=False, vanish_contrast_fraction=0.0, prompt_source="previous_mask")
     inputs = read_followup_inputs(scans, 2, labels_paths, transform_paths, tracking_paths, track)
     assert sorted(inputs.labels) == [0, 1] and inputs.previous_image is None and inputs.baseline_image is None
     result = track_followup("P1", scans, 2, inputs, segmenter, track, RegisterConfig().min_fraction_inside)

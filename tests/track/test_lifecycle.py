@@ -49,7 +49,9 @@ def test_assign_statuses_split_by_second_part_fraction():
 
 
 def _row(lesion_id: int, index: int, status: str, is_candidate: bool = False) -> dict:
-    return {"lesion_id": lesion_id, "session_index": index, "status": status, "is_candidate": is_candidate}
+    voxels = 0 if status in ("not_found", "vanished", "out_of_fov", "lost") else 10
+    return {"lesion_id": lesion_id, "session_index": index, "status": status, "is_candidate": is_candidate, "voxel_count": voxels,
+            "is_new": is_candidate}
 
 
 def test_prompt_sources_last_observed_session_or_baseline():
@@ -58,8 +60,12 @@ def test_prompt_sources_last_observed_session_or_baseline():
         _row(1, 1, "out_of_fov"), _row(2, 1, "merged"), _row(3, 1, "not_found"), _row(1_000_001, 1, "new_candidate", True),
         _row(1, 2, "vanished"), _row(2, 2, "split"),
     ]  # fmt: skip
-    assert prompt_sources(rows, "previous_mask") == {1: 0, 2: 2}  # 3 was never observed: no source
-    assert prompt_sources(rows, "baseline_prompt") == {1: 0, 2: 0}
+    # 3 was never observed: no source; the new lesion found at session 1 is tracked on from there
+    assert prompt_sources(rows, "previous_mask") == {1: 0, 2: 2, 1_000_001: 1}
+    assert prompt_sources(rows, "anchored") == {1: 0, 2: 2, 1_000_001: 1}
+    assert prompt_sources(rows, "baseline_prompt") == {1: 0, 2: 0, 1_000_001: 1}
+    rejected = rows + [_row(1_000_001, 2, "rejected", False) | {"is_new": True}]
+    assert 1_000_001 not in prompt_sources(rejected, "anchored")  # a reader rejected it: not tracked on
 
 
 def test_followup_statuses_never_observed_is_not_found_and_small_is_vanished():

@@ -61,14 +61,33 @@ def test_new_lesion_is_reported_as_a_candidate(tracked_new_vanished):
     assert len(candidates) <= 2 * truth.session_index.max()  # few false candidates
 
 
+def test_new_lesion_keeps_its_id_and_is_seen_again(tracked_new_vanished):
+    """A true new lesion found at its first follow-up is tracked into the next one under the same ID
+    (which is what confirms it); its first sighting flags it for review."""
+    _, results, truth = tracked_new_vanished
+    rows = tracking_table(results)
+    new = truth[truth.status == "new"]
+    later = truth[truth.lesion_id.isin(new.lesion_id) & (truth.session_index > new.session_index.min()) & (truth.status == "present")]
+    assert len(later) >= 1, "the seed no longer gives a new lesion that stays"
+    for lesion in later.itertuples():
+        here = rows[(rows.session == lesion.session) & rows.is_new & ~rows.is_candidate]
+        distance = np.linalg.norm(here[XYZ].to_numpy(float) - np.array([getattr(lesion, c) for c in XYZ]), axis=1)
+        hit = here.iloc[int(np.argmin(distance))] if len(here) else None
+        assert hit is not None and distance.min() <= max(10.0, lesion.diameter_eq_mm), here
+        assert hit.status in FOUND and hit.first_session_index < lesion.session_index
+        first = rows[(rows.lesion_id == hit.lesion_id) & (rows.session_index == hit.first_session_index)].iloc[0]
+        assert first.status == "new_candidate" and first.review_reason.startswith("new-lesion candidate")
+
+
 def test_ids_are_stable_across_sessions(tracked_new_vanished):
     cohort, results, truth = tracked_new_vanished
     rows = tracking_table(results)
+    baseline = set(rows[rows.session_index == 0].lesion_id)
+    assert rows.session_index.nunique() == 3
+    for index, session in rows.groupby("session_index"):
+        new_before = set(rows[rows.is_new & (rows.first_session_index < index)].lesion_id)
+        assert set(session[~session.is_candidate].lesion_id) == baseline | new_before  # new lesions are tracked on
     tracked = rows[~rows.is_candidate]
-    baseline = set(tracked[tracked.session_index == 0].lesion_id)
-    assert tracked.session_index.nunique() == 3
-    for _, session in tracked.groupby("session_index"):
-        assert set(session.lesion_id) == baseline
     both = matched(results, truth)
     seen = both[both.status.isin(FOUND) & (both.session_index > 0)]
     assert (seen.distance_mm <= 25.0).all()  # an ID swap would put a lesion far from its own truth

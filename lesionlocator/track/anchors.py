@@ -1,0 +1,161 @@
+"""Anchored prompts: a follow-up is segmented from the lesion's anchor, checked against its last mask.
+
+Feeding a lesion's predicted mask back as the next session's prompt (LesionLocator's autoregressive
+scheme) compounds the segmenter's bias: on the same scan repeated, a mask that is 5 % too large
+becomes the prompt of a mask that is 5 % larger again, and a lesion's volume walks. Here every
+follow-up is first prompted from the lesion's **anchor**: the last prompt a reader gave for it (the
+baseline's box, point or mask, or a correction at a later session), or, for a new lesion that the
+detector found, a box around its mask at its first sighting. The anchor is carried to the follow-up
+through the chain of registration transforms, so on an unchanged scan the prompt, and hence the
+mask, is the baseline's.
+
+The anchor's mask is then checked against the lesion's **last mask** (propagated from the last
+session where the lesion was observed). It is rejected, and the lesion re-prompted from the last
+mask (:func:`reprompt`), when it is
+
+* empty where the lesion was seen before,
+* far from the last mask: its centroid further than ``max_jump_mm`` plus half the last mask's
+  equivalent diameter (a lesion that moved more than registration explains, or an anchor point that
+  now falls outside it),
+* cut by the anchor box on a face the lesion did not touch at the anchor's session (it has
+  outgrown the box).
+
+Coordinates: masks and boxes are voxel indices (z, y, x) of the image they belong to; distances are
+world mm (LPS), through :class:`lesionlocator.core.io.Geometry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lesionlocator.core.io import Geometry
+from lesionlocator.segment.api import Prompt
+from lesionlocator.segment.prompting import interior_point
+
+
+@dataclass(frozen=True, eq=False)
+class Anchor:
+    """A lesion's anchor: ``prompt`` in the voxel frame (z, y, x) of session ``session_index``.
+
+    ``faces``: for a box anchor, which of its six faces (z-, z+, y-, y+, x-, x+) the lesion's mask
+    touched at that session (None when unknown: the reader's prompt at the follow-up itself).
+    ``by_reader``: the prompt came from a reader's prompts file (not derived from a mask).
+    """
+
+    lesion_id: int
+    session_index: int
+    prompt: Prompt
+    faces: np.ndarray | None = None
+    by_reader: bool = True
+
+
+def box_around(mask: np.ndarray, geometry: Geometry, margin_mm: float, lesion_id: int) -> Prompt | None:
+    """A box prompt around ``mask`` (bool, z y x of ``geometry``) grown by ``margin_mm`` on every side and
+    clipped to the image; None for an empty mask."""
+    where = np.argwhere(mask)
+    if where.size == 0:
+        return None
+    margin = margin_mm / np.asarray(geometry.spacing, float)[::-1]
+    upper = np.asarray(mask.shape, float) - 1
+    lo = np.clip(where.min(0) - margin, 0, upper)
+    hi = np.clip(where.max(0) + margin, 0, upper)
+    return Prompt(int(lesion_id), "box", box=(tuple(float(v) for v in lo), tuple(float(v) for v in hi)))
+
+
+def union_box(a: Prompt, b: Prompt, lesion_id: int) -> Prompt:
+    """The box prompt covering the extents of prompts ``a`` and ``b`` (same voxel frame)."""
+    (a_lo, a_hi), (b_lo, b_hi) = a.extent(), b.extent()
+    lo, hi = np.minimum(a_lo, b_lo), np.maximum(a_hi, b_hi)
+    return Prompt(int(lesion_id), "box", box=(tuple(float(v) for v in lo), tuple(float(v) for v in hi)))
+
+
+def faces_touched(mask: np.ndarray, box: tuple) -> np.ndarray:
+    """Which of the box's faces (z-, z+, y-, y+, x-, x+) ``mask`` (bool, z y x) reaches: a mask voxel on or
+    beyond the box's outermost voxel layer on that side. All False for an empty mask."""
+    where = np.argwhere(mask)
+    if where.size == 0:
+        return np.zeros(6, bool)
+    lo = np.ceil(np.asarray(box[0], float) - 1e-6)
+    hi = np.floor(np.asarray(box[1], float) + 1e-6)
+    reached_lo, reached_hi = where.min(0) <= lo, where.max(0) >= hi
+    return np.stack([reached_lo, reached_hi], axis=1).reshape(-1)
+
+
+def centroid_world(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
+    """The centroid (world mm, LPS) of a bool mask (z y x of ``geometry``); None when empty."""
+    where = np.argwhere(mask)
+    return None if where.size == 0 else geometry.index_to_world(where.mean(0))
+
+
+def equivalent_diameter_mm(voxels: int, geometry: Geometry) -> float:
+    """Diameter (mm) of the sphere of the volume of ``voxels`` voxels of ``geometry``."""
+    return float((6.0 * voxels * geometry.voxel_volume_ml() * 1000.0 / np.pi) ** (1.0 / 3.0))
+
+
+def jump_limit_mm(previous: np.ndarray, geometry: Geometry, max_jump_mm: float) -> float:
+    """How far (mm) a lesion's centroid may lie from its propagated last mask: ``max_jump_mm`` plus half
+    that mask's equivalent diameter (a lesion growing on one side moves its centroid by up to its radius)."""
+    return max_jump_mm + 0.5 * equivalent_diameter_mm(int(previous.sum()), geometry)
+
+
+def jump_mm(mask: np.ndarray, previous: np.ndarray, geometry: Geometry) -> float | None:
+    """World distance (mm) between the centroids of two masks on one grid; None when either is empty."""
+    a, b = centroid_world(mask, geometry), centroid_world(previous, geometry)
+    return None if a is None or b is None else float(np.linalg.norm(a - b))
+
+
+def inconsistency(
+    mask: np.ndarray,
+    previous: np.ndarray | None,
+    prompt: Prompt,
+    anchor_faces: np.ndarray | None,
+    geometry: Geometry,
+    max_jump_mm: float,
+    min_voxels: int,
+) -> str | None:
+    """Why the anchor's ``mask`` (bool, z y x) disagrees with the lesion's propagated last mask
+    ``previous`` (None: never observed, nothing to check), or None when it is consistent.
+
+    ``prompt``: the anchor's prompt on the follow-up; ``anchor_faces``: the faces of the anchor box the
+    lesion touched at the anchor's session (:func:`faces_touched`).
+    """
+    if previous is None or not previous.any():
+        return None
+    if int(mask.sum()) < max(min_voxels, 1):
+        return "the anchor's mask is empty where the lesion was last seen"
+    distance = jump_mm(mask, previous, geometry)
+    limit = jump_limit_mm(previous, geometry, max_jump_mm)
+    if distance is not None and distance > limit:
+        return f"the anchor's mask lies {distance:.0f} mm from the lesion's last mask (limit {limit:.0f} mm)"
+    if prompt.kind == "box" and anchor_faces is not None:
+        new_faces = faces_touched(mask, prompt.box) & ~anchor_faces
+        if new_faces.any():
+            return "the lesion reaches the anchor box on a side it did not touch before (outgrown)"
+    return None
+
+
+def reprompt(
+    lesion_id: int, anchor_prompt: Prompt | None, previous: np.ndarray, geometry: Geometry, margin_mm: float, outgrown: bool
+) -> Prompt:
+    """A prompt of the anchor's kind derived from the lesion's propagated last mask ``previous`` (bool,
+    z y x, non-empty): a box around it grown by ``margin_mm`` (``outgrown``: together with the anchor box
+    grown by the margin, so a lesion that outgrew its box gets room on every side); a point inside it; or
+    the mask itself (a mask anchor, or none)."""
+    kind = anchor_prompt.kind if anchor_prompt is not None else "mask"
+    if kind == "point":
+        return Prompt(lesion_id, "point", point=interior_point(previous))
+    if kind == "box":
+        around = box_around(previous, geometry, margin_mm, lesion_id)
+        if not outgrown:
+            return around
+        margin = margin_mm / np.asarray(geometry.spacing, float)[::-1]
+        lo, hi = anchor_prompt.extent()
+        upper = np.asarray(previous.shape, float) - 1
+        grown = Prompt(
+            lesion_id, "box",
+            box=(tuple(float(v) for v in np.clip(lo - margin, 0, upper)), tuple(float(v) for v in np.clip(hi + margin, 0, upper))),
+        )
+        return union_box(around, grown, lesion_id)
+    return Prompt(lesion_id, "mask", mask=previous)

@@ -1,0 +1,90 @@
+"""The image's evidence about a tracked lesion at a follow-up: does it still stand out as it did?
+
+A promptable segmenter given a propagated prompt outlines *something* even where the lesion is gone,
+and an empty mask can mean a lesion that shrank below the network's threshold. So a lesion's status
+is decided from evidence, never from one segmenter's output alone (see
+:func:`lesionlocator.track.followup.evidence_statuses`). The evidence here:
+
+* :func:`lesion_levels`: the median intensity inside a mask, the median of a 2-6 mm shell around it
+  and the shell's robust spread (image units);
+* :func:`is_reliable`: the reference contrast (inside minus shell, at baseline or at a new lesion's
+  first sighting) is at least ``min_sd`` robust SDs of the shell. A lesion that never stood out (a
+  baseline mask that spilled into darker tissue has a contrast near zero, or of the wrong sign)
+  cannot be called gone by its contrast;
+* :func:`has_faded`: both tests agree that the lesion no longer stands out: its *contrast* now is
+  below ``fraction`` of the reference's (or of the other sign), and its *level* (median inside, matched
+  to the reference scan's intensity scale by :func:`intensity_match`) lies less than ``fraction`` of
+  the way from the reference surroundings to the reference lesion. The first alone mistakes a lesion
+  that outgrew its mask (its shell is lesion too) for gone; the second alone suffers from imperfect
+  intensity matching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lesionlocator.core.regions import shell_around
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Median inside a mask, median of its 2-6 mm shell, and the shell's robust SD (image units)."""
+
+    inside: float
+    shell: float
+    noise: float
+
+    @property
+    def contrast(self) -> float:
+        return self.inside - self.shell
+
+
+def lesion_levels(array: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray) -> Levels | None:
+    """The :class:`Levels` of ``mask`` (bool, z y x) in ``array``; None when the mask or its shell is empty."""
+    if not mask.any():
+        return None
+    region = shell_around(mask, spacing_zyx)
+    if region is None or not region[2].any():
+        return None
+    box, local, shell = region
+    values = array[box]
+    shell_values = values[shell].astype(np.float64)
+    shell_median = float(np.median(shell_values))
+    noise = 1.4826 * float(np.median(np.abs(shell_values - shell_median)))
+    return Levels(float(np.median(values[local])), shell_median, noise)
+
+
+def is_reliable(reference: Levels, min_sd: float) -> bool:
+    """True when the reference contrast is at least ``min_sd`` robust SDs of its shell (and not zero)."""
+    return reference.contrast != 0 and abs(reference.contrast) >= min_sd * reference.noise
+
+
+def intensity_match(source: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """(scale, offset) mapping ``source`` intensities onto ``target``'s: robust quartiles of the body
+    (voxels above each image's Otsu threshold), which absorbs CT shifts and MR gain changes."""
+    from skimage.filters import threshold_otsu
+
+    def quartiles(array: np.ndarray) -> np.ndarray:
+        sample = array[::2, ::2, ::2].astype(np.float32)
+        return np.percentile(sample[sample > threshold_otsu(sample)], [25, 50, 75])
+
+    s, t = quartiles(source), quartiles(target)
+    scale = float((t[2] - t[0]) / max(s[2] - s[0], 1e-6))
+    return scale, float(t[1] - scale * s[1])
+
+
+def faded_by(now: Levels, reference: Levels, scale: float, offset: float) -> tuple[float, float]:
+    """(contrast ratio, level position) of ``now`` against ``reference``: 1 and 1 for a lesion that stands
+    out as it did, 0 and 0 for one that looks like its surroundings did. ``scale``, ``offset`` map the
+    current scan's intensities onto the reference scan's (:func:`intensity_match`)."""
+    contrast_ratio = now.contrast / reference.contrast
+    position = (scale * now.inside + offset - reference.shell) / reference.contrast
+    return float(contrast_ratio), float(position)
+
+
+def has_faded(now: Levels, reference: Levels, scale: float, offset: float, fraction: float) -> bool:
+    """True when both the contrast and the level of ``now`` fall below ``fraction`` of the reference's."""
+    contrast_ratio, position = faded_by(now, reference, scale, offset)
+    return contrast_ratio < fraction and position < fraction
