@@ -6,14 +6,15 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from lesionlocator.aggregate.cohort import aggregate_cohort
+from lesionlocator.aggregate.cohort import aggregate_cohort, read_cohort_table
 from lesionlocator.aggregate.report import report_cohort
 from lesionlocator.evaluate.tracking import evaluate_patient
 from lesionlocator.measure.lesions import measure_patient
-from tests.lesion_builders import make_patient
+from tests.lesion_builders import ellipsoid, make_patient, write_labels
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -53,6 +54,35 @@ def test_report_escapes_what_it_is_given(tmp_path, dataset):
     assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img src=x>" not in html and "&lt;b&gt;label&lt;/b&gt;" in html
     assert html.count("<h2>") == 6  # response, course, status, evaluation, flagged, failed
+
+def test_cohort_with_a_confirmed_and_an_equivocal_new_lesion(tmp_path, geometry):
+    # P0's candidate is seen again at ses-02 (confirmed): PD from ses-01; P1's is not (equivocal): SD, on the review list
+    baseline, spot = ellipsoid(geometry, (12, 20, 20), (9, 6, 6)), ellipsoid(geometry, (12, 40, 44), (4, 4, 4))
+    files = []
+    for k, seen_again in enumerate([True, False]):
+        sessions = []
+        for index in range(3):
+            labels = baseline.astype(np.uint32) * 3
+            if index == 1 or (index == 2 and seen_again):
+                labels[spot] = 1_000_001
+            sessions.append((f"ses-{index:02d}", None, write_labels(labels, geometry, tmp_path / f"P{k}_{index}.nii.gz")))
+        status = pd.DataFrame({"lesion_id": [3, 3, 3, 1_000_001, 1_000_001], "session": ["ses-00", "ses-01", "ses-02", "ses-01", "ses-02"],
+                               "status": ["present", "present", "present", "new_candidate", "present" if seen_again else "vanished"],
+                               "by_fallback": False, "is_new": [False, False, False, True, True], "first_session_index": [0, 0, 0, 1, 1],
+                               "review_reason": [None, None, None, "new-lesion candidate, not yet confirmed", None], "reader": None})  # fmt: skip
+        measure_patient(f"P{k}", sessions, tmp_path / f"P{k}.parquet", status=status)
+        files.append(tmp_path / f"P{k}.parquet")
+    aggregate_cohort(files, tmp_path / "dataset")
+    sessions = read_cohort_table(tmp_path / "dataset", "sessions").set_index(["patient", "session_index"])
+    patients = read_cohort_table(tmp_path / "dataset", "patients").set_index("patient")
+    assert sessions.loc["P0", "recist_response"].tolist()[1:] == ["PD", "PD"] and patients.loc["P0", "first_pd_session_index"] == 1
+    assert sessions.loc["P1", "recist_response"].tolist()[1:] == ["SD", "SD"] and patients.loc["P1", "best_response"] == "SD"
+    assert sessions.loc["P1", "n_equivocal_new_lesions"].tolist() == [0, 1, 0] and sessions.loc[("P1", 1), "needs_review"]
+    html = report_cohort(tmp_path / "dataset", tmp_path / "report.html").read_text()
+    assert "1 equivocal new lesion sighting(s)" in html
+    assert "equivocal new lesion (new-lesion candidate, not yet confirmed)" in html
+    assert "first sighting of a confirmed new lesion (new-lesion candidate, not yet confirmed)" in html
+
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium chromium-driver)")
 def test_report_renders_in_chromium(tmp_path, dataset):
