@@ -196,3 +196,8 @@ def test_status_tables_and_headline_figures(tmp_path):
     assert followup["cpm_at_r"] == pytest.approx(figures["cpm_at_r"]) and followup["mean_dice"] == pytest.approx(figures["followup_dice"])
     by_session = summary[(summary.scope == "status_session_index") & (summary.metric == "n_false_new_candidates")]
     assert dict(zip(by_session.session_index, by_session.value)) == {0: 0.0, 1: 0.0, 2: 2.0}
+    bench = subprocess.run([sys.executable, str(REPO / "bench" / "bench_longitudinal_metrics.py"), str(out)],
+                           capture_output=True, text=True, check=True, cwd=REPO)  # fmt: skip
+    line = next(x for x in bench.stdout.splitlines() if x.startswith("false_new_candidates_per_scan"))
+    assert line.split()[1:] == ["0.500", "<=", "1.0", "met"]
+    assert "status confusion over the follow-ups" in bench.stdout
