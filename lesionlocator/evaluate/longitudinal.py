@@ -408,7 +408,12 @@ def confusion_matrix(confusion: pd.DataFrame, followups_only: bool = True) -> pd
 
 
 def status_counts(status: pd.DataFrame, far_mm: float = FAR_MM) -> dict[str, float]:
-    """Summable counts of status rows (any subset of the cohort), the ingredients of the headline figures."""
+    """Summable counts of status rows (any subset of the cohort), the ingredients of the headline figures.
+
+    A follow-up scan counts when it has a row (every scan of a patient with a lesion, seen or gone).
+    A lesion far from the truth counts when it is reported plainly ``present``: ``split`` and
+    ``merged`` already flag it for review, and a merged mask's centroid lies between its lesions.
+    """
     s = status
     followup = s["session_index"] > 0
     present = followup & s["true_class"].eq("present")
@@ -421,7 +426,7 @@ def status_counts(status: pd.DataFrame, far_mm: float = FAR_MM) -> dict[str, flo
         "n_present_flagged": float((present & s["flagged"]).sum()),
         "n_present_reported_vanished": float((s["true_class"].eq("present") & s["pred_class"].eq("vanished")).sum()),
         "n_reported_present": float(s["pred_class"].eq("present").sum()),
-        "n_reported_present_far": float((s["pred_class"].eq("present") & (s["centroid_distance_mm"] > far_mm)).sum()),
+        "n_reported_present_far": float((s["pred_status"].eq("present") & (s["centroid_distance_mm"] > far_mm)).sum()),
         "n_gt_new": float(gt_new.sum()),
         "n_gt_new_detected": float((gt_new & s["pred_lesion_id"].notna()).sum()),
         "n_new_candidates": float(candidate.sum()),
@@ -450,8 +455,8 @@ def headline_from_tables(status: pd.DataFrame, evaluation: pd.DataFrame, radius_
 
     * ``status_accuracy_present``: share of truly present lesion-sessions (present, split, merged)
       reported present (flagged ones count as not correct);
-    * ``n_present_reported_vanished``; ``n_reported_present_far``: reported present with the centroid
-      more than ``far_mm`` from the truth;
+    * ``n_present_reported_vanished``; ``n_reported_present_far``: reported ``present`` with the
+      centroid more than ``far_mm`` from the truth (:func:`status_counts`);
     * ``new_lesion_recall``: GT new lesions (at their first session) paired with a predicted new lesion;
       ``false_new_candidates_per_scan``: predicted new lesions at first sighting that found none, per
       follow-up scan;

@@ -98,14 +98,17 @@ def test_status_rows_correspondence_classes_and_counts():
 
 
 def test_a_present_lesion_called_vanished_is_counted_at_any_session():
-    truth = _truth([(0, 1, "present", 0, 0, 0), (1, 1, "merged", 0, 0, 0), (2, 1, "present", 0, 0, 0)])
+    truth = _truth([(0, 1, "present", 0, 0, 0), (1, 1, "merged", 0, 0, 0), (2, 1, "present", 0, 0, 0),
+                    (0, 2, "present", 0, 9, 0), (1, 2, "merged", 0, 9, 0), (2, 2, "present", 0, 9, 0)])  # fmt: skip
     predicted = _tracking([(0, 1, "present", False, 0, 0, 0, 0), (1, 1, "vanished", False, 0, np.nan, np.nan, np.nan),
-                           (2, 1, "present", False, 0, 0, 0, 25)])  # fmt: skip
+                           (2, 1, "present", False, 0, 0, 0, 25),
+                           (0, 2, "present", False, 0, 0, 9, 0), (1, 2, "merged", False, 0, 0, 30, 0),  # flagged already
+                           (2, 2, "split", False, 0, 0, 9, 1)])  # fmt: skip
     rows = status_rows(truth, predicted, {}).assign(patient="P")
     figures = headline_from_tables(rows, pd.DataFrame(columns=["session_index", "gt_lesion_id", "detection", "dice",
                                    "centre_distance_mm", "gt_equivalent_radius_mm", "gt_volume_ml", "pred_volume_ml"]))  # fmt: skip
     assert figures["n_present_reported_vanished"] == 1 and figures["n_reported_present_far"] == 1
-    assert figures["status_accuracy_present"] == 0.5
+    assert figures["status_accuracy_present"] == 0.75  # 1: wrong, right; 2: merged and split both "present"
     assert np.isnan(figures["new_lesion_recall"]) and figures["false_new_candidates_per_scan"] == 0.0
 
 
