@@ -4,8 +4,18 @@ Per patient: a source scan (lesion-free anatomy), baseline lesions placed inside
 body, per-lesion trajectories (anisotropic growth or shrinkage, complete response, new lesions
 after baseline), and per follow-up session a new acquisition: mass effect of the growing lesions,
 repositioning (rigid + smooth non-rigid), a different voxel spacing and z range, intensity shift,
-gain, bias field and noise. Everything random is drawn in the planning step from a seeded
-generator per patient, so the same seed gives byte-identical files.
+gain, bias field and noise. Longitudinal events on request (``p_split``, ``p_merge``, ``p_shrink``,
+``p_fov_cut``): a lesion that splits into two parts, a pair that grows into contact, a responder
+that shrinks but stays visible, a follow-up whose z range leaves a lesion out. Everything random is
+drawn in the planning step from seeded generators per patient (the events from a stream of their
+own, so a config without events draws exactly as before), and the same seed gives byte-identical
+files.
+
+Ground-truth status of a lesion at a session (see :func:`_lesion_rows`): ``new`` at the first
+session a post-baseline lesion is seen, ``merged`` when its mask touches another lesion's
+(26-connectivity; both rows), ``split`` when its mask is two or more separated parts, ``present``
+otherwise; without voxels ``vanished`` (gone, or its centre inside the field of view) or
+``out_of_fov``.
 
 Frames: lesion centres live in the *anatomy frame* (world mm, LPS, of the source scan); a session's
 image maps its own world points into it through ``session.transform`` (backward map).
@@ -20,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import cc3d
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +48,7 @@ from synthetic.lesions import (
     Appearance,
     LobulatedShape,
     MaskShape,
+    SplitShape,
     ct_appearance,
     local_reference,
     mr_appearance,
@@ -53,6 +65,10 @@ PLANNING_SPACING_MM = 3.0
 PATIENT_DRAWS = 10  # draws of a patient before its lesions are declared not to fit (plan_patient)
 SITE_DEPTH = {"lung": 0.9, "body": 0.5}  # fraction of the radius the centre lies inside its site
 ORGAN_DEPTH = 0.7
+SPLIT_MIN_FRACTION = 0.05  # a part of a mask smaller than this fraction of its voxels is a speck, not a split
+FOV_CUT_MIN_KEPT = 0.4  # a FOV cut (p_fov_cut) keeps at least this fraction of the session's slices...
+FOV_CUT_MIN_SLICES = 8  # ...and at least this many
+MERGE_MAX_JUMP = 2.2  # most a merging pair's along-axis scale may jump in the interval where they meet
 
 GROUNDTRUTH_SCHEMA = pa.schema(
     [
@@ -61,7 +77,7 @@ GROUNDTRUTH_SCHEMA = pa.schema(
         ("session_index", pa.int32()),
         ("acq_time", pa.string()),
         ("lesion_id", pa.int64()),
-        ("status", pa.string()),  # present | new | vanished | out_of_fov
+        ("status", pa.string()),  # present | new | vanished | out_of_fov | split | merged
         ("volume_ml", pa.float64()),
         ("n_voxels", pa.int64()),
         ("centroid_x", pa.float64()),  # world mm, LPS; expected position when not visible
@@ -81,12 +97,21 @@ GROUNDTRUTH_SCHEMA = pa.schema(
 class LesionPlan:
     lesion_id: int
     site: str
-    shape: LobulatedShape | MaskShape
+    shape: LobulatedShape | MaskShape | SplitShape
     appearance: Appearance
     rotation: np.ndarray  # world-from-local 3x3
     scales: list[np.ndarray | None]  # per session: per-axis scale of the shape, None = absent
     first_session: int
     centre: np.ndarray | None = None  # anatomy frame, world mm
+    anchor: np.ndarray | None = None  # the point whose mass-effect displacement moves the lesion (None: its centre)
+    event: str = ""  # "split", "merge" or "shrink" when drawn with one (p_split, p_merge, p_shrink)
+    event_session: int = 0  # split: first session without the bridge; merge: the session the pair meets
+
+    def field(self, u: np.ndarray, t: int) -> np.ndarray:
+        """The shape's signed distance (mm, reference size) at local points ``u`` in session ``t``."""
+        if isinstance(self.shape, SplitShape):
+            return self.shape.field(u, self.shape.widths[t])
+        return self.shape.field(u)
 
     @property
     def footprint(self) -> float:
@@ -119,6 +144,7 @@ class SessionPlan:
     gain: float = 1.0
     bias: np.ndarray = field(default_factory=lambda: np.zeros(3))
     noise_sd: float = 0.0
+    left_out: int = 0  # the lesion whose z range a FOV cut (p_fov_cut) left out of this session; 0: none
 
 
 @dataclass
@@ -161,6 +187,16 @@ class _Room:
             self._depth[site] = ndimage.distance_transform_edt(self.sites[site], sampling=self.geometry.spacing[::-1])
         return self._depth[site]
 
+    def allows(self, centre: np.ndarray, site: str, radius: float, footprint: float, baseline_extent: float, margin: float) -> bool:
+        """Whether a lesion centred at ``centre`` (world mm) passes the checks of :meth:`candidates`."""
+        index = tuple(np.round(self.geometry.world_to_index(centre)).astype(int))
+        if not all(0 <= i < n for i, n in zip(index, self.geometry.shape_zyx)):
+            return False
+        return bool(
+            self.sites[site][index] and self.depth(site)[index] >= SITE_DEPTH.get(site, ORGAN_DEPTH) * radius
+            and self.body_depth[index] >= footprint + margin and self.border[index] >= baseline_extent
+        )
+
     def candidates(self, site: str, radius: float, footprint: float, baseline_extent: float, margin: float) -> np.ndarray:
         depth_needed = SITE_DEPTH.get(site, ORGAN_DEPTH) * radius
         ok = self.sites[site] & (self.depth(site) >= depth_needed) & (self.body_depth >= footprint + margin)
@@ -186,6 +222,131 @@ def _trajectory(config: SyntheticConfig, first: int, diameter: float, rng: np.ra
             break  # too small to see: a complete response
         scales[t] = scale
     return scales
+
+
+def _shrink_trajectory(config: SyntheticConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """A responder (p_shrink): the volume falls geometrically to a fraction (shrink_volume_fraction)
+    of baseline at the last session; the axes shrink unevenly at a constant volume ratio."""
+    n = config.n_sessions
+    fraction = float(rng.uniform(*config.shrink_volume_fraction))
+    axes = rng.normal(0.0, config.anisotropy_sd, 3)
+    rate = np.log(fraction) / (3 * (n - 1)) + axes - axes.mean()  # per axis; they sum to log(fraction) / (n - 1)
+    return [np.exp(k * rate) for k in range(n)]
+
+
+def _separation_mm(source: SourceScan, config: SyntheticConfig) -> float:
+    """A gap (mm) that keeps two parts apart in any session's mask (no 26-neighbours across it): the
+    largest voxel diagonal of a follow-up, with room for the smooth deformation and rounding."""
+    spacing = np.asarray(source.geometry.spacing) * (1.0 + config.spacing_jitter)
+    return 1.1 * float(np.linalg.norm(spacing)) + 1.0
+
+
+def _split_lesion(lesion: LesionPlan, diameter: float, gap_mm: float, config: SyntheticConfig, rng: np.random.Generator) -> None:
+    """Make ``lesion`` split (p_split): two lobes joined by a bridge that is gone from a follow-up on;
+    the whole changes size slowly (between -8 % and +4 % of its length per interval)."""
+    n = config.n_sessions
+    split_at = int(rng.integers(1, n))
+    rate = float(rng.uniform(-0.08, 0.04))
+    lesion.scales = [np.full(3, np.exp(k * rate)) for k in range(n)]
+    smallest = min(float(scale.min()) for scale in lesion.scales)
+    widths = [1.0 if t < split_at else 0.0 for t in range(n)]
+    # the bridge is as thick as the gap is wide: no voxel grid of a session cuts it
+    lesion.shape = SplitShape.random(diameter, widths, gap_mm / smallest, 0.5 * gap_mm / smallest, rng)
+    lesion.rotation = random_rotation(rng)
+    lesion.event, lesion.event_session = "split", split_at
+
+
+def _frame(axis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A rotation (world-from-local) whose local x axis is ``axis`` (unit), turned at random about it."""
+    other = rng.normal(size=3)
+    other -= np.dot(other, axis) * axis
+    other /= np.linalg.norm(other)
+    return np.column_stack([axis, other, np.cross(axis, other)])
+
+
+def _reach_along_x(shape: LobulatedShape, step_mm: float = 1.0) -> tuple[float, float]:
+    """How far ``shape`` reaches along its local +x axis (mm, reference size): the largest x of any
+    point inside (an upper bound, from a ``step_mm`` grid) and where the x axis itself leaves the
+    shape (a lower bound)."""
+    reach = shape.extent
+    axis = np.arange(-reach, reach + step_mm, step_mm)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    inside = grid[shape.field(grid) < 0]
+    farthest = float(inside[:, 0].max()) + step_mm
+    ray = np.zeros((int(reach / 0.1) + 2, 3))
+    ray[:, 0] = np.arange(len(ray)) * 0.1
+    outside = np.flatnonzero(shape.field(ray) >= 0)
+    on_axis = float(ray[outside[0], 0]) - 0.1 if outside.size else reach
+    return farthest, on_axis
+
+
+def _merge_pair(
+    first_id: int, gap_mm: float, overlap_mm: float, config: SyntheticConfig, source: SourceScan, rng: np.random.Generator
+) -> tuple[LesionPlan, LesionPlan, np.ndarray, float] | None:
+    """Two baseline lesions facing each other along a direction ``v`` in the scan's axial plane, and
+    the distance of their centres, such that they are at least ``gap_mm`` apart (a plane between
+    them) before the session where they meet, and overlap by ``overlap_mm`` on the line through
+    their centres from it on. They grow slowly, and along ``v`` by a jump in the interval where they
+    meet. None when the jump would exceed :data:`MERGE_MAX_JUMP` or the scales :data:`MAX_SCALE`."""
+    n = config.n_sessions
+    directions = source.geometry.direction_matrix
+    angle = rng.uniform(0.0, 2 * np.pi)
+    v = np.cos(angle) * directions[:, 0] + np.sin(angle) * directions[:, 1]
+    meet = int(rng.integers(1, n))
+    lesions, reaches, growth = [], [], []
+    for k, sign in enumerate((1.0, -1.0)):
+        diameter = float(rng.uniform(*config.diameter_mm))
+        shape = LobulatedShape.random(diameter, rng)
+        lesions.append(LesionPlan(first_id + k, "", shape, None, _frame(sign * v, rng), [], 0))
+        reaches.append(_reach_along_x(shape))
+        growth.append((float(rng.uniform(0.0, 0.06)), float(rng.uniform(0.0, 0.06))))  # along v, across
+    before = [np.exp(g * (meet - 1)) for g, _ in growth]
+    distance = sum(b * far for b, (far, _) in zip(before, reaches)) + gap_mm + float(rng.uniform(0.0, 2.0))
+    meeting = sum(b * np.exp(g) * axis for b, (g, _), (_, axis) in zip(before, growth, reaches))
+    jump = max(1.0, (distance + overlap_mm) / meeting) * float(rng.uniform(1.0, 1.1))
+    if jump > MERGE_MAX_JUMP:
+        return None
+    for lesion, (along, across) in zip(lesions, growth):
+        lesion.event, lesion.event_session = "merge", meet
+        lesion.scales = [
+            np.array([np.exp(along * k) * (jump if k >= meet else 1.0), np.exp(across * k), np.exp(across * k)])
+            for k in range(n)
+        ]
+        if max(float(scale.max()) for scale in lesion.scales) > MAX_SCALE:
+            return None
+    return lesions[0], lesions[1], v, distance
+
+
+def _place_pair(
+    pair: tuple[LesionPlan, LesionPlan], v: np.ndarray, distance: float, room: _Room, placed: list[LesionPlan],
+    config: SyntheticConfig, rng: np.random.Generator, sites_order: list[str],
+) -> bool:
+    """Place a merging pair (:func:`_merge_pair`) in one site: centres ``distance`` apart along ``v``
+    around a random midpoint, each passing the checks of a single lesion, apart from ``placed``.
+    The midpoint becomes both lesions' mass-effect anchor: the pair moves with the tissue between
+    them instead of being pushed apart by its own growth."""
+    offsets = (-0.5 * distance * v, 0.5 * distance * v)
+    for site in sites_order:
+        if site not in room.sites:
+            continue
+        candidates = np.flatnonzero(room.sites[site])
+        if candidates.size == 0:
+            continue
+        for flat in rng.choice(candidates, size=min(400, candidates.size), replace=False):
+            index = np.asarray(np.unravel_index(flat, room.geometry.shape_zyx), dtype=float)
+            middle = room.geometry.index_to_world(index + rng.uniform(-0.4, 0.4, 3))
+            centres = [middle + offset for offset in offsets]
+            if all(
+                room.allows(centre, site, lesion.shape.radius, lesion.footprint,
+                            lesion.shape.extent * float(lesion.scales[0].max()), config.margin_mm)
+                and all(np.linalg.norm(centre - other.centre) >= lesion.footprint + other.footprint + config.margin_mm
+                        for other in placed)
+                for lesion, centre in zip(pair, centres)
+            ):
+                for lesion, centre in zip(pair, centres):
+                    lesion.centre, lesion.site, lesion.anchor = centre, site, middle
+                return True
+    return False
 
 
 def _weighted_order(sites: dict[str, float], rng: np.random.Generator) -> list[str]:
@@ -274,6 +435,8 @@ def _draw_patient(
     key = (patient_index,) if attempt == 0 else (patient_index, attempt)
     seq = np.random.SeedSequence(entropy=config.seed, spawn_key=key)
     rng = np.random.default_rng(seq)
+    events = np.random.default_rng(seq.spawn(1)[0])  # splits, merges, shrinkage, FOV cuts: spawn key + (0,)
+    gap_mm = _separation_mm(source, config)
     patient = f"P{patient_index + 1:03d}"
     lesions: list[LesionPlan] = []
     n = config.n_sessions
@@ -288,6 +451,8 @@ def _draw_patient(
             scales = [None if s is None else np.minimum(s, 1.5) for s in scales]
             appearance = Appearance("sample", 0.0, source=source.original, source_geometry=geometry, centre=shape.centre)
             lesions.append(LesionPlan(lesion_id, "existing", shape, appearance, np.eye(3), scales, 0, centre=shape.centre))
+            if _event(config, events) == "shrink":  # an existing lesion cannot split: only shrinkage applies
+                lesions[-1].scales, lesions[-1].event = _shrink_trajectory(config, events), "shrink"
     else:
         low, high = config.lesions_per_patient
         for lesion_id in range(1, int(rng.integers(low, high + 1)) + 1):
@@ -295,7 +460,21 @@ def _draw_patient(
             shape = LobulatedShape.random(diameter, rng)
             scales = _trajectory(config, 0, diameter, rng, new=False)
             lesions.append(LesionPlan(lesion_id, "", shape, None, random_rotation(rng), scales, 0))
+            event = _event(config, events)
+            if event == "split":
+                _split_lesion(lesions[-1], diameter, gap_mm, config, events)
+            elif event == "shrink":
+                lesions[-1].scales, lesions[-1].event = _shrink_trajectory(config, events), "shrink"
     next_id = max([lesion.lesion_id for lesion in lesions], default=0) + 1
+    pair = None
+    if n > 1 and config.p_merge and events.random() < config.p_merge:
+        overlap_mm = 1.5 * float(max(source.geometry.spacing)) * (1.0 + config.spacing_jitter)
+        pair = _merge_pair(next_id, gap_mm, overlap_mm, config, source, events)
+        if pair is None:
+            log.info("synthetic %s: no merging pair (the lesions drawn would need too large a jump to meet)", patient)
+        else:
+            lesions.extend(pair[:2])
+            next_id += 2
     for t in range(1, n):
         if rng.random() < config.p_new:
             diameter = float(rng.uniform(*config.new_lesion_diameter_mm))
@@ -305,6 +484,18 @@ def _draw_patient(
             next_id += 1
 
     placed = [lesion for lesion in lesions if lesion.centre is not None]
+    if pair is not None:
+        first, second, v, distance = pair
+        if not _place_pair((first, second), v, distance, room, placed, config, events,
+                           _weighted_order(config.site_weights, events)):
+            return None, (
+                f"synthetic.p_merge / synthetic.diameter_mm: cannot place the merging lesions {first.lesion_id} and "
+                f"{second.lesion_id} of patient {patient} ({distance:.0f} mm apart, up to {2 * first.footprint:.0f} and "
+                f"{2 * second.footprint:.0f} mm over the sessions) in one site of source {source.name} with "
+                f"margin_mm={config.margin_mm}; lower p_merge, diameter_mm or margin_mm"
+            )
+        first.appearance = second.appearance = _appearance_for(first, source, events)  # one kind of tumour
+        placed.extend((first, second))
     to_place = sorted((lesion for lesion in lesions if lesion.centre is None), key=lambda les: -les.footprint)
     for lesion in to_place:
         if not _place(lesion, room, placed, config, rng, source, _weighted_order(config.site_weights, rng)):
@@ -340,7 +531,65 @@ def _draw_patient(
             session.noise_sd = config.mr_noise * p99 * float(rng.uniform(0.7, 1.3))
         sessions.append(session)
     lesions.sort(key=lambda les: les.lesion_id)
-    return PatientPlan(patient, spec, int(seq.generate_state(1)[0]), lesions, sessions), ""
+    plan = PatientPlan(patient, spec, int(seq.generate_state(1)[0]), lesions, sessions)
+    for t in range(1, n):
+        if config.p_fov_cut and events.random() < config.p_fov_cut:
+            _cut_fov(plan, t, source, config)
+    return plan, ""
+
+
+def _event(config: SyntheticConfig, rng: np.random.Generator) -> str | None:
+    """A baseline lesion's longitudinal event: "split", "shrink" or None (one draw, none without events)."""
+    if config.n_sessions < 2 or not (config.p_split or config.p_shrink):
+        return None
+    draw = rng.random()
+    if draw < config.p_split:
+        return "split"
+    return "shrink" if draw < config.p_split + config.p_shrink else None
+
+
+def _z_range(geometry: Geometry, start: int, stop: int) -> Geometry:
+    """The slices ``start``..``stop - 1`` of ``geometry``."""
+    offset = np.asarray(geometry.direction_matrix) @ np.array([0.0, 0.0, start * geometry.spacing[2]])
+    size = (geometry.size[0], geometry.size[1], stop - start)
+    return Geometry(size, geometry.spacing, tuple((np.asarray(geometry.origin) + offset).tolist()), geometry.direction)
+
+
+def _cut_fov(plan: PatientPlan, t: int, source: SourceScan, config: SyntheticConfig) -> None:
+    """Cut session ``t``'s z range short at one end so that one lesion visible there lies wholly
+    outside it (p_fov_cut). Of all lesions and both ends, the cut that leaves the fewest other lesions
+    less than wholly in view, then keeps the most slices, if it keeps :data:`FOV_CUT_MIN_KEPT` of them
+    and :data:`FOV_CUT_MIN_SLICES`. A new lesion at its first session is never cut out (its first
+    sighting). A lesion's reach is its extent at that session (plus 10 %, a voxel and 2 mm for the
+    smooth deformation) around its centre in the session's frame, mass effect included."""
+    session = plan.sessions[t]
+    geometry = session.geometry
+    mass = _mass_effect(plan, source, t, config)
+    n_slices = geometry.shape_zyx[0]
+    keep_min = max(FOV_CUT_MIN_SLICES, int(np.ceil(FOV_CUT_MIN_KEPT * n_slices)))
+    spans = {}  # lesion id -> (lowest, highest) z index it may reach
+    for lesion in plan.lesions:
+        if lesion.scales[t] is None or t < lesion.first_session:
+            continue
+        z = float(geometry.world_to_index(_to_output(lesion, mass, session))[0])
+        reach = (1.1 * lesion.shape.extent * float(lesion.scales[t].max()) + max(geometry.spacing) + 2.0) / geometry.spacing[2]
+        spans[lesion.lesion_id] = (z - reach, z + reach, t == lesion.first_session)
+    best, best_key = None, None
+    for lesion_id, (low, high, first_sighting) in spans.items():
+        if first_sighting or low < 0 or high > n_slices - 1:
+            continue  # a new lesion's first sighting, or already at an edge of the field of view
+        for start, stop in ((0, int(np.ceil(low))), (int(np.floor(high)) + 1, n_slices)):
+            if stop - start < keep_min:
+                continue
+            hit = sum(1 for other, (lo, hi, _) in spans.items() if other != lesion_id and (lo < start or hi > stop - 1))
+            key = (hit, -(stop - start))
+            if best_key is None or key < best_key:
+                best, best_key = (start, stop, lesion_id), key
+    if best is not None:
+        session.geometry = _z_range(geometry, best[0], best[1])
+        session.left_out = best[2]
+        log.debug("synthetic %s ses-%s: z range cut to slices %d-%d, lesion %d out of view", plan.patient,
+                  session.label, best[0], best[1] - 1, best[2])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,7 +618,7 @@ def _mass_effect(plan: PatientPlan, source: SourceScan, t: int, config: Syntheti
             continue
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         u = _local(deform.grid_points(coarse, box).reshape(-1, 3), lesion, lesion.centre, t)
-        depth = lesion.shape.field(u) * _mean_scale(lesion, t)
+        depth = lesion.field(u, t) * _mean_scale(lesion, t)
         soft = np.clip(0.5 - depth / float(np.mean(coarse.spacing)), 0.0, 1.0).reshape(hi - lo)
         entries.append((soft, box, delta, sigma))
     if not entries:
@@ -426,10 +675,10 @@ def render_session(plan: PatientPlan, source: SourceScan, t: int, config: Synthe
     for lesion in plan.lesions:
         if lesion.scales[t] is None:
             if t >= lesion.first_session:
-                expected[lesion.lesion_id] = _to_output(lesion.centre, mass, session)
+                expected[lesion.lesion_id] = _to_output(lesion, mass, session)
             continue
-        centre_t = lesion.centre if mass is None else deform.invert_point(mass, lesion.centre)
-        centre_out = _to_output(lesion.centre, mass, session)
+        centre_t = _displaced(lesion, mass)
+        centre_out = _to_output(lesion, mass, session)
         expected[lesion.lesion_id] = centre_out
         reach = lesion.shape.extent * float(lesion.scales[t].max()) + slack
         index = geometry.world_to_index(centre_out)
@@ -444,7 +693,7 @@ def render_session(plan: PatientPlan, source: SourceScan, t: int, config: Synthe
                                     tuple(geometry.index_to_world(lo.astype(float)).tolist()), geometry.direction)
             points = points + deform.displacement_of(session.transform, box_geometry).reshape(-1, 3)
         u = _local(points, lesion, centre_t, t)
-        depth = lesion.shape.field(u) * _mean_scale(lesion, t)
+        depth = lesion.field(u, t) * _mean_scale(lesion, t)
         width = float(np.hypot(voxel_mm, lesion.appearance.edge_mm))
         soft = np.clip(0.5 - depth / width, 0.0, 1.0)
         touched = soft > 0
@@ -464,9 +713,19 @@ def render_session(plan: PatientPlan, source: SourceScan, t: int, config: Synthe
     return image, labels, expected
 
 
-def _to_output(centre: np.ndarray, mass: sitk.Transform | None, session: SessionPlan) -> np.ndarray:
-    """Where a lesion centre (baseline anatomy frame) lies in the session's world frame."""
-    point = centre if mass is None else deform.invert_point(mass, centre)
+def _displaced(lesion: LesionPlan, mass: sitk.Transform | None) -> np.ndarray:
+    """A lesion's centre moved by the mass effect (anatomy frame): by the displacement at its own
+    centre, or at its anchor (a merging pair moves with the tissue between its lesions)."""
+    if mass is None:
+        return lesion.centre
+    if lesion.anchor is None:
+        return deform.invert_point(mass, lesion.centre)
+    return lesion.centre + (deform.invert_point(mass, lesion.anchor) - lesion.anchor)
+
+
+def _to_output(lesion: LesionPlan, mass: sitk.Transform | None, session: SessionPlan) -> np.ndarray:
+    """Where a lesion's centre (baseline anatomy frame) lies in the session's world frame."""
+    point = _displaced(lesion, mass)
     return point if session.transform is None else deform.invert_point(session.transform, point)
 
 
@@ -498,7 +757,37 @@ def _acquisition(image: np.ndarray, session: SessionPlan, modality: str, rng: np
 # outputs
 
 
-def _lesion_rows(plan: PatientPlan, t: int, labels: np.ndarray, geometry: Geometry, expected: dict, modality: str) -> list[dict]:
+def _touches_another(labels: np.ndarray, box: tuple[slice, ...], lesion_id: int) -> bool:
+    """Whether lesion ``lesion_id``'s mask touches another lesion's (26-connectivity)."""
+    grown = tuple(slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(box, labels.shape))
+    region = labels[grown]
+    near = region[ndimage.binary_dilation(region == lesion_id, structure=np.ones((3, 3, 3), dtype=bool))]
+    return bool(np.any((near != 0) & (near != lesion_id)))
+
+
+def _is_split(local: np.ndarray) -> bool:
+    """Whether a lesion's mask is two or more separated parts (26-connectivity), specks (parts under
+    :data:`SPLIT_MIN_FRACTION` of its voxels) aside."""
+    parts = cc3d.connected_components(np.ascontiguousarray(local), connectivity=26)
+    sizes = np.bincount(parts.ravel())[1:]
+    return int((sizes >= SPLIT_MIN_FRACTION * sizes.sum()).sum()) >= 2
+
+
+def _seen_status(lesion: LesionPlan, labels: np.ndarray, box: tuple[slice, ...], local: np.ndarray, seen: set[int]) -> str:
+    """Status of a lesion with voxels: new (first sighting after baseline) > merged > split > present."""
+    if lesion.first_session > 0 and lesion.lesion_id not in seen:
+        return "new"
+    if _touches_another(labels, box, lesion.lesion_id):
+        return "merged"
+    return "split" if _is_split(local) else "present"
+
+
+def _lesion_rows(
+    plan: PatientPlan, t: int, labels: np.ndarray, geometry: Geometry, expected: dict, modality: str, seen: set[int]
+) -> list[dict]:
+    """Ground-truth rows of session ``t`` from its label map; ``seen`` (lesion ids with voxels in an
+    earlier session) is updated. A lesion planned after baseline is ``new`` at its first sighting,
+    which is a later session than planned when it first lay outside the field of view."""
     session = plan.sessions[t]
     counts = np.bincount(labels.ravel(), minlength=max(lesion.lesion_id for lesion in plan.lesions) + 1)
     boxes = ndimage.find_objects(labels)
@@ -515,6 +804,8 @@ def _lesion_rows(plan: PatientPlan, t: int, labels: np.ndarray, geometry: Geomet
             local = labels[box] == lesion.lesion_id
             centroid = geometry.index_to_world(np.argwhere(local).mean(axis=0) + [s.start for s in box])
             touches = any(s.start == 0 or s.stop == n for s, n in zip(box, labels.shape))
+            status = _seen_status(lesion, labels, box, local, seen)
+            seen.add(lesion.lesion_id)
         elif status != "vanished":
             inside = geometry.contains_index(geometry.world_to_index(centroid))
             status = "vanished" if inside else "out_of_fov"
@@ -551,6 +842,7 @@ def _prompts(labels: np.ndarray, geometry: Geometry) -> PromptFile:
 def _write_patient(plan: PatientPlan, source: SourceScan, config: SyntheticConfig, root: Path) -> list[dict]:
     rows = []
     subject = root / f"sub-{plan.patient}"
+    seen: set[int] = set()
     for t, session in enumerate(plan.sessions):
         image, labels, expected = render_session(plan, source, t, config)
         geometry = session.geometry
@@ -559,7 +851,7 @@ def _write_patient(plan: PatientPlan, source: SourceScan, config: SyntheticConfi
         write_image(image_from_array(labels, geometry), root / "derivatives" / "groundtruth" / subject.name / session_dir.name / "lesions.nii.gz")
         if t == 0:
             write_prompts(_prompts(labels, geometry), session_dir / "prompts.json")
-        rows.extend(_lesion_rows(plan, t, labels, geometry, expected, source.modality))
+        rows.extend(_lesion_rows(plan, t, labels, geometry, expected, source.modality, seen))
         log.debug("%s ses-%s: %d lesion voxels", plan.patient, session.label, int((labels > 0).sum()))
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")

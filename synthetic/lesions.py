@@ -8,6 +8,8 @@ keeps its identity while it grows, shrinks or vanishes.
 
 * :class:`LobulatedShape` - a union of a main ellipsoid and a few lobes, its surface perturbed by
   a smooth random field (irregular, lobulated lesions).
+* :class:`SplitShape` - two lobes joined by a bridge that is gone from a given session on (a
+  lesion that splits into two separated parts).
 * :class:`MaskShape` - an existing lesion from a label map (signed distance of its mask).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
@@ -63,6 +66,103 @@ class LobulatedShape:
         coords = (u / self.radius + NOISE_SPAN) / (2 * NOISE_SPAN) * (NOISE_GRID - 1)
         perturbation = ndimage.map_coordinates(self.noise, coords.T, order=3, mode="nearest", prefilter=False)
         return (q - 1.0) * self.radius * 0.8 + perturbation * self.roughness * self.radius
+
+
+def _perturbation(noise: np.ndarray, u: np.ndarray, radius: float) -> np.ndarray:
+    """The smooth random surface perturbation (unit scale) at local points ``u`` (N, 3)."""
+    coords = (u / radius + NOISE_SPAN) / (2 * NOISE_SPAN) * (NOISE_GRID - 1)
+    return ndimage.map_coordinates(noise, coords.T, order=3, mode="nearest", prefilter=False)
+
+
+@dataclass
+class SplitShape:
+    """Two ellipsoidal lobes on the local x axis (``centres``/``radii``, mm) joined by a bridge: a
+    capsule (a cylinder with round ends) from one lobe centre to the other, of radius
+    ``bridge_mm * widths[t]`` at session t (1: joined, 0: gone).
+
+    Without the bridge the lobes lie at least ``gap_mm`` apart along the local x axis (at reference
+    size; a session's scale multiplies it), so their masks are separated parts."""
+
+    radius: float  # mm, half the overall length along the local x axis
+    centres: np.ndarray  # (2, 3) mm, on the x axis, the first at +x
+    radii: np.ndarray  # (2, 3) mm
+    bridge_mm: float  # radius of the bridge at full width
+    widths: list[float]  # per session: width factor of the bridge
+    roughness: float  # perturbation amplitude relative to the smaller lobe's x radius
+    noise: np.ndarray
+    gap_mm: float  # separation of the lobes along x without the bridge, reference size
+
+    @classmethod
+    def random(
+        cls, diameter_mm: float, widths: list[float], gap_mm: float, min_bridge_mm: float, rng: np.random.Generator,
+        min_lobe_mm: float = 7.0,
+    ) -> "SplitShape":
+        """Lobes of about a quarter of ``diameter_mm`` (at least ``min_lobe_mm``) each, set apart until
+        they are ``gap_mm`` apart without the bridge (checked on a 0.5 mm grid, surface noise
+        included), and a bridge of at least ``min_bridge_mm`` radius."""
+        first = max(min_lobe_mm, 0.25 * diameter_mm)
+        second = first * rng.uniform(0.75, 1.0)
+        radii = np.array([
+            [first, first * rng.uniform(0.8, 1.0), first * rng.uniform(0.75, 1.0)],
+            [second, second * rng.uniform(0.8, 1.0), second * rng.uniform(0.75, 1.0)],
+        ])
+        bridge = max(0.65 * float(radii[:, 1:].min()), min_bridge_mm)
+        noise = ndimage.spline_filter(rng.normal(0.0, 1.0, size=(NOISE_GRID,) * 3), order=3)
+        roughness = float(rng.uniform(0.03, 0.08))
+        half = 0.5 * (first + second + gap_mm)
+        for _ in range(100):
+            shape = cls(half + max(first, second), np.array([[half, 0.0, 0.0], [-half, 0.0, 0.0]]), radii, bridge,
+                        widths, roughness, noise, gap_mm)
+            if shape.separation() >= gap_mm:
+                return shape
+            half += 0.5
+        raise ValueError(f"split lesion: lobes {first:.1f} and {second:.1f} mm do not separate by {gap_mm:.1f} mm")
+
+    @property
+    def extent(self) -> float:
+        reach = np.abs(self.centres[:, 0]) + self.radii.max(axis=1)
+        return float(reach.max() + self.roughness * self.radii[:, 0].min() * 4.0)
+
+    def field(self, u: np.ndarray, width: float) -> np.ndarray:
+        """Approximate signed distance (mm, < 0 inside) at local points ``u`` (N, 3), the bridge at
+        width factor ``width``."""
+        q = np.full(len(u), np.inf, dtype=np.float64)
+        for centre, radii in zip(self.centres, self.radii):
+            q = np.minimum(q, (np.linalg.norm((u - centre) / radii, axis=1) - 1.0) * float(radii.min()))
+        if width > 0:
+            on_axis = np.zeros_like(u)
+            on_axis[:, 0] = np.clip(u[:, 0], self.centres[1, 0], self.centres[0, 0])
+            q = np.minimum(q, np.linalg.norm(u - on_axis, axis=1) - width * self.bridge_mm)
+        return q + _perturbation(self.noise, u, self.radius) * self.roughness * float(self.radii[:, 0].min())
+
+    def components(self, width: float, step_mm: float = 0.5) -> tuple[int, float]:
+        """Connected parts (26-connectivity) of the shape at bridge width ``width`` on a ``step_mm``
+        grid, and the gap (mm, along x) between its parts at x > 0 and at x < 0."""
+        reach = self.extent
+        axes = [np.arange(-reach, reach + step_mm, step_mm)] * 3
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+        inside = (self.field(grid, width) < 0).reshape(len(axes[0]), len(axes[1]), len(axes[2]))
+        labels = cc3d.connected_components(inside, connectivity=26)
+        x = axes[0]
+        filled = np.any(inside, axis=(1, 2))
+        right, left = x[filled & (x > 0)], x[filled & (x < 0)]
+        gap = float(right.min() - left.max() - step_mm) if right.size and left.size else 0.0
+        return int(labels.max()), gap
+
+    def separation(self, step_mm: float = 0.5) -> float:
+        """Gap (mm, along x) between the lobes without the bridge: the width of the empty slab of x
+        around the middle, on a ``step_mm`` grid over the space between the lobe centres (each lobe
+        is one part; 0 when no slab is empty)."""
+        x = np.arange(self.centres[1, 0], self.centres[0, 0] + step_mm, step_mm)
+        side = np.arange(-1.0, 1.0 + 1e-9, step_mm / self.radii[:, 1:].max() / 1.5) * self.radii[:, 1:].max() * 1.5
+        grid = np.stack(np.meshgrid(x, side, side, indexing="ij"), axis=-1).reshape(-1, 3)
+        filled = np.any((self.field(grid, 0.0) < 0).reshape(len(x), -1), axis=1)
+        if filled[len(x) // 2] or not (filled[0] and filled[-1]):
+            return 0.0
+        middle = len(x) // 2
+        right = middle + int(np.argmax(filled[middle:]))
+        left = middle - int(np.argmax(filled[middle::-1]))
+        return float(x[right] - x[left] - step_mm)
 
 
 @dataclass
