@@ -331,8 +331,8 @@ def evaluate_patient_longitudinal(
     :func:`match_new_lesions`) and status evaluation (:data:`STATUS_EVALUATION_SCHEMA`).
 
     ``sessions``: the sessions with a GT mask, in time order; ``truth``: the patient's rows of the
-    GT status table (columns session, lesion_id, status, centroid_x/y/z), or None to take the
-    statuses from the masks (:func:`truth_from_masks`). Every predicted and GT map of a session must
+    GT status table (columns session, lesion_id, status, centroid_x/y/z), or None (or no rows) to
+    take the statuses from the masks (:func:`truth_from_masks`). Every predicted and GT map of a session must
     share one geometry (checked before anything is evaluated). Writes both tables atomically when
     their outputs are given.
     """
@@ -346,7 +346,7 @@ def evaluate_patient_longitudinal(
     names = {s.session_index: s.session for s in sessions}
     predicted = predicted_lesions(pd.concat([pq.read_table(s.tracking).to_pandas() for s in sessions], ignore_index=True))
     predicted = predicted[predicted["session_index"].isin(names)]
-    if truth is None:
+    if truth is None or truth.empty:  # no table, or the patient is not in it
         truth_frame = truth_from_masks(overlaps)
     else:
         index_of = {name: index for index, name in names.items()}

@@ -258,6 +258,8 @@ def test_evaluate_patient_longitudinal(tmp_path, variant):
 def test_without_the_truth_table_statuses_come_from_the_masks(tmp_path):
     sessions, _, _, _, _ = write_patient(tmp_path)
     _, status = evaluate_patient_longitudinal("P1", sessions, truth=None)
+    _, same = evaluate_patient_longitudinal("P1", sessions, truth=pd.DataFrame(columns=["session", "lesion_id", "status"]))
+    assert same.equals(status)  # a patient the table lacks
     s = status.to_pandas().set_index(["session_index", "gt_lesion_id"])
     assert s.loc[(1, 7), ["true_status", "pred_lesion_id"]].tolist() == ["new", 1_000_001]
     assert s.loc[(2, 2), "true_status"] == "vanished" and pd.isna(s.loc[(2, 2), "centroid_distance_mm"])
