@@ -56,10 +56,11 @@ revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
 * **Reappearance after CR**: a lesion that disappeared and reappears is not PD by itself; it is
   measured again (a target's diameter rejoins the SoD) and the response follows from all lesions.
   Only once the patient's overall response was CR (every target and non-target gone, no new lesion)
-  does the reappearance of any lesion (equivocal new lesions aside) make that session PD, and its target and non-target responses
-  PD where those lesions reappear (RECIST 1.1 as the RECIST Working Group clarifies it: lesions that
-  disappear and reappear are not PD by themselves unless overall CR was assigned at the previous
-  assessment; recist.eortc.org, FAQ "Does a new lesion always result in PD?"). CR holds until
+  does the reappearance of any lesion (an uncertain one included, equivocal new lesions aside) make
+  that session PD, and its target and non-target responses PD where those lesions reappear (RECIST
+  1.1 as the RECIST Working Group clarifies it: lesions that disappear and reappear are not PD by
+  themselves unless overall CR was assigned at the previous assessment; recist.eortc.org, FAQ "Does
+  a new lesion always result in PD?"). CR holds until
   something reappears, so "after CR" is any later follow-up (an NE in between does not end it). CR
   confirmation is not applied (see below): the CR that reappearance ends may be unconfirmed.
 * **Best overall response**: the best response (CR > PR > SD > NON-CR/NON-PD > PD > NE) among
@@ -525,13 +526,13 @@ def overall_response(frame: pd.DataFrame) -> pd.Series:
 def progression_after_complete_response(frame: pd.DataFrame, overall: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
     """The target, non-target and overall responses once reappearance after an overall CR is PD (see
     the module docstring): every follow-up after the first overall CR is PD where any lesion is present
-    (voxels or ``uncertain``; equivocal new lesions aside), its target response where a target has
-    voxels, its non-target response where a non-target is present."""
+    (voxels or ``uncertain``; equivocal new lesions aside), its target response where a target is, its
+    non-target response where a non-target is."""
     patient = frame["patient"]
     was_cr = overall.eq("CR").groupby(patient).cummax()
     after_cr = was_cr.groupby(patient).shift(fill_value=False).astype(bool) & ~frame["is_baseline"]
     target, non_target, overall = frame["target_response"].copy(), frame["non_target_response"].copy(), overall.copy()
-    target[after_cr & (frame["sod_all_tenths"] > 0)] = "PD"
+    target[after_cr & ((frame["sod_all_tenths"] > 0) | (frame["n_uncertain_targets"] > 0))] = "PD"
     non_target[after_cr & frame["non_target_response"].eq("NON-CR/NON-PD")] = "PD"
     overall[after_cr & (frame["n_present"] > 0)] = "PD"
     return target, non_target, overall

@@ -298,7 +298,7 @@ def test_uncertain_lesion_is_measured_as_present_and_never_complete_response():
     assert sessions.non_target_response.iloc[1] == "NON-CR/NON-PD" and sessions.recist_response.iloc[1] == "PR"
     # after a CR, an uncertain lesion is present again: PD by reappearance (and flagged)
     frame = lesions("A", {1: [30, 0, 0]}, status={(1, 2): "uncertain"}, new=set())
-    assert responses(frame) == ["CR", "PD"]
+    assert responses(frame) == ["CR", "PD"] and responses(frame, "target_response") == ["CR", "PD"]
 
 
 def test_lost_lesion_is_not_evaluable():
