@@ -247,7 +247,7 @@ def track_shard(
 
 
 def track_patient(manifest_path: str | Path, patient: str, config: StudyConfig, report_dir: str | Path) -> list[dict]:
-    """Every stage of one patient in order (the ``lesionlocator track`` command)."""
+    """Every stage of one patient in order, measurement included (the ``lesionlocator track`` command)."""
     sessions = patient_sessions(manifest_path)
     if patient not in sessions:
         raise LesionLocatorError(f"{manifest_path}: patient {patient!r} not found (patients: {label_list(sessions)})")
@@ -257,6 +257,8 @@ def track_patient(manifest_path: str | Path, patient: str, config: StudyConfig, 
         reports.append(register_shard(manifest_path, [patient], t, config, report_dir / _report_name("register", t)))
         upstream = [report_dir / _report_name(stage, k) for stage, k in upstream_stages(t, through_track=False)]
         reports.append(track_shard(manifest_path, [patient], t, config, report_dir / _report_name("track", t), upstream))
+    upstream = [report_dir / _report_name(stage, k) for stage, k in upstream_stages(len(sessions[patient]) - 1)]
+    reports.append(measure_shard(manifest_path, [patient], config, report_dir / "measure.json", upstream))
     return reports
 
 
@@ -367,6 +369,10 @@ def aggregate_results(
     patients = [p for p in dict.fromkeys(manifest["patient"]) if p not in failed]  # manifest order
     lesion_files = [layout.measurements(p) for p in patients]
     evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
+    from lesionlocator.evaluate.longitudinal import STATUS_EVALUATION_FILE
+
+    status_files = [layout.patient_dir(p) / STATUS_EVALUATION_FILE for p in patients]
+    status_files = [f for f in status_files if f.exists()]
     followups = manifest[manifest["session_index"] > 0]  # every registered pair, failed patients included
     records = [(r.patient, r.session, r.session_index, quality_record_path(layout.transform(r.patient, r.session))) for r in followups.itertuples()]
     counts = aggregate_cohort(
@@ -378,6 +384,7 @@ def aggregate_results(
         radius_mm=config.metrics.cpm_radius_mm,
         files_per_partition=config.metrics.files_per_partition,
         registration_records=records,
+        status_files=status_files,
     )
     checkpoint = config.segment.model_folder
     write_run_manifest(

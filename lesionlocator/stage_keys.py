@@ -61,7 +61,7 @@ STAGES: dict[str, StageInputs] = {
     "measure": StageInputs(config=(), code=("lesionlocator.measure.lesions",), libraries=_IMAGING + ("pandas", "pyarrow")),
     "evaluate": StageInputs(
         config=("metrics.correspondence", "metrics.detection_iou"),
-        code=("lesionlocator.evaluate.tracking",),
+        code=("lesionlocator.evaluate.tracking", "lesionlocator.evaluate.longitudinal"),
         libraries=_IMAGING + ("pandas", "pyarrow"),
     ),
     "aggregate": StageInputs(config=(ALL,), code=("lesionlocator.aggregate.cohort", "lesionlocator.measure.response"), libraries=("pandas", "pyarrow", "dask")),

@@ -17,8 +17,8 @@ mask (:func:`reprompt`), when it is
 * far from the last mask: its centroid further than ``max_jump_mm`` plus half the last mask's
   equivalent diameter (a lesion that moved more than registration explains, or an anchor point that
   now falls outside it),
-* cut by the anchor box on a face the lesion did not touch at the anchor's session (it has
-  outgrown the box).
+* cut by the anchor box: beyond one of its faces the image now looks like the lesion, where at the
+  anchor's session it looked like the surroundings (:func:`outgrown_faces`: it has outgrown the box).
 
 Coordinates: masks and boxes are voxel indices (z, y, x) of the image they belong to; distances are
 world mm (LPS), through :class:`lesionlocator.core.io.Geometry`.
@@ -39,8 +39,9 @@ from lesionlocator.segment.prompting import interior_point
 class Anchor:
     """A lesion's anchor: ``prompt`` in the voxel frame (z, y, x) of session ``session_index``.
 
-    ``faces``: for a box anchor, which of its six faces (z-, z+, y-, y+, x-, x+) the lesion's mask
-    touched at that session (None when unknown: the reader's prompt at the follow-up itself).
+    ``faces``: for a box anchor, how lesion-like the image was just beyond each of its six faces at
+    that session (:func:`beyond_faces` as positions between surroundings 0 and lesion 1; filled in by
+    the tracker, None when unknown).
     ``by_reader``: the prompt came from a reader's prompts file (not derived from a mask).
     """
 
@@ -71,16 +72,49 @@ def union_box(a: Prompt, b: Prompt, lesion_id: int) -> Prompt:
     return Prompt(int(lesion_id), "box", box=(tuple(float(v) for v in lo), tuple(float(v) for v in hi)))
 
 
-def faces_touched(mask: np.ndarray, box: tuple) -> np.ndarray:
-    """Which of the box's faces (z-, z+, y-, y+, x-, x+) ``mask`` (bool, z y x) reaches: a mask voxel on or
-    beyond the box's outermost voxel layer on that side. All False for an empty mask."""
+def beyond_faces(array: np.ndarray, mask: np.ndarray, box: tuple, depth_voxels: int = 2) -> np.ndarray:
+    """The median intensity just outside each face of the box (z-, z+, y-, y+, x-, x+) where the lesion
+    reaches that face: the ``depth_voxels`` layers beyond the box's outermost voxel layer, under the
+    mask's footprint on that face (its voxels on or beyond that layer, projected). NaN for a face the
+    mask does not reach or whose outside lies off the image. ``array``, ``mask``: z y x of one grid."""
+    out = np.full(6, np.nan)
     where = np.argwhere(mask)
     if where.size == 0:
+        return out
+    lo = np.ceil(np.asarray(box[0], float) - 1e-6).astype(int)
+    hi = np.floor(np.asarray(box[1], float) + 1e-6).astype(int)
+    for axis in range(3):
+        others = [a for a in range(3) if a != axis]
+        for side, (layer, step) in enumerate(((lo[axis], -1), (hi[axis], 1))):
+            at_face = where[(where[:, axis] <= layer) if step < 0 else (where[:, axis] >= layer)]
+            if at_face.size == 0:
+                continue
+            footprint = np.unique(at_face[:, others], axis=0)
+            layers = [layer + step * k for k in range(1, depth_voxels + 1) if 0 <= layer + step * k < array.shape[axis]]
+            if not layers:
+                continue
+            values = []
+            for index in layers:
+                position = [None, None, None]
+                position[axis] = np.full(len(footprint), index)
+                position[others[0]], position[others[1]] = footprint[:, 0], footprint[:, 1]
+                values.append(array[tuple(position)])
+            out[2 * axis + side] = float(np.median(np.concatenate(values)))
+    return out
+
+
+OUTGROWN_LEVEL = 0.6  # beyond a face the image looks at least this much like the lesion (0: its surroundings, 1: it)
+OUTGROWN_MARGIN = 0.3  # ... and this much more than beyond the same face at the anchor's session
+
+
+def outgrown_faces(now: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """Faces (bool, 6) beyond which the lesion now continues and did not before: ``now`` and ``before``
+    are the positions of :func:`beyond_faces` between the lesion's surroundings (0) and the lesion (1)
+    at the follow-up and at the anchor's session (NaN: not reached; None: unknown, nothing outgrown)."""
+    if before is None:
         return np.zeros(6, bool)
-    lo = np.ceil(np.asarray(box[0], float) - 1e-6)
-    hi = np.floor(np.asarray(box[1], float) + 1e-6)
-    reached_lo, reached_hi = where.min(0) <= lo, where.max(0) >= hi
-    return np.stack([reached_lo, reached_hi], axis=1).reshape(-1)
+    before = np.nan_to_num(before, nan=0.0)
+    return np.nan_to_num(now, nan=0.0) >= np.maximum(OUTGROWN_LEVEL, before + OUTGROWN_MARGIN)
 
 
 def centroid_world(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
@@ -118,8 +152,7 @@ def inconsistency(
     """Why the anchor's ``mask`` (bool, z y x) disagrees with the lesion's propagated last mask
     ``previous`` (None: never observed, nothing to check), or None when it is consistent.
 
-    ``prompt``: the anchor's prompt on the follow-up; ``anchor_faces``: the faces of the anchor box the
-    lesion touched at the anchor's session (:func:`faces_touched`).
+    ``prompt``, ``anchor_faces``: unused here (the outgrown test needs the image: :func:`outgrown_faces`).
     """
     if previous is None or not previous.any():
         return None
@@ -129,10 +162,6 @@ def inconsistency(
     limit = jump_limit_mm(previous, geometry, max_jump_mm)
     if distance is not None and distance > limit:
         return f"the anchor's mask lies {distance:.0f} mm from the lesion's last mask (limit {limit:.0f} mm)"
-    if prompt.kind == "box" and anchor_faces is not None:
-        new_faces = faces_touched(mask, prompt.box) & ~anchor_faces
-        if new_faces.any():
-            return "the lesion reaches the anchor box on a side it did not touch before (outgrown)"
     return None
 
 

@@ -12,7 +12,9 @@ things look like that on a plain difference image and are suppressed here:
   of the previous scan's field of view are skipped;
 * **edges and tubes**: the blob response is the Hessian eigenvalue of *smallest* magnitude, and all
   three must share the sign of the blob (a sheet-like edge difference has one large eigenvalue
-  only), and the current scan itself must show a blob of that sign there (contrast *now*).
+  only), and the current scan itself must show a blob of that sign there (contrast *now*);
+* **air**: a candidate must be tissue now (its median above the scan's Otsu threshold), not a change
+  of lung air or of the background at a field of view's edge.
 
 Peaks of the response above ``candidate_threshold`` are grown into a mask (the connected voxels
 whose smoothed change keeps at least half the peak's), filtered by equivalent diameter, ranked by
@@ -177,10 +179,10 @@ def blob_response(
     return best, best_radius, best_change
 
 
-def _body(array: np.ndarray) -> np.ndarray:
-    """The body: Otsu foreground, holes filled slice by slice (dark organs, lungs), largest component."""
-    values = array[::2, ::2, ::2].ravel()
-    foreground = array > threshold_otsu(values)
+def _body(array: np.ndarray, threshold: float) -> np.ndarray:
+    """The body: foreground above ``threshold`` (Otsu), holes filled slice by slice (dark organs, lungs),
+    largest component."""
+    foreground = array > threshold
     foreground = ndimage.binary_closing(foreground, iterations=1)
     for k in range(foreground.shape[0]):
         foreground[k] = ndimage.binary_fill_holes(foreground[k])
@@ -243,7 +245,8 @@ def find_candidates(
 
     current = _to_grid(sitk.Cast(image, sitk.sitkFloat32), grid).astype(np.float32)
     previous = _to_grid(sitk.Cast(previous_warped, sitk.sitkFloat32), grid).astype(np.float32)
-    body = _body(current)
+    tissue = float(threshold_otsu(current[::2, ::2, ::2].ravel()))
+    body = _body(current, tissue)
     valid_grid = mask_to_grid(valid)
     exclude_grid = mask_to_grid(exclude)
     body_depth = ndimage.distance_transform_edt(body, sampling=spacing)
@@ -288,6 +291,8 @@ def find_candidates(
         diameter = (6 * mask.sum() * voxel_mm3 / np.pi) ** (1 / 3)
         if not d_min <= diameter <= d_max:
             continue
+        if float(np.median(current[mask])) <= tissue:
+            continue  # air or background (a lung that changed, the edge of a field of view), not tissue
         taken |= ndimage.binary_dilation(mask, iterations=1)
         centre = np.argwhere(mask).mean(0)
         masks.append(mask)

@@ -16,7 +16,9 @@ is decided from evidence, never from one segmenter's output alone (see
   to the reference scan's intensity scale by :func:`intensity_match`) lies less than ``fraction`` of
   the way from the reference surroundings to the reference lesion. The first alone mistakes a lesion
   that outgrew its mask (its shell is lesion too) for gone; the second alone suffers from imperfect
-  intensity matching.
+  intensity matching;
+* :func:`novelty`: for a new lesion, how far its region now differs from a scan before it appeared
+  (a candidate confirmed by segmentation alone would be any structure the segmenter can outline).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import SimpleITK as sitk
 
 from lesionlocator.core.regions import shell_around
 
@@ -88,3 +91,33 @@ def has_faded(now: Levels, reference: Levels, scale: float, offset: float, fract
     """True when both the contrast and the level of ``now`` fall below ``fraction`` of the reference's."""
     contrast_ratio, position = faded_by(now, reference, scale, offset)
     return contrast_ratio < fraction and position < fraction
+
+
+def novelty(
+    image: sitk.Image, mask: np.ndarray, before: sitk.Image, transform: sitk.Transform, reference: Levels, scale: float, offset: float
+) -> float | None:
+    """How far the region of a new lesion now differs from a scan taken before the lesion appeared, in
+    units of the lesion's reference contrast (1: as much as the lesion stood out from its surroundings
+    when it was first seen, 0: no difference). A new lesion that is really there keeps differing; a
+    candidate that was noise, a resampling edge or an organ's part does not.
+
+    ``mask``: the lesion now (bool, z y x of ``image``); ``before``: the earlier scan; ``transform``: world
+    points (mm, LPS) of ``image`` to ``before``; ``scale``, ``offset``: map ``image``'s intensities onto
+    ``before``'s (:func:`intensity_match`). Only the lesion's bounding box is resampled. None when the
+    mask is empty or lies outside the earlier scan.
+    """
+    where = np.argwhere(mask)
+    if where.size == 0 or reference.contrast == 0:
+        return None
+    lo = np.maximum(where.min(0) - 1, 0)
+    hi = np.minimum(where.max(0) + 2, np.asarray(mask.shape))
+    crop = image[int(lo[2]):int(hi[2]), int(lo[1]):int(hi[1]), int(lo[0]):int(hi[0])]  # SimpleITK slices x, y, z
+    earlier = sitk.GetArrayFromImage(sitk.Resample(before, crop, transform, sitk.sitkLinear, float("nan"), sitk.sitkFloat32))
+    inside = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    now_values = sitk.GetArrayViewFromImage(crop)[inside].astype(np.float64)
+    before_values = earlier[inside]
+    kept = np.isfinite(before_values)
+    if kept.sum() < max(1, inside.sum() // 2):
+        return None
+    change = scale * float(np.median(now_values[kept])) + offset - float(np.median(before_values[kept]))
+    return change / reference.contrast

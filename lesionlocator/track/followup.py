@@ -58,13 +58,14 @@ from scipy import ndimage
 from lesionlocator.core.config import TrackConfig
 from lesionlocator.core.io import Geometry, image_from_array, read_geometry, read_image, write_image, write_parquet
 from lesionlocator.core.prompts import read_prompts
+from lesionlocator.core.regions import dice
 from lesionlocator.register.base import load_transform
 from lesionlocator.segment.api import Prompt, SegmentationResult, Segmenter
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
 from lesionlocator.track import anchors as anchoring
 from lesionlocator.track.anchors import Anchor
 from lesionlocator.track.candidates import find_candidates
-from lesionlocator.track.evidence import Levels, faded_by, intensity_match, is_reliable, lesion_levels
+from lesionlocator.track.evidence import Levels, faded_by, intensity_match, is_reliable, lesion_levels, novelty
 from lesionlocator.track.propagate import OutOfFov, Propagated, PropagationResult, propagate_prompt
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ STATUSES = (
 )
 #: Statuses of a lesion whose mask at that session can prompt a later one.
 OBSERVED = ("present", "merged", "split", "new_candidate")
-NEW_LESION_BOX_MARGIN_MM = 5.0  # a new lesion's anchor (and its first segmentation): a box this much around its blob
+NEW_LESION_NOVELTY = 0.5  # a new lesion is seen again when its region still differs this much (x its contrast) from before it appeared
+NEW_LESION_BOX_MARGIN_MM = 5.0
+CANDIDATE_MIN_DICE = 0.3  # the segmenter's mask of a candidate must outline its blob at least this well  # a new lesion's anchor (and its first segmentation): a box this much around its blob
 
 TRACKING_SCHEMA = pa.schema(
     [
@@ -300,6 +303,15 @@ def new_lesion_ids(previous_rows: Sequence[dict]) -> list[int]:
     return sorted(new - rejected)
 
 
+def awaiting_confirmation(previous_rows: Sequence[dict]) -> dict[int, int]:
+    """New lesions the detector found that no later session has shown yet and no reader has confirmed or
+    added: lesion ID -> the session index where they were first seen."""
+    first = first_sessions(previous_rows)
+    last = last_observed(previous_rows)
+    vouched = {r["lesion_id"] for r in previous_rows if r.get("reader") in ("added", "confirmed")}
+    return {i: first[i] for i in new_lesion_ids(previous_rows) if last.get(i) == first[i] and i not in vouched and first[i] > 0}
+
+
 def tracked_lesion_ids(previous_rows: Sequence[dict]) -> list[int]:
     """Every lesion tracked into the next follow-up: the baseline's, then the new ones, ascending each."""
     return baseline_lesion_ids(previous_rows) + new_lesion_ids(previous_rows)
@@ -443,6 +455,21 @@ class References:
         self.images, self.labels, self.first, self.current = images, labels, first, current
         self._levels: dict[int, Levels | None] = {}
         self._match: dict[int, tuple[float, float]] = {}
+        self.before: dict[int, sitk.Image] = {}  # scans before new lesions appeared, by session index
+        self.transforms: dict[int, sitk.Transform] = {}
+        self.t = 0
+
+    def novelty(self, lesion_id: int, mask: np.ndarray, image: sitk.Image) -> float | None:
+        """:func:`~lesionlocator.track.evidence.novelty` of a new lesion against the scan before its first
+        sighting; None when that scan was not read or the reference contrast is unreliable."""
+        s = self.first.get(lesion_id, 0) - 1
+        reference = self.levels(lesion_id)
+        if s < 0 or s not in self.before or reference is None:
+            return None
+        key = -1 - s  # the match of the follow-up onto an earlier scan, cached apart from the references'
+        if key not in self._match:
+            self._match[key] = intensity_match(self.current, sitk.GetArrayViewFromImage(self.before[s]))
+        return novelty(image, mask, self.before[s], _chain(self.transforms, self.t, s), reference, *self._match[key])
 
     def levels(self, lesion_id: int) -> Levels | None:
         if lesion_id not in self._levels:
@@ -496,6 +523,30 @@ def _stands_out(mask: np.ndarray, lesion_id: int, refs: References, current: np.
     return standing is not None and min(standing) >= track.vanish_contrast_fraction
 
 
+def _outgrown(lesion_id: int, mask: np.ndarray, prompt: Prompt, inputs: "FollowupInputs", refs: References, track: TrackConfig) -> str | None:
+    """Why the anchor box cuts the lesion (:func:`~lesionlocator.track.anchors.outgrown_faces`), or None:
+    beyond a face the follow-up now looks like the lesion (against its reference levels) where, at the
+    anchor's session, it looked like its surroundings. None when the evidence is missing (no reliable
+    reference, or the anchor's session image was not read)."""
+    anchor = inputs.anchors.get(lesion_id)
+    reference = refs.levels(lesion_id)
+    if anchor is None or anchor.prompt.kind != "box" or reference is None or not is_reliable(reference, track.reliable_contrast_sd):
+        return None
+    session = anchor.session_index
+    if session not in inputs.reference_images or session not in inputs.labels or refs.first.get(lesion_id) != session:
+        return None
+    scale, offset = refs.match(lesion_id)
+    now = (scale * anchoring.beyond_faces(refs.current, mask, prompt.box) + offset - reference.shell) / reference.contrast
+    anchor_mask = inputs.labels[session][0] == np.uint32(lesion_id)
+    at_anchor = sitk.GetArrayViewFromImage(inputs.reference_images[session])
+    before = (anchoring.beyond_faces(at_anchor, anchor_mask, anchor.prompt.box) - reference.shell) / reference.contrast
+    faces = anchoring.outgrown_faces(now, before)
+    if not faces.any():
+        return None
+    names = ("z-", "z+", "y-", "y+", "x-", "x+")
+    return "outgrown: beyond its anchor box (" + ", ".join(n for n, f in zip(names, faces) if f) + ") the image now looks like the lesion"
+
+
 def judge_lesions(
     labels: np.ndarray,
     image: sitk.Image,
@@ -506,6 +557,7 @@ def judge_lesions(
     refs: References | None,
     second_opinion: Segmenter | None,
     track: TrackConfig,
+    unconfirmed: Collection[int] = (),
 ) -> dict[int, Judgement]:
     """The evidence-based status of each segmented lesion (present, vanished, uncertain or lost); clears
     (in place) the voxels of the lesions judged vanished or lost.
@@ -513,7 +565,10 @@ def judge_lesions(
     ``used_prompts``: the prompt each lesion was segmented from; ``previous``: its propagated last mask
     (bool, z y x; absent when never observed); ``previous_volumes``: its volume (mL) then; ``refs``: the
     reference levels (None: the vanish test is off); ``second_opinion``: a second segmenter asked about
-    a mask that has faded (the classical one; None: the faded test alone decides).
+    a mask that has faded (the classical one; None: the faded test alone decides); ``unconfirmed``: new
+    lesions awaiting confirmation (:func:`awaiting_confirmation`), which must still differ from the scan
+    before they appeared (:func:`~lesionlocator.track.evidence.novelty` at least ``NEW_LESION_NOVELTY``),
+    else they are not there (``vanished``: their first sighting stays an equivocal new lesion).
     """
     geometry = Geometry.of(image)
     min_voxels = max(int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml())), 1)
@@ -524,6 +579,16 @@ def judge_lesions(
         mask = labels == np.uint32(lesion_id)
         count = int(mask.sum())
         last = previous.get(lesion_id)
+        if lesion_id in unconfirmed and count >= min_voxels and refs is not None:
+            change = refs.novelty(lesion_id, mask, image)
+            if change is not None and change < NEW_LESION_NOVELTY:
+                log.info("lesion %d: not seen again (its region differs from the scan before it appeared by %.2f of its "
+                         "contrast)", lesion_id, change)
+                count = 0  # not there: judged below as gone
+        if lesion_id in unconfirmed and count < min_voxels:
+            labels[mask] = 0
+            judged[lesion_id] = Judgement("vanished")
+            continue
         if count < min_voxels:
             labels[mask] = 0
             expected = last if last is not None else _prompt_region(used_prompts.get(lesion_id), labels.shape)
@@ -653,8 +718,9 @@ def followup_candidates(
 
 def segment_candidates(segmenter: Segmenter, image: sitk.Image, candidates: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Each candidate blob (uint32 map, z y x) outlined by the segmenter from a box around it; where the
-    segmenter's mask is empty or misses the blob, the blob itself. Voxels of ``labels`` (the tracked
-    lesions) are left to them. Returns the candidates' lesion map."""
+    segmenter's mask does not outline the blob (Dice below ``CANDIDATE_MIN_DICE``: empty, or another
+    structure in the box), the blob itself. Voxels of ``labels`` (the tracked lesions) are left to them.
+    Returns the candidates' lesion map."""
     geometry = Geometry.of(image)
     ids = [int(i) for i in np.unique(candidates) if i]
     prompts = [anchoring.box_around(candidates == np.uint32(i), geometry, NEW_LESION_BOX_MARGIN_MM, i) for i in ids]
@@ -663,7 +729,7 @@ def segment_candidates(segmenter: Segmenter, image: sitk.Image, candidates: np.n
     for lesion_id in ids:
         blob = candidates == np.uint32(lesion_id)
         mask = result.labels == np.uint32(lesion_id)
-        chosen = mask if (mask & blob).any() else blob
+        chosen = mask if dice(mask, blob) >= CANDIDATE_MIN_DICE else blob
         out[chosen & (labels == 0) & (out == 0)] = lesion_id
     return out
 
@@ -747,13 +813,17 @@ def track_followup(
     labels, scores, by_fallback = segmented.labels, segmented.scores, set(segmented.by_fallback)
     last_masks = {i: r.prompt.mask for i, r in previous.items() if not isinstance(r, OutOfFov) and i not in reader}
     min_voxels = max(int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml())), 1)
+    refs = None
+    if track.vanish_contrast_fraction > 0 and prompts:
+        refs = References(inputs.reference_images, inputs.labels, first_seen, sitk.GetArrayViewFromImage(image))
     if track.prompt_source == "anchored":
         redo = {}
         for lesion_id, prompt in prompts.items():
             last = last_masks.get(lesion_id)
-            anchor = inputs.anchors.get(lesion_id)
-            why = anchoring.inconsistency(labels == np.uint32(lesion_id), last, prompt, anchor.faces if anchor else None, geometry,
-                                          track.max_jump_mm, min_voxels)
+            mask = labels == np.uint32(lesion_id)
+            why = anchoring.inconsistency(mask, last, prompt, None, geometry, track.max_jump_mm, min_voxels)
+            if why is None and last is not None and prompt.kind == "box" and refs is not None:
+                why = _outgrown(lesion_id, mask, prompt, inputs, refs, track)
             if why is not None:
                 log.info("%s ses-%s lesion %d: re-prompted from its last mask (%s)", patient, scan.session, lesion_id, why)
                 redo[lesion_id] = anchoring.reprompt(lesion_id, prompt, last, geometry, track.reprompt_margin_mm, "outgrown" in why)
@@ -765,11 +835,11 @@ def track_followup(
             prompts.update(redo)
     segment_s = time.perf_counter() - started
 
-    refs = None
-    if track.vanish_contrast_fraction > 0 and prompts:
-        refs = References(inputs.reference_images, inputs.labels, first_seen, sitk.GetArrayViewFromImage(image))
     segmented_ids = [i for i in active if i in prompts]
-    judged = judge_lesions(labels, image, segmented_ids, prompts, last_masks, last_volumes(rows_before), refs, second_opinion, track)
+    if refs is not None:
+        refs.before, refs.transforms, refs.t = inputs.before_images, inputs.transforms, t
+    judged = judge_lesions(labels, image, segmented_ids, prompts, last_masks, last_volumes(rows_before), refs, second_opinion, track,
+                           unconfirmed=set(awaiting_confirmation(rows_before)))
     lifecycle(labels, judged, inputs.labels[t - 1][0] if (t - 1) in inputs.labels else np.zeros((1, 1, 1), np.uint32),
               track.split_min_fraction)
     for lesion_id in active:
@@ -869,8 +939,8 @@ def lesion_anchors(
 ) -> dict[int, Anchor]:
     """Every lesion's anchor at follow-up ``t``: its last reader prompt at sessions ``0..t``, else a box
     around a new lesion's mask at its first sighting, else (a lesion with no prompt file, as in a
-    table-built cohort) its mask at its first session. A box anchor before ``t`` records which faces the
-    lesion's mask touched then. ``geometries`` and ``labels`` must hold every session that is used."""
+    table-built cohort) its mask at its first session. ``geometries`` and ``labels`` must hold every
+    session that is used."""
     anchors: dict[int, Anchor] = {}
     for s in range(t + 1):
         prompts, _ = reader_input(scans[s], geometries[s], preference) if s in geometries else ([], {})
@@ -888,11 +958,6 @@ def lesion_anchors(
         prompt = (anchoring.box_around(mask, labels[s][1], NEW_LESION_BOX_MARGIN_MM, lesion_id) if lesion_id in new
                   else Prompt(lesion_id, "mask", mask=mask))
         anchors[lesion_id] = Anchor(lesion_id, s, prompt, by_reader=False)
-    for lesion_id, anchor in list(anchors.items()):
-        if anchor.prompt.kind == "box" and anchor.session_index < t and anchor.session_index in labels:
-            mask = labels[anchor.session_index][0] == np.uint32(lesion_id)
-            faces = anchoring.faces_touched(mask, anchor.prompt.box)
-            anchors[lesion_id] = Anchor(lesion_id, anchor.session_index, anchor.prompt, faces, anchor.by_reader)
     return anchors
 
 
@@ -908,7 +973,8 @@ class FollowupInputs:
     candidates); ``reference_images``: by session index, the scans where lesions were first seen
     (needed for the vanish test); ``anchors``: by lesion ID (:func:`lesion_anchors`), with
     ``geometries`` of their sessions; ``reviews``: the reader's verdicts at ``t`` (lesion ID ->
-    confirmed | rejected).
+    confirmed | rejected); ``before_images``: by session index, the scans just before new lesions that await
+    confirmation appeared (:func:`awaiting_confirmation`; needed for the vanish test's novelty check).
     """
 
     image: sitk.Image
@@ -920,6 +986,7 @@ class FollowupInputs:
     anchors: dict[int, Anchor] = field(default_factory=dict)
     geometries: dict[int, Geometry] = field(default_factory=dict)
     reviews: dict[int, str] = field(default_factory=dict)
+    before_images: dict[int, sitk.Image] = field(default_factory=dict)
 
     @property
     def baseline_image(self) -> sitk.Image | None:
@@ -947,6 +1014,7 @@ def read_followup_inputs(
     first = first_sessions(previous_rows)
     vanish_test = track.vanish_contrast_fraction > 0 and bool(sources)
     references = {first[i] for i in sources} if vanish_test else set()
+    before = {s - 1 for s in awaiting_confirmation(previous_rows).values()} if vanish_test else set()
     with_prompts = {s for s in range(t + 1) if scans[s].prompts is not None or scans[s].prompt_mask is not None}
     anchored = track.prompt_source == "anchored"
     needed = set(sources.values()) | {t - 1} | references
@@ -969,6 +1037,7 @@ def read_followup_inputs(
         anchors=anchors,
         geometries=geometries,
         reviews=reader_input(scans[t], geometries[t], track.baseline_prompt)[1],
+        before_images={s: read_image(scans[s].image) for s in sorted(before)},
     )
 
 

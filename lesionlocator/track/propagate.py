@@ -12,8 +12,9 @@ voxel index frame (z, y, x) of the image they belong to.
   resolution with linear interpolation and thresholded at 0.5, so no coarse grid makes small
   lesions vanish; when nothing reaches 0.5 (a lesion of one or two voxels landing between voxel
   centres) the voxels at or above half the peak value are kept instead.
-* **box**: the box is propagated as the mask of its voxels; the new box is the bounding box of the
-  warped mask (under rotation this is the box around the rotated box, never smaller).
+* **box**: the box's centre is mapped through the inverse transform (as a point) and the box keeps its
+  size in mm (:func:`propagate_box`): the patient's rotation does not inflate it, and under the
+  identity it is the very same box, so an unchanged scan gets its baseline prompt back exactly.
 
 A mask (or box) is warped onto a region of the follow-up grid that may extend beyond the image, so
 the fraction of the lesion that lands inside the follow-up's field of view is measured, not
@@ -276,9 +277,10 @@ def propagate_prompt(
             return OutOfFov(lesion_id, "point", 0.0, f"point maps to voxel {np.round(index, 1).tolist()} outside the follow-up")
         return Propagated(lesion_id, Prompt(lesion_id, "point", point=tuple(float(v) for v in index)), 1.0)
 
-    source = box_mask(prompt.box, moving.shape_zyx) if prompt.kind == "box" else prompt.mask
+    if prompt.kind == "box":
+        return propagate_box(prompt, transform, moving, fixed, min_fraction_inside=min_fraction_inside)
     try:
-        warped = warp_mask(transform, source, moving, fixed)
+        warped = warp_mask(transform, prompt.mask, moving, fixed)
     except InversionError as err:
         return OutOfFov(lesion_id, prompt.kind, 0.0, str(err))
     box = warped.bounding_box()
@@ -290,11 +292,46 @@ def propagate_prompt(
             f"{warped.fraction_inside:.0%} of the warped {prompt.kind} lies inside the follow-up "
             f"(min_fraction_inside {min_fraction_inside:.0%})",
         )
-    if prompt.kind == "box":
-        new = Prompt(lesion_id, "box", box=(tuple(float(v) for v in box[0]), tuple(float(v) for v in box[1])))
-    else:
-        new = Prompt(lesion_id, "mask", mask=warped.full(fixed.shape_zyx))
-    return Propagated(lesion_id, new, warped.fraction_inside)
+    return Propagated(lesion_id, Prompt(lesion_id, "mask", mask=warped.full(fixed.shape_zyx)), warped.fraction_inside)
+
+
+def propagate_box(
+    prompt: "Prompt", transform: sitk.Transform, moving: Geometry, fixed: Geometry, *, min_fraction_inside: float = 0.5
+) -> PropagationResult:
+    """A box prompt carried by its centre, at its own size: the centre (continuous voxel index of
+    ``moving``, z y x) is mapped to world, through the inverse transform, and into ``fixed``'s voxel index;
+    the box keeps its extent in mm along the scanners' axes (converted to ``fixed``'s spacing and
+    direction), clipped to the follow-up. The patient's rotation moves the box but does not inflate it
+    (the box around a rotated box would give the segmenter more room on every repositioning, and its mask
+    grows); a lesion that outgrows its box is caught by the tracker (:mod:`lesionlocator.track.anchors`).
+    Under the identity the very same box. ``fraction_inside``: the share of the box's volume inside the image."""
+    from lesionlocator.segment.api import Prompt
+
+    lesion_id = int(prompt.lesion_id)
+    lo, hi = (np.asarray(c, float) for c in prompt.box)
+    centre = (lo + hi) / 2
+    centre_world = moving.index_to_world(centre)
+    try:
+        new_centre = fixed.world_to_index(invert_point(transform, centre_world))
+    except InversionError as err:
+        return OutOfFov(lesion_id, "box", 0.0, str(err))
+    half = np.zeros(3)
+    for axis in range(3):  # each half-edge of the box as a world vector, expressed in the follow-up's voxel axes
+        step = np.zeros(3)
+        step[axis] = (hi[axis] - lo[axis]) / 2
+        edge_world = moving.index_to_world(centre + step) - centre_world
+        half += np.abs(fixed.world_to_index(fixed.index_to_world(np.zeros(3)) + edge_world))
+    new_lo, new_hi = new_centre - half, new_centre + half
+    upper = np.asarray(fixed.shape_zyx, float) - 1
+    clip_lo, clip_hi = np.clip(new_lo, 0, upper), np.clip(new_hi, 0, upper)
+    full = np.prod(new_hi - new_lo + 1)
+    inside = np.prod(np.clip(clip_hi - clip_lo + 1, 0, None)) if np.all(new_hi >= 0) and np.all(new_lo <= upper) else 0.0
+    fraction = float(inside / full)
+    if fraction < min_fraction_inside or fraction == 0.0:
+        return OutOfFov(lesion_id, "box", fraction, f"{fraction:.0%} of the carried box lies inside the follow-up "
+                        f"(min_fraction_inside {min_fraction_inside:.0%})")
+    box = (tuple(float(v) for v in clip_lo), tuple(float(v) for v in clip_hi))
+    return Propagated(lesion_id, Prompt(lesion_id, "box", box=box), fraction)
 
 
 def propagate_prompts(

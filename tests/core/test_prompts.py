@@ -42,7 +42,7 @@ def test_point_maps_like_simpleitk():
         ({"frame": "world", "lesions": [{"id": 1, "point": [0, 0, 0]}], "extra": 1}, "extra: unknown key"),
         ({"frame": "world", "lesions": [{"id": 1, "pointt": [0, 0, 0]}]}, "unknown key"),
         ({"frame": "world", "lesions": [{"id": 1, "box": {"min": [0, 5, 0], "max": [1, 1, 1]}}]}, "min > max on axis 1"),
-        ({"frame": "world", "lesions": [{"id": 1}]}, "neither a point nor a box"),
+        ({"frame": "world", "lesions": [{"id": 1}]}, "neither a point, a box nor a review"),
         ({"frame": "mm", "lesions": [{"id": 1, "point": [0, 0, 0]}]}, "frame"),
         ({"frame": "world", "lesions": [{"id": 0, "point": [0, 0, 0]}]}, "lesions[0].id: Input should be greater than or equal to 1 (got 0)"),
         ({"frame": "world", "lesions": [{"id": True, "point": [0, 0, 0]}]}, "lesions[0].id: Input should be a valid integer (got true)"),

@@ -153,9 +153,19 @@ def test_bad_prompt_file(tiny_cohort, tmp_path, data, problem):
     assert "sub-B2/ses-1/prompts.json" in message
 
 
-def test_prompts_at_follow_up_rejected(tiny_cohort, tmp_path):
-    write_prompts_json(tiny_cohort / "sub-A1" / "ses-10" / "prompts.json", {"frame": "voxel", "lesions": [{"id": 1, "point": [1, 1, 1]}]})
-    _expect_error(tmp_path, "baseline session only", root=tiny_cohort)
+def test_prompts_at_follow_up_are_a_readers_and_recorded(tiny_cohort, tmp_path):
+    follow_up = tiny_cohort / "sub-A1" / "ses-10" / "prompts.json"
+    lesions = [{"id": 1, "point": [1, 1, 1]}, {"id": 2000001, "review": "rejected"}]
+    write_prompts_json(follow_up, {"frame": "voxel", "lesions": lesions})
+    manifest = ingest_cohort(tmp_path / "m.parquet", root=tiny_cohort)
+    row = manifest[(manifest.patient == "A1") & (manifest.session == "10")].iloc[0]
+    assert row.prompts == str(follow_up) and row.n_prompts == 2
+
+
+def test_review_at_baseline_rejected(tiny_cohort, tmp_path):
+    baseline = tiny_cohort / "sub-B2" / "ses-1" / "prompts.json"
+    write_prompts_json(baseline, {"frame": "voxel", "lesions": [{"id": 1, "point": [1, 1, 1]}, {"id": 9, "review": "confirmed"}]})
+    assert "sub-B2/ses-1/prompts.json" in _expect_error(tmp_path, r"a review .* belongs in a follow-up", root=tiny_cohort)
 
 
 def test_lesion_mask_geometry_mismatch(tiny_cohort, tmp_path):

@@ -294,11 +294,11 @@ def case_prompt_box_outside_image(tmp: Path) -> Case:
     return _ingest_error(tmp / "c", tmp, path.parent / "prompts.json", "lesion 2: box .* reaches outside the image")
 
 
-def case_prompts_at_follow_up(tmp: Path) -> Case:
-    one_session_cohort(tmp / "c")
-    follow_up = write_session(tmp / "c", "A1", "2", blob_image())
-    (follow_up.parent / "prompts.json").write_text(json.dumps(point_prompt(blob_image())))
-    return _ingest_error(tmp / "c", tmp, follow_up.parent / "prompts.json", "baseline session only")
+def case_review_at_baseline(tmp: Path) -> Case:
+    prompts = point_prompt(blob_image())
+    prompts["lesions"].append({"id": 1000001, "review": "confirmed"})
+    path = one_session_cohort(tmp / "c", prompts=prompts)
+    return _ingest_error(tmp / "c", tmp, path.parent / "prompts.json", r"lesion\(s\) \[1000001\]: a review .* belongs in a follow-up")
 
 
 def case_empty_mask_prompt(tmp: Path) -> Case:
