@@ -28,7 +28,7 @@ def fake_cohort(root: Path, n_patients: int, n_sessions: int = 4) -> Path:
             folder = root / f"sub-{p:05d}" / f"ses-{s + 1:02d}"
             folder.mkdir(parents=True)
             (folder / "image.nii.gz").touch()
-        (root / f"sub-{p:05d}" / f"ses-01" / "prompts.json").touch()
+        (root / f"sub-{p:05d}" / "ses-01" / "prompts.json").touch()
     return root
 
 

@@ -108,7 +108,7 @@ def segment_baseline_shard(manifest_path: str | Path, patients: list[str], confi
     tasks = []
     for patient in patients:
         base = sessions[patient][0]
-        key = stage_key("segment_baseline", config, base["fingerprint"])
+        key = stage_key("segment_baseline", config, base["image_sha256"], base["prompts_sha256"])
 
         def run(patient=patient, base=base) -> None:
             image = read_image(base["image"])
@@ -148,7 +148,7 @@ def register_shard(
         rows = sessions[patient]
         if len(rows) <= t:
             continue
-        key = stage_key("register", config, t, rows[t]["fingerprint"], rows[t - 1]["fingerprint"])
+        key = stage_key("register", config, t, rows[t]["image_sha256"], rows[t - 1]["image_sha256"])
         output = layout.transform(patient, rows[t]["session"])
 
         def run(rows=rows, output=output) -> None:
@@ -209,9 +209,9 @@ def track_shard(
         if len(rows) <= t:
             continue
         patient_dir = layout.patient_dir(patient)
-        # the reader's prompts of session t (its fingerprint covers them): a correction reruns t and what follows
+        # the reader's prompts of session t: a correction reruns tracking from t on, not registration
         key = stage_key("track", config, t, read_done(patient_dir, _previous_stage(t)), read_done(patient_dir, f"register_t{t}"),
-                        rows[t]["fingerprint"])
+                        rows[t]["prompts_sha256"])
 
         def run(patient=patient, rows=rows) -> None:
             scans = _scans(rows)

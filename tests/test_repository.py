@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import ReadOutsideRepository, _sibling_of_the_clone
 from tests.helpers import REPO
+
+
 def test_a_read_beside_the_clone_fails_the_test():
     beside = REPO.parent / "a-sibling-folder" / "anything.nii.gz"
     if _sibling_of_the_clone(beside) is None:

@@ -108,6 +108,16 @@ class ManifestRow(BaseModel):
         description="SHA-256 over the bytes of the image, prompts, prompt mask and ground truth: "
         "a session whose fingerprint is unchanged needs no recomputation.",
     )
+    image_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 over the image's bytes alone: what registration depends on (a reader's new prompts "
+        "at a session do not register it again).",
+    )
+    prompts_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 over the session's prompts.json and prompt mask (markers when absent): what the "
+        "segmentation of that session depends on besides its image.",
+    )
 
 
 MANIFEST_SCHEMA = arrow_schema(ManifestRow)
@@ -515,6 +525,8 @@ def _validate_entry(entry: SessionEntry, index: int, verify_pixels: bool) -> Man
         prompt_mask=str(entry.prompt_mask) if entry.prompt_mask else None,
         groundtruth=str(entry.groundtruth) if entry.groundtruth else None,
         fingerprint=files_sha256([entry.image, entry.prompts, entry.prompt_mask, entry.groundtruth]),
+        image_sha256=files_sha256([entry.image]),
+        prompts_sha256=files_sha256([entry.prompts, entry.prompt_mask]),
     )
 
 

@@ -35,11 +35,12 @@ def test_an_unmapped_annotation_is_refused():
 
 
 def test_the_manifest_keeps_its_columns():
-    """Manifests written before the schema was derived still read (read_manifest compares schemas)."""
+    """The manifest's columns, in order (read_manifest compares schemas: a change needs a new ingest)."""
     assert MANIFEST_SCHEMA == pa.schema(
         [("patient", pa.string()), ("session", pa.string()), ("session_index", pa.int32()), ("is_baseline", pa.bool_()),
          ("acq_time", pa.string()), ("image", pa.string()), ("image_format", pa.string()),
          ("size", pa.list_(pa.int64(), 3)), ("spacing", pa.list_(pa.float64(), 3)), ("origin", pa.list_(pa.float64(), 3)),
          ("direction", pa.list_(pa.float64(), 9)), ("prompts", pa.string()), ("n_prompts", pa.int32()),
-         ("prompt_mask", pa.string()), ("groundtruth", pa.string()), ("fingerprint", pa.string())]
+         ("prompt_mask", pa.string()), ("groundtruth", pa.string()), ("fingerprint", pa.string()),
+         ("image_sha256", pa.string()), ("prompts_sha256", pa.string())]
     )

@@ -1,9 +1,12 @@
-"""Reruns follow the rerun keys: new weights recompute segmentation and tracking, not registration."""
+"""Reruns follow the rerun keys: new weights recompute segmentation and tracking, not registration; a
+reader's follow-up prompts recompute tracking from that session on."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -30,7 +33,7 @@ def test_new_weights_rerun_segmentation_and_tracking_only(tmp_path):
 
     track_cohort(tmp_path / "cohort", results, config)
     first = _done_times(results)
-    assert set(first) == {"segment_baseline", "register_t1", "track_t1"}
+    assert set(first) == {"segment_baseline", "register_t1", "track_t1", "measure"}
     track_cohort(tmp_path / "cohort", results, config)
     assert _done_times(results) == first  # nothing changed: nothing recomputed
 
@@ -45,3 +48,24 @@ def test_new_weights_rerun_segmentation_and_tracking_only(tmp_path):
     assert second["register_t1"] == first["register_t1"]
     assert second["segment_baseline"] != first["segment_baseline"]
     assert second["track_t1"] != first["track_t1"]
+
+
+@pytest.mark.slow
+def test_a_readers_follow_up_prompts_rerun_tracking_from_that_session_only(tmp_path, fast_config):
+    """A reader's prompts.json added at the second follow-up reruns tracking there (and measurement), not
+    the baseline's segmentation, not any registration, not the first follow-up's tracking."""
+    generate_cohort(SyntheticConfig(seed=3, **{**COHORT, "n_sessions": 3}), tmp_path / "cohort")
+    results = tmp_path / "results"
+    track_cohort(tmp_path / "cohort", results, fast_config)
+    first = _done_times(results)
+    assert set(first) == {"segment_baseline", "register_t1", "register_t2", "track_t1", "track_t2", "measure"}
+
+    session = sorted((tmp_path / "cohort" / "sub-P001").glob("ses-*"))[2]
+    (session / "prompts.json").write_text(json.dumps({"frame": "voxel", "lesions": [{"id": 1, "point": [10, 30, 40]}]}))
+    track_cohort(tmp_path / "cohort", results, fast_config)
+    second = _done_times(results)
+    unchanged = {"segment_baseline", "register_t1", "register_t2", "track_t1"}
+    assert {k: second[k] for k in unchanged} == {k: first[k] for k in unchanged}
+    assert second["track_t2"] != first["track_t2"] and second["measure"] != first["measure"]
+    rows = pd.read_parquet(results / "patients" / "sub-P001" / f"{session.name}" / "tracking.parquet")
+    assert rows.set_index("lesion_id").loc[1, "reader"] == "corrected"

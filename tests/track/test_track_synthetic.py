@@ -87,7 +87,6 @@ def test_ids_are_stable_across_sessions(tracked_new_vanished):
     for index, session in rows.groupby("session_index"):
         new_before = set(rows[rows.is_new & (rows.first_session_index < index)].lesion_id)
         assert set(session[~session.is_candidate].lesion_id) == baseline | new_before  # new lesions are tracked on
-    tracked = rows[~rows.is_candidate]
     both = matched(results, truth)
     seen = both[both.status.isin(FOUND) & (both.session_index > 0)]
     assert (seen.distance_mm <= 25.0).all()  # an ID swap would put a lesion far from its own truth

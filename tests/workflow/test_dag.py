@@ -1,6 +1,5 @@
 """The DAG: dry run, lint, config validation before any job, cohort planning."""
 
-from pathlib import Path
 
 from lesionlocator.core.config import StudyConfig, SyntheticConfig
 from lesionlocator.ingest.plan import cohort_plan

@@ -6,11 +6,9 @@ byte-identical masks and tables.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
