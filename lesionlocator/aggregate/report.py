@@ -2,8 +2,8 @@
 
 Sections: response (waterfall of best % change of the sum of diameters, best overall response
 counts), lesion course (spaghetti plots of lesion volume and of the sum of diameters over
-sessions), tracking status counts per session, evaluation (Dice and CPM per session, when ground
-truth exists), registration quality (the pairs below or near ``register.min_similarity``), lesions
+sessions), tracking status counts per session, evaluation (Dice and CPM per session, and the reported
+statuses against the true ones with the follow-ups' confusion, when ground truth exists), registration quality (the pairs below or near ``register.min_similarity``), lesions
 flagged for review (every flagged lesion-session with its reason, most severe first: lost, uncertain,
 equivocal new lesions and candidates, split/merged, fallback masks, other reasons the tracker gave;
 :func:`review_list`) and failed patients. The page is the Jinja template ``templates/report.html.j2``
@@ -169,6 +169,37 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
+def _status_evaluation(dataset_dir: Path) -> dict | None:
+    """The status figures against ground truth (issue-24 headline figures, each with its count) and the
+    follow-ups' confusion of true x reported status; None without a status evaluation."""
+    if not (dataset_dir / "status_confusion").is_dir():
+        return None
+    from lesionlocator.evaluate.longitudinal import confusion_matrix, headline_figures
+
+    counts = read_cohort_table(dataset_dir, "status_confusion")
+    if counts.empty:
+        return None
+
+    figures = headline_figures(dataset_dir)
+    shown = {
+        "status accuracy, truly present lesions": ("status_accuracy_present", "n_present_followup"),
+        "truly present, reported vanished": ("n_present_reported_vanished", "n_present_followup"),
+        "reported present > 20 mm from the truth": ("n_reported_present_far", "n_reported_present"),
+        "new-lesion recall": ("new_lesion_recall", "n_gt_new"),
+        "false new-lesion candidates per follow-up scan": ("false_new_candidates_per_scan", "n_followup_scans"),
+        "CPM@r (follow-ups)": ("cpm_at_r", None),
+        "Dice (follow-ups)": ("followup_dice", None),
+    }
+    table = pd.DataFrame({
+        "figure": list(shown),
+        "value": [figures.get(key) for key, _ in shown.values()],
+        "n": [figures.get(n) if n else None for _, n in shown.values()],
+    })
+    confusion = confusion_matrix(counts)
+    return {"table": _table_html(table, digits=3, na_rep="NaN"),
+            "confusion": _table_html(confusion.rename_axis(index="true \\ reported").reset_index(), digits=0)}
+
+
 def report_cohort(
     dataset_dir: str | Path,
     output: str | Path,
@@ -199,6 +230,7 @@ def report_cohort(
             f1=("f1", "mean"), fp_volume_ml=("fp_volume_ml", "sum"), fn_volume_ml=("fn_volume_ml", "sum"),
         ).reset_index()  # fmt: skip
         evaluation = {"plot": evaluation_plot(metrics), "table": _table_html(pooled, digits=3, na_rep="NaN")}
+    status_evaluation = _status_evaluation(dataset_dir)
     flagged, by_category = review_list(lesions)
     equivocal = int(sessions["n_equivocal_new_lesions"].sum()) if "n_equivocal_new_lesions" in sessions else 0
     failed = failed_patients if isinstance(failed_patients, pd.DataFrame) else pd.DataFrame({"patient": list(failed_patients)})
@@ -213,6 +245,7 @@ def report_cohort(
         diameter_course=spaghetti_plot(sessions, "sum_diameters_mm", ["patient"], "sum of target diameters (mm)"),
         status=status_plot(lesions),
         evaluation=evaluation,
+        status_evaluation=status_evaluation,
         registration=registration_review(registration) if len(registration) else None,
         flagged={"count": len(flagged), "max_rows": MAX_FLAGGED_ROWS, "table": _table_html(flagged.head(MAX_FLAGGED_ROWS)),
                  "by_category": ", ".join(f"{name} {n}" for name, n in by_category.items()), "equivocal": equivocal},

@@ -100,3 +100,26 @@ def test_report_renders_in_chromium(tmp_path, dataset):
     subprocess.run([CHROMIUM, *flags, "--window-size=1200,2400", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120)  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+def test_report_shows_the_status_figures_and_confusion(tmp_path, dataset):
+    from lesionlocator.evaluate.longitudinal import evaluate_patient_longitudinal
+    from tests.evaluate.longitudinal_builders import write_patient
+
+    status_files = []
+    for patient in ("P1", "P2"):
+        folder = tmp_path / f"status_{patient}"
+        folder.mkdir()
+        sessions, truth, *_ = write_patient(folder, patient)
+        evaluate_patient_longitudinal(patient, sessions, truth, folder / "evaluation.parquet", folder / "status.parquet")
+        status_files.append(folder / "status.parquet")
+    lesion_files = sorted(p for p in (tmp_path).glob("P*/lesions.parquet"))
+    out = tmp_path / "with_status"
+    aggregate_cohort(lesion_files, out, evaluation_files=[tmp_path / f"status_{p}" / "evaluation.parquet" for p in ("P1", "P2")],
+                     status_files=status_files)
+    html = report_cohort(out, tmp_path / "report.html").read_text()
+    section = html[html.index("Lesion statuses against ground truth"):]
+    assert "status accuracy, truly present lesions" in section and "new-lesion recall" in section
+    assert "false new-lesion candidates per follow-up scan" in section and "true \\ reported" in section
+    without = report_cohort(dataset, tmp_path / "plain.html").read_text()
+    assert "Lesion statuses against ground truth" not in without
