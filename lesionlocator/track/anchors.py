@@ -39,16 +39,12 @@ from lesionlocator.segment.prompting import interior_point
 class Anchor:
     """A lesion's anchor: ``prompt`` in the voxel frame (z, y, x) of session ``session_index``.
 
-    ``faces``: for a box anchor, how lesion-like the image was just beyond each of its six faces at
-    that session (:func:`beyond_faces` as positions between surroundings 0 and lesion 1; filled in by
-    the tracker, None when unknown).
     ``by_reader``: the prompt came from a reader's prompts file (not derived from a mask).
     """
 
     lesion_id: int
     session_index: int
     prompt: Prompt
-    faces: np.ndarray | None = None
     by_reader: bool = True
 
 
@@ -140,20 +136,10 @@ def jump_mm(mask: np.ndarray, previous: np.ndarray, geometry: Geometry) -> float
     return None if a is None or b is None else float(np.linalg.norm(a - b))
 
 
-def inconsistency(
-    mask: np.ndarray,
-    previous: np.ndarray | None,
-    prompt: Prompt,
-    anchor_faces: np.ndarray | None,
-    geometry: Geometry,
-    max_jump_mm: float,
-    min_voxels: int,
-) -> str | None:
+def inconsistency(mask: np.ndarray, previous: np.ndarray | None, geometry: Geometry, max_jump_mm: float, min_voxels: int) -> str | None:
     """Why the anchor's ``mask`` (bool, z y x) disagrees with the lesion's propagated last mask
-    ``previous`` (None: never observed, nothing to check), or None when it is consistent.
-
-    ``prompt``, ``anchor_faces``: unused here (the outgrown test needs the image: :func:`outgrown_faces`).
-    """
+    ``previous`` (None: never observed, nothing to check): empty, or too far; None when it is
+    consistent. (Outgrowing a box needs the image: :func:`outgrown_faces`.)"""
     if previous is None or not previous.any():
         return None
     if int(mask.sum()) < max(min_voxels, 1):

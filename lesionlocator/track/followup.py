@@ -821,7 +821,7 @@ def track_followup(
         for lesion_id, prompt in prompts.items():
             last = last_masks.get(lesion_id)
             mask = labels == np.uint32(lesion_id)
-            why = anchoring.inconsistency(mask, last, prompt, None, geometry, track.max_jump_mm, min_voxels)
+            why = anchoring.inconsistency(mask, last, geometry, track.max_jump_mm, min_voxels)
             if why is None and last is not None and prompt.kind == "box" and refs is not None:
                 why = _outgrown(lesion_id, mask, prompt, inputs, refs, track)
             if why is not None:

@@ -330,7 +330,9 @@ def propagate_box(
     if fraction < min_fraction_inside or fraction == 0.0:
         return OutOfFov(lesion_id, "box", fraction, f"{fraction:.0%} of the carried box lies inside the follow-up "
                         f"(min_fraction_inside {min_fraction_inside:.0%})")
-    box = (tuple(float(v) for v in clip_lo), tuple(float(v) for v in clip_hi))
+    # rounded to 1e-6 voxel: the round trip through world coordinates must not move a bound that lies on a
+    # voxel or half-voxel (where the segmenter's cut decides which layer is in) by floating-point noise
+    box = (tuple(float(v) for v in np.round(clip_lo, 6)), tuple(float(v) for v in np.round(clip_hi, 6)))
     return Propagated(lesion_id, Prompt(lesion_id, "box", box=box), fraction)
 
 
