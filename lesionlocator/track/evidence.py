@@ -121,3 +121,29 @@ def novelty(
         return None
     change = scale * float(np.median(now_values[kept])) + offset - float(np.median(before_values[kept]))
     return change / reference.contrast
+
+
+def lesion_like_excess(
+    array: np.ndarray, region: np.ndarray, reference: Levels, scale: float, offset: float, background_rate: float
+) -> float:
+    """Voxels of ``region`` (bool, z y x) whose intensity, matched to the reference scan (``scale``,
+    ``offset``), lies at least half way from the reference surroundings to the reference lesion, in
+    excess of ``background_rate`` (the share of such voxels in the reference shell: noise), as a count.
+    A lesion that fell apart or moved within its region still leaves this many lesion-like voxels; a
+    lesion that is gone leaves about none."""
+    if not region.any() or reference.contrast == 0:
+        return 0.0
+    values = scale * array[region].astype(np.float64) + offset
+    like = np.count_nonzero((values - reference.shell) / reference.contrast >= 0.5)
+    return float(like - background_rate * values.size)
+
+
+def background_rate(array: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray, reference: Levels) -> float:
+    """The share of a lesion's 2-6 mm shell voxels (in its reference scan ``array``) that look at least half
+    way like the lesion: what noise alone gives in :func:`lesion_like_excess`."""
+    region = shell_around(mask, spacing_zyx)
+    if region is None or not region[2].any() or reference.contrast == 0:
+        return 0.0
+    box, _, shell = region
+    values = array[box][shell].astype(np.float64)
+    return float(np.mean((values - reference.shell) / reference.contrast >= 0.5))

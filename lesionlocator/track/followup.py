@@ -65,7 +65,16 @@ from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
 from lesionlocator.track import anchors as anchoring
 from lesionlocator.track.anchors import Anchor
 from lesionlocator.track.candidates import find_candidates
-from lesionlocator.track.evidence import Levels, faded_by, intensity_match, is_reliable, lesion_levels, novelty
+from lesionlocator.track.evidence import (
+    Levels,
+    background_rate,
+    faded_by,
+    intensity_match,
+    is_reliable,
+    lesion_levels,
+    lesion_like_excess,
+    novelty,
+)
 from lesionlocator.track.propagate import OutOfFov, Propagated, PropagationResult, propagate_prompt
 
 log = logging.getLogger(__name__)
@@ -79,6 +88,8 @@ STATUSES = (
 OBSERVED = ("present", "merged", "split", "new_candidate")
 NEW_LESION_NOVELTY = 0.5  # a new lesion is seen again when its region still differs this much (x its contrast) from before it appeared
 NEW_LESION_BOX_MARGIN_MM = 5.0
+RESIDUAL_FRACTION = 0.2  # a lesion is not gone while a fifth of its volume in lesion-like voxels remains near where it was
+RESIDUAL_MARGIN_MM = 5.0  # ... within this distance of its last mask (at least; see _residual_margin)
 CANDIDATE_MIN_DICE = 0.3  # the segmenter's mask of a candidate must outline its blob at least this well  # a new lesion's anchor (and its first segmentation): a box this much around its blob
 
 TRACKING_SCHEMA = pa.schema(
@@ -456,6 +467,7 @@ class References:
         self._levels: dict[int, Levels | None] = {}
         self._match: dict[int, tuple[float, float]] = {}
         self.before: dict[int, sitk.Image] = {}  # scans before new lesions appeared, by session index
+        self.spacing_xyz: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the follow-up's
         self.transforms: dict[int, sitk.Transform] = {}
         self.t = 0
 
@@ -481,6 +493,24 @@ class References:
                 levels = lesion_levels(sitk.GetArrayViewFromImage(image), self.labels[s][0] == np.uint32(lesion_id), spacing)
             self._levels[lesion_id] = levels
         return self._levels[lesion_id]
+
+    def remains(self, lesion_id: int, region: np.ndarray, min_fraction: float = RESIDUAL_FRACTION) -> bool:
+        """Whether ``region`` (bool, z y x of the follow-up) still holds lesion-like tissue: at least
+        ``min_fraction`` of the lesion's reference volume in voxels beyond what noise gives
+        (:func:`~lesionlocator.track.evidence.lesion_like_excess`). False when the evidence is missing."""
+        reference = self.levels(lesion_id)
+        s = self.first.get(lesion_id)
+        if reference is None or s not in self.images or s not in self.labels:
+            return False
+        image = self.images[s]
+        reference_mask = self.labels[s][0] == np.uint32(lesion_id)
+        spacing = np.asarray(image.GetSpacing(), float)[::-1]
+        rate = background_rate(sitk.GetArrayViewFromImage(image), reference_mask, spacing, reference)
+        excess = lesion_like_excess(self.current, region, reference, *self.match(lesion_id), rate)
+        voxel_ratio = float(np.prod(image.GetSpacing())) / float(np.prod(self.spacing_xyz))  # reference voxels -> follow-up voxels
+        needed = min_fraction * reference_mask.sum() * voxel_ratio
+        log.debug("lesion %d: %.0f lesion-like voxels in excess of noise near where it was (%.0f needed)", lesion_id, excess, needed)
+        return excess >= needed
 
     def match(self, lesion_id: int) -> tuple[float, float]:
         s = self.first[lesion_id]
@@ -521,6 +551,12 @@ def _stands_out(mask: np.ndarray, lesion_id: int, refs: References, current: np.
     if standing is not None:
         log.debug("lesion %d: second opinion at contrast %.2f, level %.2f of its reference", lesion_id, *standing)
     return standing is not None and min(standing) >= track.vanish_contrast_fraction
+
+
+def _retry_margin_mm(last: np.ndarray, geometry: Geometry, track: TrackConfig) -> float:
+    """The margin of a box re-prompted after a doubtful answer: ``reprompt_margin_mm``, or a quarter of the
+    last mask's equivalent diameter when larger (room for a lesion that kept growing)."""
+    return max(track.reprompt_margin_mm, 0.25 * anchoring.equivalent_diameter_mm(int(last.sum()), geometry))
 
 
 def _outgrown(lesion_id: int, mask: np.ndarray, prompt: Prompt, inputs: "FollowupInputs", refs: References, track: TrackConfig) -> str | None:
@@ -597,6 +633,8 @@ def judge_lesions(
                 judged[lesion_id] = Judgement(
                     "uncertain", "no segmenter found the lesion, but where it was expected the image still stands out as it did"
                 )
+            elif expected is not None and refs is not None and refs.remains(lesion_id, _near(expected, geometry, _residual_margin(expected, geometry))):
+                judged[lesion_id] = Judgement("uncertain", "no segmenter found the lesion, but lesion-like tissue remains where it was")
             else:
                 judged[lesion_id] = Judgement("vanished")
             continue
@@ -610,9 +648,15 @@ def judge_lesions(
         if refs is not None and _faded(mask, lesion_id, refs, current, spacing, track):
             opinion = _second_opinion(second_opinion, image, used_prompts.get(lesion_id), min_voxels)
             still_there = opinion is not None and _stands_out(opinion, lesion_id, refs, current, spacing, track)
+            around = last if last is not None else mask
+            region = _near(around, geometry, _residual_margin(around, geometry))
             if still_there:
                 judged[lesion_id] = Judgement(
                     "uncertain", "segmenters disagree: the network's mask no longer stands out, the classical segmenter's does"
+                )
+            elif refs.remains(lesion_id, region):
+                judged[lesion_id] = Judgement(
+                    "uncertain", "its mask no longer stands out, but lesion-like tissue remains where it was (fallen apart, moved?)"
                 )
             else:
                 log.info("lesion %d: its mask no longer stands out as at its reference session: vanished", lesion_id)
@@ -628,6 +672,26 @@ def judge_lesions(
                 continue
         judged[lesion_id] = Judgement("present")
     return judged
+
+
+def _residual_margin(mask: np.ndarray, geometry: Geometry) -> float:
+    """How far from a lesion's last mask its remains are looked for (mm): ``RESIDUAL_MARGIN_MM``, or half the
+    mask's equivalent diameter when larger (the parts of a lesion that fell apart drift about that far)."""
+    return max(RESIDUAL_MARGIN_MM, 0.5 * anchoring.equivalent_diameter_mm(int(mask.sum()), geometry))
+
+
+def _near(mask: np.ndarray, geometry: Geometry, margin_mm: float = RESIDUAL_MARGIN_MM) -> np.ndarray:
+    """``mask`` grown by ``margin_mm`` (distance transform on its bounding box plus the margin, not the scan)."""
+    where = np.argwhere(mask)
+    if where.size == 0:
+        return mask
+    spacing = np.asarray(geometry.spacing, float)[::-1]
+    pad = np.ceil(margin_mm / spacing).astype(int) + 1
+    lo, hi = np.maximum(where.min(0) - pad, 0), np.minimum(where.max(0) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out = np.zeros_like(mask)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= margin_mm
+    return out
 
 
 def _prompt_region(prompt: Prompt | None, shape: Sequence[int]) -> np.ndarray | None:
@@ -816,8 +880,8 @@ def track_followup(
     refs = None
     if track.vanish_contrast_fraction > 0 and prompts:
         refs = References(inputs.reference_images, inputs.labels, first_seen, sitk.GetArrayViewFromImage(image))
+    redo: dict[int, Prompt] = {}
     if track.prompt_source == "anchored":
-        redo = {}
         for lesion_id, prompt in prompts.items():
             last = last_masks.get(lesion_id)
             mask = labels == np.uint32(lesion_id)
@@ -834,12 +898,38 @@ def track_followup(
             by_fallback = (by_fallback - set(redo)) | (set(again.by_fallback) & set(redo))
             prompts.update(redo)
     segment_s = time.perf_counter() - started
+    segmented_first = SegmentationResult(labels.copy(), dict(scores), set(by_fallback))
 
     segmented_ids = [i for i in active if i in prompts]
     if refs is not None:
-        refs.before, refs.transforms, refs.t = inputs.before_images, inputs.transforms, t
+        refs.before, refs.transforms, refs.t, refs.spacing_xyz = inputs.before_images, inputs.transforms, t, image.GetSpacing()
+    unconfirmed = set(awaiting_confirmation(rows_before))
     judged = judge_lesions(labels, image, segmented_ids, prompts, last_masks, last_volumes(rows_before), refs, second_opinion, track,
-                           unconfirmed=set(awaiting_confirmation(rows_before)))
+                           unconfirmed=unconfirmed)
+    if track.prompt_source == "anchored":
+        # gone or doubtful from the anchor: ask again from the last mask (a lesion that outgrew a box its
+        # growth was too small to show beyond, or moved) before the answer stands
+        retry = {i: anchoring.reprompt(i, prompts[i], last_masks[i], geometry, _retry_margin_mm(last_masks[i], geometry, track), True)
+                 for i, j in judged.items() if j.status in ("vanished", "uncertain", "lost") and i in last_masks and i not in redo
+                 and i not in unconfirmed}
+        if retry:
+            again = segment_lesions(segmenter, image, list(retry.values()))
+            replace_lesions(labels, again, retry)
+            second = judge_lesions(labels, image, list(retry), retry, last_masks, last_volumes(rows_before), refs, second_opinion, track)
+            for lesion_id, judgement in second.items():
+                log.info("%s ses-%s lesion %d: %s from its anchor, %s when re-prompted from its last mask", patient, scan.session,
+                         lesion_id, judged[lesion_id].status, judgement.status)
+                first_status = judged[lesion_id].status
+                if judgement.status != first_status and judgement.status != "present":
+                    # the two prompts disagree on a doubtful lesion: doubt, with a mask where one of them has one
+                    if not (labels == np.uint32(lesion_id)).any() and first_status == "uncertain":
+                        replace_lesions(labels, segmented_first, [lesion_id])
+                    judgement = Judgement("uncertain", f"the anchor's prompt says {first_status}, the last mask's says "
+                                                       f"{judgement.status}" + (f" ({judgement.reason})" if judgement.reason else ""))
+                judged[lesion_id] = judgement
+                prompts[lesion_id] = retry[lesion_id]
+                scores[lesion_id] = again.scores.get(lesion_id, 0.0)
+                by_fallback = (by_fallback - {lesion_id}) | ({lesion_id} & set(again.by_fallback))
     lifecycle(labels, judged, inputs.labels[t - 1][0] if (t - 1) in inputs.labels else np.zeros((1, 1, 1), np.uint32),
               track.split_min_fraction)
     for lesion_id in active:
