@@ -97,7 +97,7 @@ def cohort(out: Path, cores: int) -> dict:
     config.write_text(yaml.safe_dump(base))
     wall, cpu = time.perf_counter(), _cpu()
     run = subprocess.run(
-        [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--configfile", str(config), "--quiet", "rules"],
+        [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--configfile", str(config), "--quiet", "rules", "--rerun-incomplete"],
         cwd=REPO, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True, text=True,
     )
     wall, cpu = time.perf_counter() - wall, _cpu() - cpu
