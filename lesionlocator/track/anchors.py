@@ -37,15 +37,11 @@ from lesionlocator.segment.prompting import interior_point
 
 @dataclass(frozen=True, eq=False)
 class Anchor:
-    """A lesion's anchor: ``prompt`` in the voxel frame (z, y, x) of session ``session_index``.
-
-    ``by_reader``: the prompt came from a reader's prompts file (not derived from a mask).
-    """
+    """A lesion's anchor: ``prompt`` in the voxel frame (z, y, x) of session ``session_index``."""
 
     lesion_id: int
     session_index: int
     prompt: Prompt
-    by_reader: bool = True
 
 
 def box_around(mask: np.ndarray, geometry: Geometry, margin_mm: float, lesion_id: int) -> Prompt | None:

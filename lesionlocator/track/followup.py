@@ -282,11 +282,18 @@ def _chain(transforms: dict[int, sitk.Transform], t: int, s: int) -> sitk.Transf
 
 
 def _dilate_mm(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> np.ndarray:
-    """Voxels within ``margin_mm`` (physical distance, anisotropic spacing) of ``mask``."""
-    if margin_mm <= 0 or not mask.any():
+    """Voxels within ``margin_mm`` (physical distance, anisotropic spacing) of ``mask``; the distance
+    transform runs on the mask's bounding box grown by the margin, not on the whole scan."""
+    where = np.argwhere(mask)
+    if margin_mm <= 0 or where.size == 0:
         return mask
     spacing = np.asarray(geometry.spacing, float)[::-1]
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= margin_mm
+    pad = np.ceil(margin_mm / spacing).astype(int) + 1
+    lo, hi = np.maximum(where.min(0) - pad, 0), np.minimum(where.max(0) + pad + 1, mask.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    out = np.zeros(mask.shape, bool)
+    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= margin_mm
+    return out
 
 
 # -- the tracked lesions ---------------------------------------------------------------------------
@@ -633,7 +640,7 @@ def judge_lesions(
                 judged[lesion_id] = Judgement(
                     "uncertain", "no segmenter found the lesion, but where it was expected the image still stands out as it did"
                 )
-            elif expected is not None and refs is not None and refs.remains(lesion_id, _near(expected, geometry, _residual_margin(expected, geometry))):
+            elif expected is not None and refs is not None and refs.remains(lesion_id, _dilate_mm(expected, geometry, _residual_margin(expected, geometry))):
                 judged[lesion_id] = Judgement("uncertain", "no segmenter found the lesion, but lesion-like tissue remains where it was")
             else:
                 judged[lesion_id] = Judgement("vanished")
@@ -649,7 +656,7 @@ def judge_lesions(
             opinion = _second_opinion(second_opinion, image, used_prompts.get(lesion_id), min_voxels)
             still_there = opinion is not None and _stands_out(opinion, lesion_id, refs, current, spacing, track)
             around = last if last is not None else mask
-            region = _near(around, geometry, _residual_margin(around, geometry))
+            region = _dilate_mm(around, geometry, _residual_margin(around, geometry))
             if still_there:
                 judged[lesion_id] = Judgement(
                     "uncertain", "segmenters disagree: the network's mask no longer stands out, the classical segmenter's does"
@@ -678,20 +685,6 @@ def _residual_margin(mask: np.ndarray, geometry: Geometry) -> float:
     """How far from a lesion's last mask its remains are looked for (mm): ``RESIDUAL_MARGIN_MM``, or half the
     mask's equivalent diameter when larger (the parts of a lesion that fell apart drift about that far)."""
     return max(RESIDUAL_MARGIN_MM, 0.5 * anchoring.equivalent_diameter_mm(int(mask.sum()), geometry))
-
-
-def _near(mask: np.ndarray, geometry: Geometry, margin_mm: float = RESIDUAL_MARGIN_MM) -> np.ndarray:
-    """``mask`` grown by ``margin_mm`` (distance transform on its bounding box plus the margin, not the scan)."""
-    where = np.argwhere(mask)
-    if where.size == 0:
-        return mask
-    spacing = np.asarray(geometry.spacing, float)[::-1]
-    pad = np.ceil(margin_mm / spacing).astype(int) + 1
-    lo, hi = np.maximum(where.min(0) - pad, 0), np.minimum(where.max(0) + pad + 1, mask.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    out = np.zeros_like(mask)
-    out[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= margin_mm
-    return out
 
 
 def _prompt_region(prompt: Prompt | None, shape: Sequence[int]) -> np.ndarray | None:
@@ -1047,7 +1040,7 @@ def lesion_anchors(
             continue
         prompt = (anchoring.box_around(mask, labels[s][1], NEW_LESION_BOX_MARGIN_MM, lesion_id) if lesion_id in new
                   else Prompt(lesion_id, "mask", mask=mask))
-        anchors[lesion_id] = Anchor(lesion_id, s, prompt, by_reader=False)
+        anchors[lesion_id] = Anchor(lesion_id, s, prompt)
     return anchors
 
 
