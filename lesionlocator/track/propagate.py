@@ -82,37 +82,69 @@ def _jacobian(transform: sitk.Transform, x: np.ndarray, step: float) -> np.ndarr
     return np.stack(columns, axis=1)
 
 
+def _leaves(transform: sitk.Transform) -> list[sitk.Transform]:
+    """A (possibly nested) composite's transforms in storage order (the last is applied first)."""
+    if transform.GetName() != "CompositeTransform":
+        return [transform]
+    composite = sitk.CompositeTransform(transform)
+    return [leaf for i in range(composite.GetNumberOfTransforms()) for leaf in _leaves(composite.GetNthTransform(i))]
+
+
+def _linear_inverse(transform: sitk.Transform, target: np.ndarray) -> np.ndarray | None:
+    """``target`` mapped back through the inverse of the transform's linear stages alone (its deformations
+    taken as the identity); None when a linear stage has no inverse. Exact where every deformation is
+    zero, e.g. beyond the B-spline's domain of a ``[linear, bspline]`` registration."""
+    x = target.copy()
+    for leaf in _leaves(transform):  # T = t0(t1(...)): undo t0 first
+        if not leaf.IsLinear():
+            continue
+        try:
+            x = np.asarray(leaf.GetInverse().TransformPoint(x.tolist()), float)
+        except RuntimeError:  # a singular matrix
+            return None
+    return x
+
+
 def invert_point(
     transform: sitk.Transform,
     moving_world: Sequence[float],
     *,
     tolerance_mm: float = 1e-3,
+    accept_mm: float | None = None,
     max_iterations: int = 50,
     step_mm: float = 0.5,
 ) -> np.ndarray:
     """The fixed-space world point (mm, LPS) that ``transform`` maps onto ``moving_world``.
 
-    Newton's method with a central finite-difference Jacobian (``step_mm``); raises
-    :class:`InversionError` when the residual stays above ``tolerance_mm``.
+    Newton's method with a central finite-difference Jacobian (``step_mm``), started from the inverse of
+    the transform's linear part (exact where the deformation is zero, e.g. beyond a B-spline's domain,
+    whose edge is a kink Newton cannot cross from outside) and then from the point itself. The best
+    iterate is returned when its residual is within ``accept_mm`` (default: ``tolerance_mm``), else
+    :class:`InversionError`.
     """
     target = np.asarray(moving_world, dtype=float)
-    x = target.copy()
-    residual = np.inf
-    for _ in range(max_iterations):
-        residual_vec = np.asarray(transform.TransformPoint(x.tolist())) - target
-        residual = float(np.linalg.norm(residual_vec))
-        if residual <= tolerance_mm:
-            return x
-        try:
-            update = np.linalg.solve(_jacobian(transform, x, step_mm), residual_vec)
-        except np.linalg.LinAlgError:
-            break
-        # Damp huge steps (a poorly conditioned Jacobian far from the solution).
-        norm = float(np.linalg.norm(update))
-        if norm > 100.0:
-            update *= 100.0 / norm
-        x = x - update
-    raise InversionError(f"cannot invert the transform at {target.round(2).tolist()} (residual {residual:.3g} mm)")
+    best, best_residual = target, np.inf
+    guess = _linear_inverse(transform, target)
+    for x in ([] if guess is None else [guess]) + [target.copy()]:
+        for _ in range(max_iterations):
+            residual_vec = np.asarray(transform.TransformPoint(x.tolist())) - target
+            residual = float(np.linalg.norm(residual_vec))
+            if residual < best_residual:
+                best, best_residual = x.copy(), residual
+            if residual <= tolerance_mm:
+                return x
+            try:
+                update = np.linalg.solve(_jacobian(transform, x, step_mm), residual_vec)
+            except np.linalg.LinAlgError:
+                break
+            # Damp huge steps (a poorly conditioned Jacobian far from the solution).
+            norm = float(np.linalg.norm(update))
+            if norm > 100.0:
+                update *= 100.0 / norm
+            x = x - update
+    if best_residual <= (tolerance_mm if accept_mm is None else accept_mm):
+        return best
+    raise InversionError(f"cannot invert the transform at {target.round(2).tolist()} (residual {best_residual:.3g} mm)")
 
 
 def propagate_point(transform: sitk.Transform, moving_world: Sequence[float]) -> np.ndarray:
@@ -170,7 +202,9 @@ def _fixed_region(transform, crop: sitk.Image, fixed: Geometry, margin_mm: float
     fixed_index = []
     for corner in corners_xyz:
         moving_world = crop.TransformContinuousIndexToPhysicalPoint(corner.tolist())
-        fixed_index.append(fixed.world_to_index(invert_point(transform, moving_world, tolerance_mm=0.05)))
+        # the region is padded by the margin and grown while the warped mask touches its border, so a corner
+        # beyond the deformation's domain need not be exact
+        fixed_index.append(fixed.world_to_index(invert_point(transform, moving_world, tolerance_mm=0.05, accept_mm=margin_mm)))
     fixed_index = np.asarray(fixed_index)
     pad = np.ceil(margin_mm / np.asarray(fixed.spacing)[::-1]).astype(int) + 1
     return np.floor(fixed_index.min(0)).astype(int) - pad, np.ceil(fixed_index.max(0)).astype(int) + pad

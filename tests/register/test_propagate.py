@@ -10,6 +10,7 @@ from lesionlocator.core.io import Geometry
 from lesionlocator.register import load_transform, save_transform
 from lesionlocator.segment import Prompt
 from lesionlocator.track.propagate import (
+    InversionError,
     OutOfFov,
     Propagated,
     box_mask,
@@ -155,3 +156,23 @@ def test_saved_transform_gives_identical_propagation(tmp_path):
 def test_warp_mask_rejects_wrong_shape():
     with pytest.raises(ValueError, match="differs from the moving image"):
         warp_mask(rigid(), np.zeros((2, 2, 2), bool), MOVING, FIXED)
+
+
+def test_lesion_at_the_edge_of_a_thin_slab_is_propagated():
+    """A B-spline deformation is zero beyond its domain (the follow-up's extent), so near a thin slab's last
+    slice the map has a gap: moving points there have no exact preimage. A lesion inside the slab whose
+    cropped mask reaches into that gap is still carried (a 20-slice MR: every such lesion was out_of_fov)."""
+    slab = Geometry(size=(64, 64, 20), spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    grid = sitk.Image([int(s) for s in slab.size], sitk.sitkUInt8)
+    grid.SetSpacing(slab.spacing)
+    bspline = sitk.BSplineTransformInitializer(grid, [2, 2, 2])
+    n = len(bspline.GetParameters()) // 3
+    bspline.SetParameters([0.0] * (2 * n) + [-3.0] * n)  # every fixed point inside maps 3 mm lower in z
+    transform = sitk.CompositeTransform([sitk.TranslationTransform(3, (1.0, -2.0, 0.5)), bspline])
+    with pytest.raises(InversionError):  # the gap just below the slab's top in moving space: no preimage
+        invert_point(transform, (64.0, 64.0, 57.5))
+    lesion = sphere(slab, (64.0, 62.0, 51.5), 5.0)  # up to z 56.5 in moving space: its crop reaches the gap
+    result = propagate_prompt(Prompt(1, "mask", mask=lesion), transform, slab, slab, min_fraction_inside=0.25)
+    assert isinstance(result, Propagated), getattr(result, "reason", "")
+    expected = np.array([63.0, 64.0, 54.0])  # inside the domain: moving minus (1, -2, 0.5) minus (0, 0, -3)
+    assert np.allclose(centroid_world(result.prompt.mask, slab), expected, atol=2.0)
