@@ -14,7 +14,7 @@ SHAPE = (40, 64, 64)  # z, y, x
 SPACING = (2.0, 2.0, 3.0)  # x, y, z (mm)
 
 
-def _body(seed: int, blob_centre=None, blob_radius_mm=7.0, organ_shift_mm=0.0) -> sitk.Image:
+def _body(seed: int, blob_centre=None, blob_radius_mm=7.0, organ_shift_mm=0.0, blob_value=-10.0) -> sitk.Image:
     """A CT-like body (soft tissue 40 HU in air) with an organ (70 HU) and optionally a new dark blob."""
     z, y, x = np.indices(SHAPE).astype(float)
     zm, ym, xm = z * SPACING[2], y * SPACING[1], x * SPACING[0]
@@ -25,7 +25,7 @@ def _body(seed: int, blob_centre=None, blob_radius_mm=7.0, organ_shift_mm=0.0) -
     array[organ] = 70.0
     if blob_centre is not None:
         distance = np.sqrt(sum((a - c) ** 2 for a, c in zip((zm, ym, xm), blob_centre)))
-        array[distance <= blob_radius_mm] = -10.0
+        array[distance <= blob_radius_mm] = blob_value
     array += np.random.default_rng(seed).normal(0, 8.0, SHAPE)
     image = sitk.GetImageFromArray(array.astype(np.float32))
     image.SetSpacing(SPACING)
@@ -80,3 +80,12 @@ def test_cap_keeps_the_highest_scores():
     previous = _body(seed=1)
     current = _body(seed=2, blob_centre=(60.0, 90.0, 90.0))
     assert _run(current, previous, candidate_max=0).candidates == []
+
+
+def test_a_lesion_that_was_already_there_is_not_new():
+    """A blob that darkened further (a known lesion's necrosis, a cyst) changed like a new lesion would, but
+    the previous scan already showed it: not a candidate. The same scan against a previous one without it is."""
+    blob = (60.0, 90.0, 90.0)
+    current = _body(seed=2, blob_centre=blob, blob_value=-40.0)
+    assert len(_run(current, _body(seed=1)).candidates) == 1
+    assert _run(current, _body(seed=1, blob_centre=blob, blob_value=10.0)).candidates == []
