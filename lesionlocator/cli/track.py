@@ -2,7 +2,7 @@
 
 Ingests the cohort into ``RESULTS_DIR/ingest/manifest.parquet`` (or takes an existing manifest),
 then runs :func:`lesionlocator.pipeline.track_patient` (baseline segmentation, one registration per
-consecutive pair, autoregressive tracking, new-lesion candidates) and prints one summary table per
+consecutive pair, anchored tracking, new-lesion candidates) and prints one summary table per
 session. Outputs are the same files the workflow writes, under ``RESULTS_DIR/patients/sub-<P>/``.
 """
 
@@ -105,9 +105,10 @@ COMMANDS = [
         "track",
         help="segment and track every lesion of one patient through all its sessions (no Snakemake)",
         description="Track one patient: ingest the cohort (into RESULTS_DIR/ingest/manifest.parquet), segment "
-        "the prompted lesions at baseline, register each follow-up to the previous session once, propagate "
-        "each lesion's mask autoregressively, and report its status per session (present, vanished, "
-        "out_of_fov, merged, split, not_found) plus new-lesion candidates for review. Writes per session "
+        "the prompted lesions at baseline, register each follow-up to the previous session once, segment "
+        "each lesion from its anchored prompt (track.prompt_source), and report its status per session (present, "
+        "vanished, out_of_fov, merged, split, uncertain, lost) plus new lesions and the reader's reviews. Writes per "
+        "session "
         "lesions.nii.gz, candidates.nii.gz, to_previous.tfm and tracking.parquet under "
         "RESULTS_DIR/patients/sub-<patient>/ and prints a summary table. Holds RESULTS_DIR/lesionlocator.lock "
         "while it runs, as a Snakemake run does: refused while another run writes to the same folder.",
