@@ -44,7 +44,7 @@ def run_case(name: str, sessions: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for t in range(1, sessions):
             start, cpu_start = time.perf_counter(), time.process_time()
-            image, labels, _ = render_session(plan, source, t, config)
+            image, labels, *_ = render_session(plan, source, t, config)
             render.append(time.perf_counter() - start)
             cpu.append(time.process_time() - cpu_start)
             start = time.perf_counter()

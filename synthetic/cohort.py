@@ -85,6 +85,7 @@ GROUNDTRUTH_SCHEMA = pa.schema(
         ("centroid_z", pa.float64()),
         ("diameter_eq_mm", pa.float64()),  # diameter of the sphere of the same volume
         ("touches_fov_edge", pa.bool_()),
+        ("fraction_in_fov", pa.float64()),  # share of the lesion's volume inside the session's field of view
         ("site", pa.string()),
         ("contrast", pa.string()),  # hypo | hyper | existing
         ("modality", pa.string()),
@@ -655,9 +656,12 @@ def _resample(source: SourceScan, session: SessionPlan, total: sitk.Transform) -
     return sitk.GetArrayFromImage(resampler.Execute(source.image))
 
 
-def render_session(plan: PatientPlan, source: SourceScan, t: int, config: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Image (float32) and lesion instance mask (uint32) of session ``t`` on its grid, and for each
-    planned lesion its expected centre (output world mm)."""
+def render_session(
+    plan: PatientPlan, source: SourceScan, t: int, config: SyntheticConfig
+) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """Image (float32) and lesion instance mask (uint32) of session ``t`` on its grid, for each planned
+    lesion its expected centre (output world mm), and for each lesion with a shape at ``t`` the fraction of
+    its volume inside the session's field of view (1.0 when the grid holds all of it)."""
     session = plan.sessions[t]
     geometry = session.geometry
     mass = _mass_effect(plan, source, t, config) if t > 0 else None
@@ -671,7 +675,7 @@ def render_session(plan: PatientPlan, source: SourceScan, t: int, config: Synthe
     spacing_zyx = np.asarray(geometry.spacing[::-1])
     voxel_mm = float(np.prod(geometry.spacing) ** (1 / 3))
     slack = 2.0 * config.nonrigid_mm + 3.0 * max(geometry.spacing)
-    expected = {}
+    expected, in_fov = {}, {}
     for lesion in plan.lesions:
         if lesion.scales[t] is None:
             if t >= lesion.first_session:
@@ -682,18 +686,32 @@ def render_session(plan: PatientPlan, source: SourceScan, t: int, config: Synthe
         expected[lesion.lesion_id] = centre_out
         reach = lesion.shape.extent * float(lesion.scales[t].max()) + slack
         index = geometry.world_to_index(centre_out)
-        lo = np.maximum(np.floor(index - reach / spacing_zyx).astype(int), 0)
-        hi = np.minimum(np.ceil(index + reach / spacing_zyx).astype(int) + 1, geometry.shape_zyx)
+        lo_all = np.floor(index - reach / spacing_zyx).astype(int)
+        hi_all = np.ceil(index + reach / spacing_zyx).astype(int) + 1
+        lo, hi = np.maximum(lo_all, 0), np.minimum(hi_all, geometry.shape_zyx)
+
+        def shape_in(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """The lesion's local coordinates and signed depth (negative inside) at the voxel centres of
+            the box [a, b) of the session's grid (it may reach beyond the grid)."""
+            points = deform.grid_points(geometry, tuple(slice(i, j) for i, j in zip(a, b))).reshape(-1, 3)
+            if session.transform is not None:
+                box_geometry = Geometry(tuple(int(n) for n in (b - a)[::-1]), geometry.spacing,
+                                        tuple(geometry.index_to_world(a.astype(float)).tolist()), geometry.direction)
+                points = points + deform.displacement_of(session.transform, box_geometry).reshape(-1, 3)
+            local = _local(points, lesion, centre_t, t)
+            return local, lesion.field(local, t) * _mean_scale(lesion, t)
+
+        cut = np.any(lo != lo_all) or np.any(hi != hi_all)
         if np.any(hi <= lo):
+            in_fov[lesion.lesion_id] = 0.0
             continue  # outside the field of view
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        points = deform.grid_points(geometry, box).reshape(-1, 3)
-        if session.transform is not None:
-            box_geometry = Geometry(tuple(int(n) for n in (hi - lo)[::-1]), geometry.spacing,
-                                    tuple(geometry.index_to_world(lo.astype(float)).tolist()), geometry.direction)
-            points = points + deform.displacement_of(session.transform, box_geometry).reshape(-1, 3)
-        u = _local(points, lesion, centre_t, t)
-        depth = lesion.field(u, t) * _mean_scale(lesion, t)
+        u, depth = shape_in(lo, hi)
+        if cut:  # the share of the whole lesion that the grid holds
+            whole = int(np.count_nonzero(shape_in(lo_all, hi_all)[1] < 0))
+            in_fov[lesion.lesion_id] = float(np.count_nonzero(depth < 0)) / whole if whole else 0.0
+        else:
+            in_fov[lesion.lesion_id] = 1.0
         width = float(np.hypot(voxel_mm, lesion.appearance.edge_mm))
         soft = np.clip(0.5 - depth / width, 0.0, 1.0)
         touched = soft > 0
@@ -710,7 +728,7 @@ def render_session(plan: PatientPlan, source: SourceScan, t: int, config: Synthe
         local_labels[inside] = lesion.lesion_id
         labels[box] = local_labels.reshape(hi - lo)
     image = _acquisition(image, session, source.modality, rng)
-    return image, labels, expected
+    return image, labels, expected, in_fov
 
 
 def _displaced(lesion: LesionPlan, mass: sitk.Transform | None) -> np.ndarray:
@@ -783,11 +801,13 @@ def _seen_status(lesion: LesionPlan, labels: np.ndarray, box: tuple[slice, ...],
 
 
 def _lesion_rows(
-    plan: PatientPlan, t: int, labels: np.ndarray, geometry: Geometry, expected: dict, modality: str, seen: set[int]
+    plan: PatientPlan, t: int, labels: np.ndarray, geometry: Geometry, expected: dict, in_fov: dict, modality: str,
+    seen: set[int],
 ) -> list[dict]:
     """Ground-truth rows of session ``t`` from its label map; ``seen`` (lesion ids with voxels in an
     earlier session) is updated. A lesion planned after baseline is ``new`` at its first sighting,
-    which is a later session than planned when it first lay outside the field of view."""
+    which is a later session than planned when it first lay outside the field of view. ``in_fov``: the
+    share of each lesion's volume inside the field of view (:func:`render_session`)."""
     session = plan.sessions[t]
     counts = np.bincount(labels.ravel(), minlength=max(lesion.lesion_id for lesion in plan.lesions) + 1)
     boxes = ndimage.find_objects(labels)
@@ -817,6 +837,7 @@ def _lesion_rows(
             lesion_id=lesion.lesion_id, status=status, volume_ml=volume, n_voxels=n_voxels,
             centroid_x=float(centroid[0]), centroid_y=float(centroid[1]), centroid_z=float(centroid[2]),
             diameter_eq_mm=float((6 * volume * 1000 / np.pi) ** (1 / 3)), touches_fov_edge=bool(touches),
+            fraction_in_fov=float(in_fov.get(lesion.lesion_id, np.nan)),  # NaN: no lesion at t
             site=lesion.site, contrast=contrast, modality=modality, source=plan.spec.name,
         ))
     return rows
@@ -844,14 +865,14 @@ def _write_patient(plan: PatientPlan, source: SourceScan, config: SyntheticConfi
     subject = root / f"sub-{plan.patient}"
     seen: set[int] = set()
     for t, session in enumerate(plan.sessions):
-        image, labels, expected = render_session(plan, source, t, config)
+        image, labels, expected, in_fov = render_session(plan, source, t, config)
         geometry = session.geometry
         session_dir = subject / f"ses-{session.label}"
         write_image(image_from_array(image, geometry), session_dir / "image.nii.gz")
         write_image(image_from_array(labels, geometry), root / "derivatives" / "groundtruth" / subject.name / session_dir.name / "lesions.nii.gz")
         if t == 0:
             write_prompts(_prompts(labels, geometry), session_dir / "prompts.json")
-        rows.extend(_lesion_rows(plan, t, labels, geometry, expected, source.modality, seen))
+        rows.extend(_lesion_rows(plan, t, labels, geometry, expected, in_fov, source.modality, seen))
         log.debug("%s ses-%s: %d lesion voxels", plan.patient, session.label, int((labels > 0).sum()))
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")

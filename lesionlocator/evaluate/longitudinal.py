@@ -17,6 +17,10 @@ masks show: :func:`truth_from_masks`).
   present-like status), ``vanished``, ``out_of_fov``; the flagged predictions ``uncertain`` and
   ``lost`` and the other predicted statuses (``not_found``, ``rejected``) are classes of their own,
   never correct; ``none`` says there is no lesion on that side.
+* **Partly imaged lesions.** A GT lesion with less than :data:`PARTIAL_FOV` of its volume inside the
+  session's field of view (the GT table's ``fraction_in_fov``) may be reported ``present`` (its visible
+  part) or ``out_of_fov`` (not evaluable): both are correct, as the tracker reports ``out_of_fov`` below
+  ``register.min_fraction_inside`` of the *propagated* mask, which can only estimate that share.
 * **Centroid distance**: world distance (mm, LPS) from the reported centroid (tracking row) to the
   true one (GT table: the lesion's voxel centroid, or its expected position when it is not visible;
   without the table, the GT mask's centroid).
@@ -64,6 +68,8 @@ FLAGGED = ("uncertain", "lost")
 DECIDED = ("present", "new", "vanished", "out_of_fov")
 #: The class of "no lesion on this side" (a false prediction, or a missed lesion).
 NONE = "none"
+#: A GT lesion with less than this share of its volume in the field of view may be reported out_of_fov.
+PARTIAL_FOV = 0.5
 #: A lesion reported present whose centroid lies further than this from the truth is a wrong answer (mm).
 FAR_MM = 20.0
 #: A predicted new lesion finds a GT new lesion within max(this, the lesion's equivalent radius) (mm).
@@ -86,7 +92,7 @@ STATUS_EVALUATION_SCHEMA = pa.schema(
         pa.field("pred_status", pa.string()),  # the tracking table's status (null: no prediction)
         pa.field("true_class", pa.string(), nullable=False),
         pa.field("pred_class", pa.string(), nullable=False),
-        pa.field("correct", pa.bool_(), nullable=False),  # same class, one of DECIDED
+        pa.field("correct", pa.bool_(), nullable=False),  # same class, one of DECIDED (or out_of_fov when partly imaged)
         pa.field("flagged", pa.bool_(), nullable=False),  # predicted uncertain or lost
         pa.field("gt_is_new", pa.bool_(), nullable=False),  # the GT lesion appeared after the first GT session
         pa.field("pred_is_new", pa.bool_(), nullable=False),  # the tracking calls the lesion new
@@ -173,9 +179,12 @@ def truth_from_masks(sessions: Mapping[int, LabelOverlap]) -> pd.DataFrame:
 
 
 def read_truth_table(path: str | Path, patient: str) -> pd.DataFrame:
-    """One patient's rows of a GT status table (columns session, lesion_id, status, centroid_x/y/z)."""
+    """One patient's rows of a GT status table (columns session, lesion_id, status, centroid_x/y/z, and
+    fraction_in_fov when the table has it)."""
     columns = ["patient", "session", "lesion_id", "status", *_CENTROID]
     try:
+        if "fraction_in_fov" in pq.read_schema(path).names:
+            columns.append("fraction_in_fov")
         frame = pq.read_table(path, columns=columns, filters=[("patient", "==", patient)]).to_pandas()
     except (pa.ArrowInvalid, OSError, KeyError) as err:
         raise InputError(path, f"cannot read the ground-truth status table ({err})") from None
@@ -237,7 +246,7 @@ def status_rows(truth: pd.DataFrame, predicted: pd.DataFrame, new_pairs: Mapping
     """The status evaluation of one patient (columns of :data:`STATUS_EVALUATION_SCHEMA` without
     patient and session).
 
-    ``truth``: GT rows (session_index, lesion_id, status, centroid_x/y/z world mm);
+    ``truth``: GT rows (session_index, lesion_id, status, centroid_x/y/z world mm, optionally fraction_in_fov);
     ``predicted``: :func:`predicted_lesions` rows; ``new_pairs``: GT new lesion -> predicted new
     lesion (:func:`match_new_lesions`). Correspondence and classes: see the module docstring.
     """
@@ -256,7 +265,8 @@ def status_rows(truth: pd.DataFrame, predicted: pd.DataFrame, new_pairs: Mapping
             p = None  # a baseline GT lesion goes with a tracked lesion, a new one with a new lesion
         if p is not None:
             used.add((index, pred_id))
-        rows.append(_row(index, gt_id, t.status, np.array([t.centroid_x, t.centroid_y, t.centroid_z], float), bool(gt_new), p))
+        partial = float(getattr(t, "fraction_in_fov", 1.0)) < PARTIAL_FOV  # NaN (no lesion) compares False
+        rows.append(_row(index, gt_id, t.status, np.array([t.centroid_x, t.centroid_y, t.centroid_z], float), bool(gt_new), p, partial))
     for key, p in sorted(pred.items()):
         if key not in used:
             rows.append(_row(key[0], None, None, np.full(3, np.nan), False, p))
@@ -264,7 +274,7 @@ def status_rows(truth: pd.DataFrame, predicted: pd.DataFrame, new_pairs: Mapping
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
-def _row(index: int, gt_id: int | None, status: str | None, centre: np.ndarray, gt_new: bool, p) -> dict:
+def _row(index: int, gt_id: int | None, status: str | None, centre: np.ndarray, gt_new: bool, p, partial: bool = False) -> dict:
     truth = true_class(status)
     if p is None:
         guess, pred_status, is_new, candidate, distance = NONE, None, False, False, np.nan
@@ -281,7 +291,7 @@ def _row(index: int, gt_id: int | None, status: str | None, centre: np.ndarray, 
         "pred_status": pred_status,
         "true_class": truth,
         "pred_class": guess,
-        "correct": truth == guess and truth in DECIDED,
+        "correct": (truth == guess and truth in DECIDED) or (partial and truth in ("present", "new") and guess == "out_of_fov"),
         "flagged": guess in FLAGGED,
         "gt_is_new": gt_new,
         "pred_is_new": is_new,

@@ -112,6 +112,20 @@ def test_a_present_lesion_called_vanished_is_counted_at_any_session():
     assert np.isnan(figures["new_lesion_recall"]) and figures["false_new_candidates_per_scan"] == 0.0
 
 
+def test_a_lesion_mostly_outside_the_field_of_view_may_be_reported_out_of_fov():
+    truth = _truth([(0, 1, "present", 0, 0, 0), (1, 1, "present", 0, 0, 0),  # 20 % of it in view at 1
+                    (0, 2, "present", 0, 40, 0), (1, 2, "present", 0, 40, 0),  # 80 % in view at 1
+                    (0, 3, "present", 0, 80, 0), (1, 3, "present", 0, 80, 0)])  # 20 % in view, reported present
+    truth["fraction_in_fov"] = [1.0, 0.2, 1.0, 0.8, 1.0, 0.2]
+    predicted = _tracking([(0, 1, "present", False, 0, 0, 0, 0), (1, 1, "out_of_fov", False, 0, np.nan, np.nan, np.nan),
+                           (0, 2, "present", False, 0, 0, 40, 0), (1, 2, "out_of_fov", False, 0, np.nan, np.nan, np.nan),
+                           (0, 3, "present", False, 0, 0, 80, 0), (1, 3, "present", False, 0, 0, 80, 0)])  # fmt: skip
+    rows = status_rows(truth, predicted, {}).set_index(["session_index", "gt_lesion_id"])
+    assert rows.loc[(1, 1), ["true_class", "pred_class", "correct"]].tolist() == ["present", "out_of_fov", True]
+    assert rows.loc[(1, 2), ["true_class", "pred_class", "correct"]].tolist() == ["present", "out_of_fov", False]
+    assert rows.loc[(1, 3), ["pred_class", "correct"]].tolist() == ["present", True]
+
+
 def test_a_new_lesion_never_takes_a_tracked_lesions_id_pairing():
     # a reader added lesion 5 at session 1 with the ID of a GT lesion of the baseline: not that lesion
     truth = _truth([(0, 5, "present", 0, 0, 0), (1, 5, "present", 0, 0, 0)])

@@ -212,3 +212,35 @@ def test_impossible_event_settings_name_the_field(settings, key):
     with pytest.raises(ConfigError) as err:
         validate_config({"synthetic": settings})
     assert key in str(err.value)
+
+
+def test_fraction_in_fov_is_the_share_of_the_lesion_the_grid_holds():
+    """A lesion cut by a follow-up's z range has the share of its voxels that the grid holds; the same
+    session rendered on its grid grown by whole slices at both ends holds all of it."""
+    import dataclasses
+
+    from synthetic.cohort import render_session
+
+    config = event_config(sources=[MR], n_patients=3, fov_z_crop=0.3, lesions_per_patient=(3, 3))
+    plans, sources = plan_cohort(config)
+    checked = 0
+    for plan in plans:
+        source = sources[plan.spec]
+        for t in range(1, len(plan.sessions)):
+            _, labels, _, in_fov = render_session(plan, source, t, config)
+            cut = {i: f for i, f in in_fov.items() if 0 < f < 1}
+            if not cut:
+                continue
+            g = plan.sessions[t].geometry
+            grow = 20  # slices at each end
+            origin = np.asarray(g.origin) - grow * g.spacing[2] * np.asarray(g.direction).reshape(3, 3)[:, 2]
+            grown = Geometry((g.size[0], g.size[1], g.size[2] + 2 * grow), g.spacing, tuple(origin.tolist()), g.direction)
+            sessions = list(plan.sessions)
+            sessions[t] = dataclasses.replace(sessions[t], geometry=grown)
+            _, whole, _, whole_fov = render_session(dataclasses.replace(plan, sessions=sessions), source, t, config)
+            for lesion_id, fraction in cut.items():
+                assert whole_fov[lesion_id] == 1.0
+                expected = np.count_nonzero(labels == lesion_id) / np.count_nonzero(whole == lesion_id)
+                assert fraction == pytest.approx(expected, abs=0.02), (plan.patient, t, lesion_id)
+                checked += 1
+    assert checked >= 1
