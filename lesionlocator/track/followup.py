@@ -551,13 +551,16 @@ def _faded(mask: np.ndarray, lesion_id: int, refs: References, current: np.ndarr
 
 
 def _stands_out(mask: np.ndarray, lesion_id: int, refs: References, current: np.ndarray, spacing: np.ndarray, track: TrackConfig) -> bool:
-    """Whether ``mask`` shows the lesion as it was: contrast *and* level at least ``vanish_contrast_fraction``
-    of the reference's (a stricter test than not :func:`_faded`, for a second opinion that outlines
-    whatever lies in its prompt)."""
+    """Whether ``mask`` (a second opinion) still stands out from its shell as the lesion did: contrast at
+    least ``vanish_contrast_fraction`` of the reference's. The contrast is local, so a scanner's gain or an
+    MR bias field does not move it; the level is not asked here: matched by the scan's global quartiles,
+    it erred by half a low-contrast lesion's contrast on unchanged MR lesions, and a veto that cannot be
+    trusted would turn a shrunken lesion into a complete response. A second opinion that outlines another
+    structure of the same contrast only makes the lesion ``uncertain`` (flagged), never ``present``."""
     standing = _standing(mask, lesion_id, refs, current, spacing, track)
     if standing is not None:
         log.debug("lesion %d: second opinion at contrast %.2f, level %.2f of its reference", lesion_id, *standing)
-    return standing is not None and min(standing) >= track.vanish_contrast_fraction
+    return standing is not None and standing[0] >= track.vanish_contrast_fraction
 
 
 def _retry_margin_mm(last: np.ndarray, geometry: Geometry, track: TrackConfig) -> float:
