@@ -50,7 +50,7 @@ class InferenceStats:
     forward: float = 0.0
     total: float = 0.0
     patches: int = 0
-    forwards: int = 0
+    forwards: int = 0  # patch copies through a network (fold x mirror); a batch of mirrored copies counts each
     lesions: int = 0
     by_lesion: list[float] = field(default_factory=list)
 
