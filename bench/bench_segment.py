@@ -1,6 +1,6 @@
 """Benchmark of the segmenters on the embedded real CT with simulated lesions (CPU figures).
 
-    .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all]
+    .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all] [--tta]
 
 ``--device cuda`` runs the networks on the GPU (classical always runs on the CPU).
 Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical and
@@ -8,7 +8,8 @@ the bundled model ``models/lesionlocator_small``, with and without mirroring TTA
 lesions: ``insert_lesions`` is a simpler lesion model than the synthetic generator the bundled
 model was trained on), and for an nnU-Net-format ResEnc network with random weights the share of
 time spent in the network's forward passes (the rest is preprocessing, prompt encoding, stitching,
-back-mapping). Each segmenter runs in its own process so peak memory figures are separate.
+back-mapping); ``--tta`` runs that network with mirroring TTA (8 mirrored copies per patch). Each
+segmenter runs in its own process so peak memory figures are separate.
 """
 
 from __future__ import annotations
@@ -133,20 +134,23 @@ def run_nnunet(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         plans = toy_plans(patch_size=(args.patch,) * 3, spacing_zyx=(2.0, 2.0, 2.0), features=(16, 32, 64, 128))
         folder = write_toy_model(Path(tmp) / "m", plans=plans)
-        segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=folder, device=args.device, mirroring=False))
+        segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=folder, device=args.device, mirroring=args.tta))
         segmenter.segment(c.image, prompts_of(c, "point")[:1])  # warm-up
         segmenter.stats = type(segmenter.stats)()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         segmenter.segment(c.image, prompts_of(c, "box"))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         s = segmenter.stats
+    tta = "mirroring TTA (8 copies)" if args.tta else "no TTA"
     return {
-        "segmenter": f"nnunet random ResEnc, patch {args.patch}^3, 2 mm target spacing, no TTA, 1 fold, {where(args)}",
+        "segmenter": f"nnunet random ResEnc, patch {args.patch}^3, 2 mm target spacing, {tta}, 1 fold, {where(args)}",
         "seconds_per_scan": round(wall, 2),
+        "cpu_seconds_per_scan": round(cpu, 2),
         "seconds_per_lesion": round(wall / len(c.boxes), 3),
         "preprocess_s": round(s.preprocess, 2),
         "forward_s": round(s.forward, 2),
         "patches": s.patches,
+        "forward_s_per_patch": round(s.forward / s.patches, 3),
         "forward_share": round(s.forward / wall, 3),
         "overhead_beyond_forward": round(1 - s.forward / wall, 3),
         "overhead_excluding_once_per_scan_preprocessing": round(1 - s.forward / (wall - s.preprocess), 3),
@@ -164,12 +168,13 @@ def main() -> None:
     parser.add_argument("--patch", type=int, default=64, help="patch edge of the random nnU-Net")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the networks run")
+    parser.add_argument("--tta", action="store_true", help="the random nnU-Net with mirroring TTA")
     args = parser.parse_args()
     if args.segmenter == "all":
         for name in ("classical", "bundled", "nnunet"):
             argv = [sys.executable, __file__, "--segmenter", name, "--lesions", str(args.lesions),
                     "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads),
-                    "--device", args.device]
+                    "--device", args.device] + (["--tta"] if args.tta else [])
             subprocess.run(argv, check=True)
         return
     result = {"classical": run_classical, "bundled": run_bundled, "nnunet": run_nnunet}[args.segmenter](args)

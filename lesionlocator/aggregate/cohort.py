@@ -20,9 +20,10 @@ How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
 
 * per-patient files are small and written uncompressed, without dictionaries or statistics
   (:data:`lesionlocator.measure.lesions.PATIENT_FILE_OPTIONS`): opening them is most of the cost;
-* dask reads *batches* of files (``files_per_partition``, one dask partition each, built with
-  ``dask.dataframe.from_map``) through one multi-threaded ``pyarrow.dataset`` scan with the declared
-  schema: no per-file schema inference and a task graph of tens of tasks, not 10,000;
+* dask reads *batches* of files (``files_per_partition``, one ``dask.delayed`` task each, on the
+  threaded scheduler; ``dask.dataframe``, 0.5 s to import, is not needed), each file read whole
+  into memory, parsed by its own single-threaded Parquet reader and checked against the declared
+  schema: no scan planning, no per-file tasks, a task graph of tens of tasks, not 10,000;
 * each partition holds whole patients (a file is one patient), so response assessment and the
   per-session metrics run per partition; each partition is sorted by the partition key before it is
   written, one file per session_index with a single row group; only small partial sums come back
@@ -108,9 +109,24 @@ _OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
 
 
 def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
-    """Read a batch of per-patient files with one multi-threaded scan (explicit schema)."""
+    """Read a batch of per-patient files into one frame of ``schema``, in the order of ``files``.
+
+    Each file is read into memory in one go and parsed by its own single-threaded reader (under half
+    the CPU time of one dataset scan of the batch's tiny files: no scan planning, no per-file tasks,
+    no small reads per column); a file whose schema is not exactly ``schema`` is read again through
+    a ``pyarrow.dataset`` scan with the declared schema (missing nullable columns read as nulls,
+    castable types cast), as the whole batch once was.
+    """
+    tables = []
     try:
-        table = ds.dataset(list(files), schema=schema, format="parquet").to_table()
+        for path in files:
+            with pa.OSFile(str(path)) as source:  # one read of the whole (small) file, then parse it in memory
+                contents = source.read_buffer()
+            table = pq.ParquetFile(pa.BufferReader(contents)).read(use_threads=False)
+            if not table.schema.equals(schema):
+                table = ds.dataset([str(path)], schema=schema, format="parquet").to_table(use_threads=False)
+            tables.append(table)
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         for path in files:
             _check_file(path, schema)
@@ -119,7 +135,7 @@ def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
     if any(table.column(f.name).null_count for f in schema if not f.nullable):
         for path in files:
             _check_file(path, schema)
-    return table.to_pandas()
+    return table.combine_chunks().replace_schema_metadata(None).to_pandas()
 
 
 def _check_file(path: str, schema: pa.Schema) -> None:
@@ -323,7 +339,6 @@ def aggregate_cohort(
     inputs.
     """
     import dask
-    import dask.dataframe as dd
 
     missing = [str(f) for f in list(lesion_files) + list(evaluation_files) + list(status_files) if not Path(f).exists()]
     if missing:
@@ -333,25 +348,15 @@ def aggregate_cohort(
     with atomic_directory(output_dir) as work:
         tasks = []
         lesion_batches = _batches(lesion_files, files_per_partition)
-        if lesion_batches:
-            lesions = dd.from_map(_read_batch, lesion_batches, schema=LESION_SCHEMA, meta=LESION_SCHEMA.empty_table().to_pandas(),
-                                  enforce_metadata=False, label="read-lesions")  # fmt: skip
-            for part, frame in enumerate(lesions.to_delayed()):
-                tasks.append(dask.delayed(_process_lesions)(frame, part, work, session_frame, criteria))
-        eval_batches = _batches(evaluation_files, files_per_partition)
-        if eval_batches:
-            evaluation = dd.from_map(_read_batch, eval_batches, schema=EVALUATION_SCHEMA,
-                                     meta=EVALUATION_SCHEMA.empty_table().to_pandas(), enforce_metadata=False,
-                                     label="read-evaluation")  # fmt: skip
-            for part, frame in enumerate(evaluation.to_delayed()):
-                tasks.append(dask.delayed(_process_evaluation)(frame, part, work, radius_mm))
-        status_batches = _batches(status_files, files_per_partition)
-        if status_batches:
-            status = dd.from_map(_read_batch, status_batches, schema=STATUS_EVALUATION_SCHEMA,
-                                 meta=STATUS_EVALUATION_SCHEMA.empty_table().to_pandas(), enforce_metadata=False,
-                                 label="read-status")  # fmt: skip
-            for part, frame in enumerate(status.to_delayed()):
-                tasks.append(dask.delayed(_process_status_evaluation)(frame, part, work))
+        for part, batch in enumerate(lesion_batches):
+            frame = dask.delayed(_read_batch)(batch, LESION_SCHEMA)
+            tasks.append(dask.delayed(_process_lesions)(frame, part, work, session_frame, criteria))
+        for part, batch in enumerate(_batches(evaluation_files, files_per_partition)):
+            frame = dask.delayed(_read_batch)(batch, EVALUATION_SCHEMA)
+            tasks.append(dask.delayed(_process_evaluation)(frame, part, work, radius_mm))
+        for part, batch in enumerate(_batches(status_files, files_per_partition)):
+            frame = dask.delayed(_read_batch)(batch, STATUS_EVALUATION_SCHEMA)
+            tasks.append(dask.delayed(_process_status_evaluation)(frame, part, work))
         progress = Progress("aggregate", total=len(tasks), unit="batch", units="batches", logger=log)
         with progress, _batch_progress(progress):
             results = dask.compute(*tasks, scheduler="threads", num_workers=num_workers or min(4, os.cpu_count() or 1))

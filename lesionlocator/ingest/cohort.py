@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lesionlocator.core.errors import InputError, LesionLocatorError
 from lesionlocator.core.hashing import files_sha256
 from lesionlocator.core.io import (
+    IMAGE_SUFFIXES,
     Geometry,
     check_plausible_geometry,
     geometry_difference,
@@ -133,34 +135,62 @@ def check_label(label: str, where: Path, kind: str) -> None:
         raise InputError(where, f"{kind} label {label!r} must match [A-Za-z0-9]+ (no path characters)")
 
 
-def _listing(folder: Path) -> list[Path]:
-    """The entries of ``folder``, sorted; an unreadable folder is an :class:`InputError` saying why."""
+def _scan(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder``, sorted by name (one directory read; whether an entry is a file or a
+    folder comes with it, without a stat on most file systems); an unreadable folder is an
+    :class:`InputError` saying why."""
     try:
-        return sorted(folder.iterdir())
+        with os.scandir(folder) as entries:
+            return sorted(entries, key=lambda entry: entry.name)
     except OSError as err:
         raise InputError(folder, f"cannot read the folder ({err.strerror or err})") from None
 
 
-def _single_image(folder: Path, exclude_stem: str | None = None) -> Path | None:
+def _entry_is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _image_suffix(name: str) -> str | None:
+    """:func:`~lesionlocator.core.io.image_suffix` of a file name (no path to parse)."""
+    lower = name.lower()
+    if not lower.endswith(IMAGE_SUFFIXES):
+        return None
+    for suffix in IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return suffix
+
+
+def _single_image(folder: Path, exclude_stem: str | None = None, entries: list[os.DirEntry] | None = None) -> Path | None:
+    """The one image of ``folder`` (``entries``: its listing, when already read), or None."""
     candidates = []
-    for child in _listing(folder):
-        if child.name.startswith("."):
+    for entry in _scan(folder) if entries is None else entries:
+        name = entry.name
+        if name.startswith("."):
             continue
-        if child.is_file() and image_suffix(child):
-            if exclude_stem and child.name[: -len(image_suffix(child))] == exclude_stem:
+        suffix = _image_suffix(name)
+        if suffix and entry.is_file():
+            if exclude_stem and name[: -len(suffix)] == exclude_stem:
                 continue
-            candidates.append(child)
-        elif child.is_dir() and is_dicom_dir(child):
-            candidates.append(child)
+            candidates.append(folder / name)
+        elif entry.is_dir() and is_dicom_dir(folder / name):
+            candidates.append(folder / name)
     if len(candidates) > 1:
         names = ", ".join(c.name for c in candidates)
         raise InputError(folder, f"holds {len(candidates)} images ({names}); keep exactly one image per session")
     return candidates[0] if candidates else None
 
 
-def _prompt_mask(folder: Path) -> Path | None:
-    found = [c for c in _listing(folder) if c.is_file() and image_suffix(c) and c.name[: -len(image_suffix(c))] == PROMPT_MASK_STEM]
-    return found[0] if found else None
+def _prompt_mask(folder: Path, entries: list[os.DirEntry]) -> Path | None:
+    for entry in entries:
+        if not entry.name.startswith(PROMPT_MASK_STEM):
+            continue
+        suffix = _image_suffix(entry.name)
+        if suffix and entry.name[: -len(suffix)] == PROMPT_MASK_STEM and entry.is_file():
+            return folder / entry.name
+    return None
 
 
 def read_tsv(path: Path) -> tuple[list[str], list[tuple[Path, dict[str, str]]]]:
@@ -291,20 +321,21 @@ def discover_bids(root: str | Path, strict: bool = False) -> Discovery:
     problems: list[InputError] = []
     ignored: list[InputError] = []
     seen_patients: dict[str, str] = {}
-    for child in _listing(root):
-        if child.name.startswith("."):
+    has_groundtruth = (root / GROUNDTRUTH_DIR).is_dir()
+    for entry in _scan(root):
+        if entry.name.startswith("."):
             continue
-        if not (child.name.startswith("sub-") and _is_dir(child)):
-            if (miss := near_miss(child, "patient")) is not None:
+        if not (entry.name.startswith("sub-") and _entry_is_dir(entry)):
+            if (miss := near_miss(root / entry.name, "patient")) is not None:
                 ignored.append(miss)
             continue
-        subject_dir, patient = child, child.name[len("sub-"):]
+        subject_dir, patient = root / entry.name, entry.name[len("sub-"):]
         try:
             check_label(patient, subject_dir, "patient")
             if patient.lower() in seen_patients:
                 raise InputError(subject_dir, f"patient label duplicates sub-{seen_patients[patient.lower()]} (labels are compared case-insensitively)")
             seen_patients[patient.lower()] = patient
-            entries.extend(_discover_subject(root, subject_dir, patient, ignored))
+            entries.extend(_discover_subject(root, subject_dir, patient, ignored, has_groundtruth))
         except InputError as err:
             problems.append(err)
         except OSError as err:  # a folder or file below the patient that cannot be listed or examined
@@ -319,21 +350,27 @@ def discover_bids(root: str | Path, strict: bool = False) -> Discovery:
     return Discovery(entries, ignored)
 
 
-def _discover_subject(root: Path, subject_dir: Path, patient: str, ignored: list[InputError]) -> list[SessionEntry]:
+def _discover_subject(root: Path, subject_dir: Path, patient: str, ignored: list[InputError],
+                      has_groundtruth: bool = True) -> list[SessionEntry]:  # fmt: skip
+    """The sessions of one patient folder; each folder is listed once (``has_groundtruth``: whether
+    the cohort has a ground-truth folder at all)."""
     sessions_tsv = subject_dir / f"sub-{patient}_sessions.tsv"
     session_dirs = []
-    for child in _listing(subject_dir):
-        if child.name.startswith("."):
+    names = set()
+    for entry in _scan(subject_dir):
+        name = entry.name
+        names.add(name)
+        if name.startswith("."):
             continue
-        if child.name.startswith("ses-") and _is_dir(child):
-            session_dirs.append(child)
-        elif (miss := near_miss(child, "session")) is not None:
+        if name.startswith("ses-") and _entry_is_dir(entry):
+            session_dirs.append(subject_dir / name)
+        elif (miss := near_miss(subject_dir / name, "session")) is not None:
             ignored.append(miss)
-        elif child.name.lower().endswith("sessions.tsv") and child.name != sessions_tsv.name:
-            ignored.append(InputError(child, f"ignored: the session table of this patient is named {sessions_tsv.name}"))
+        elif name.lower().endswith("sessions.tsv") and name != sessions_tsv.name:
+            ignored.append(InputError(subject_dir / name, f"ignored: the session table of this patient is named {sessions_tsv.name}"))
     if not session_dirs:
         raise InputError(subject_dir, "patient has no ses-<session>/ folder")
-    order_table = _read_sessions_tsv(sessions_tsv) if sessions_tsv.exists() else None
+    order_table = _read_sessions_tsv(sessions_tsv) if sessions_tsv.name in names and sessions_tsv.exists() else None
     entries = []
     seen: dict[str, str] = {}
     for session_dir in session_dirs:
@@ -347,18 +384,19 @@ def _discover_subject(root: Path, subject_dir: Path, patient: str, ignored: list
             if session not in order_table:
                 raise InputError(sessions_tsv, f"session {session!r} has a folder but no row")
             where, row = order_table[session]
-        gt_dir = root / GROUNDTRUTH_DIR / f"sub-{patient}" / f"ses-{session}"
-        prompts = session_dir / "prompts.json"
+        gt_dir = root / GROUNDTRUTH_DIR / f"sub-{patient}" / f"ses-{session}" if has_groundtruth else None
+        listing = _scan(session_dir)
+        prompts = session_dir / "prompts.json" if any(e.name == "prompts.json" for e in listing) else None
         entries.append(
             SessionEntry(
                 patient=patient,
                 session=session,
-                image=_single_image(session_dir, exclude_stem=PROMPT_MASK_STEM),
+                image=_single_image(session_dir, exclude_stem=PROMPT_MASK_STEM, entries=listing),
                 acq_time=row.get("acq_time") or None,
                 order=_parse_order(row.get("order"), where, session),
-                prompts=prompts if prompts.exists() else None,
-                prompt_mask=_prompt_mask(session_dir),
-                groundtruth=_single_image(gt_dir) if gt_dir.is_dir() else None,
+                prompts=prompts if prompts is not None and prompts.exists() else None,
+                prompt_mask=_prompt_mask(session_dir, listing),
+                groundtruth=_single_image(gt_dir) if gt_dir is not None and gt_dir.is_dir() else None,
                 source=session_dir,
                 order_source=sessions_tsv if order_table is not None else None,
             )

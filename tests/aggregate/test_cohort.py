@@ -201,3 +201,41 @@ def test_status_tables_and_headline_figures(tmp_path):
     line = next(x for x in bench.stdout.splitlines() if x.startswith("false_new_candidates_per_scan"))
     assert line.split()[1:] == ["0.500", "<=", "1.0", "met"]
     assert "status confusion over the follow-ups" in bench.stdout
+
+
+def _dataset_scan(files, schema) -> pd.DataFrame:
+    """The reader aggregation used before: one pyarrow.dataset scan of the batch with the declared schema."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table().to_pandas()
+
+
+def test_batch_reader_gives_the_dataset_scan_frame(tmp_path, cohort):
+    """Files of the declared schema, one lacking a nullable column, one with its columns reordered:
+    the same frame as one dataset scan, row for row, in the order of the files."""
+    from lesionlocator.aggregate.cohort import _read_batch
+    from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
+    from lesionlocator.measure.lesions import LESION_SCHEMA
+
+    lesion_files, eval_files, _ = cohort
+    table = pq.read_table(lesion_files[0])
+    pq.write_table(table.drop_columns(["organ"]), tmp_path / "no_organ.parquet")
+    pq.write_table(table.select(table.column_names[::-1]), tmp_path / "reordered.parquet")
+    files = [lesion_files[1], tmp_path / "no_organ.parquet", lesion_files[2], tmp_path / "reordered.parquet", lesion_files[0]]
+    frame = _read_batch([str(f) for f in files], LESION_SCHEMA)
+    assert frame["organ"].isna().sum() >= len(table)
+    pd.testing.assert_frame_equal(frame, _dataset_scan(files, LESION_SCHEMA))
+    pd.testing.assert_frame_equal(_read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA), _dataset_scan(eval_files, EVALUATION_SCHEMA))
+
+
+def test_dataset_is_byte_identical_to_the_dataset_scan_reader(tmp_path, cohort, monkeypatch):
+    import lesionlocator.aggregate.cohort as module
+
+    lesion_files, eval_files, manifest = cohort
+    aggregate_cohort(lesion_files, tmp_path / "new", evaluation_files=eval_files, sessions=manifest, files_per_partition=2)
+    monkeypatch.setattr(module, "_read_batch", _dataset_scan)
+    aggregate_cohort(lesion_files, tmp_path / "old", evaluation_files=eval_files, sessions=manifest, files_per_partition=2)
+    files = sorted(p.relative_to(tmp_path / "old") for p in (tmp_path / "old").rglob("*.parquet"))
+    assert files == sorted(p.relative_to(tmp_path / "new") for p in (tmp_path / "new").rglob("*.parquet")) and len(files) > 8
+    for rel in files:
+        assert (tmp_path / "new" / rel).read_bytes() == (tmp_path / "old" / rel).read_bytes(), rel

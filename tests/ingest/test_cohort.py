@@ -437,3 +437,26 @@ def test_the_same_instant_in_two_time_zones_is_a_duplicate(tiny_cohort, tmp_path
         "session_id\tacq_time\nses-1\t2020-01-05T10:00:00+01:00\nses-2\t2020-01-05T09:00:00Z\nses-10\t2020-01-06T10:00:00Z\n"
     )
     _expect_error(tmp_path, "two sessions share the same acquisition time", root=tiny_cohort)
+
+
+def test_discovery_lists_each_folder_once_and_stats_nothing_it_lists(tmp_path, monkeypatch):
+    """Planning a large cohort at parse time: one directory read per folder (root, patients,
+    sessions) and no per-entry stat; what it finds is unchanged (image, prompts, sessions in order)."""
+    from lesionlocator.ingest import cohort as module
+
+    for p in range(3):
+        for s in range(2):
+            folder = tmp_path / "c" / f"sub-{p}" / f"ses-{s + 1:02d}"
+            folder.mkdir(parents=True)
+            (folder / "image.nii.gz").touch()
+        (tmp_path / "c" / f"sub-{p}" / "ses-01" / "prompts.json").touch()
+    listed, stats = [], []
+    scandir, stat = os.scandir, os.stat
+    monkeypatch.setattr(module.os, "scandir", lambda path: listed.append(str(path)) or scandir(path))
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: stats.append(str(path)) or stat(path, *a, **k))
+    found = module.discover_bids(tmp_path / "c")
+    assert len(listed) == len(set(listed)) == 1 + 3 + 3 * 2
+    assert not [s for s in stats if s.endswith(".nii.gz")]  # a file's type comes from its folder's listing
+    assert [(e.patient, e.session, e.image.name, e.prompts is not None) for e in found.entries] == [
+        (str(p), f"{s + 1:02d}", "image.nii.gz", s == 0) for p in range(3) for s in range(2)
+    ]

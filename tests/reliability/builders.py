@@ -112,9 +112,12 @@ def permission_denied(module: object, name: str, refused: Callable[[Path], bool]
         yield
 
 
-def unreadable_folder(folder: Path):
-    """Listing ``folder`` fails with EACCES (``chmod 000`` for a non-root user)."""
-    return permission_denied(os, "listdir", lambda p: p == folder)
+@contextlib.contextmanager
+def unreadable_folder(folder: Path) -> Iterator[None]:
+    """Listing ``folder`` (``os.listdir`` or ``os.scandir``) fails with EACCES (``chmod 000`` for a
+    non-root user)."""
+    with permission_denied(os, "listdir", lambda p: p == folder), permission_denied(os, "scandir", lambda p: p == folder):
+        yield
 
 
 def unreadable_file(path: Path):
