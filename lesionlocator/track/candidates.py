@@ -312,11 +312,12 @@ def find_candidates(
         if float(np.median(current[mask])) <= tissue:
             continue  # air or background (a lung that changed, the edge of a field of view), not tissue
         taken |= ndimage.binary_dilation(mask, iterations=1)
-        if not appeared(current, previous, mask, spacing, int(np.sign(score[peak]))):
+        sign = int(np.sign(score[peak]))
+        if not appeared(current, previous, mask, spacing, sign):
             continue  # visible before: misregistered or changed, not new
         centre = np.argwhere(mask).mean(0)
         masks.append(mask)
-        found.append(Candidate(tuple(float(v) for v in centre), float(magnitude[peak]), r_mm, int(np.sign(score[peak]))))
+        found.append(Candidate(tuple(float(v) for v in centre), float(magnitude[peak]), r_mm, sign))
 
     labels = np.zeros(current.shape, np.uint32)
     for number, mask in enumerate(masks, start=1):

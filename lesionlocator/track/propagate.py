@@ -125,7 +125,8 @@ def invert_point(
     target = np.asarray(moving_world, dtype=float)
     best, best_residual = target, np.inf
     guess = _linear_inverse(transform, target)
-    for x in ([] if guess is None else [guess]) + [target.copy()]:
+    starts = [target.copy()] if guess is None or np.array_equal(guess, target) else [guess, target.copy()]
+    for x in starts:
         for _ in range(max_iterations):
             residual_vec = np.asarray(transform.TransformPoint(x.tolist())) - target
             residual = float(np.linalg.norm(residual_vec))
