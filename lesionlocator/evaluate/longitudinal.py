@@ -458,6 +458,37 @@ def ratios_of_counts(counts: Mapping[str, float]) -> dict[str, float]:
     }
 
 
+def new_lesion_detection(status: pd.DataFrame, evaluation: pd.DataFrame, min_diameter_mm: float = 10.0) -> dict[str, float]:
+    """New-lesion recall beside the headline's (found at the first sighting):
+
+    * ``new_lesion_recall_by_next``: found at the first sighting or at the next follow-up (a new lesion
+      missed once and found at the next assessment; RECIST confirms an equivocal new lesion there too);
+    * ``new_lesion_recall_large``: found at the first sighting, among the GT new lesions whose equivalent
+      diameter there is at least ``min_diameter_mm`` (RECIST's measurable size), with their count
+      ``n_gt_new_large``.
+    """
+    first = status[status["true_class"].eq("new")]
+    if first.empty:
+        return {"new_lesion_recall_by_next": float("nan"), "new_lesion_recall_large": float("nan"), "n_gt_new_large": 0.0}
+    def patients(frame: pd.DataFrame) -> pd.Series:  # one patient's tables have no patient column
+        return frame["patient"] if "patient" in frame else pd.Series("", index=frame.index)
+
+    index = status["session_index"].astype(int)
+    found = {(p, int(g), int(i)) for p, g, i, q in zip(patients(status), status["gt_lesion_id"], index, status["pred_lesion_id"])
+             if not pd.isna(g) and not pd.isna(q)}  # GT lesion-sessions with a paired prediction
+    keys = list(zip(patients(first), first["gt_lesion_id"].astype(int), first["session_index"].astype(int)))
+    by_next = [(p, g, i) in found or (p, g, i + 1) in found for p, g, i in keys]
+    volumes = {(p, int(g), int(i)): v for p, g, i, v in zip(patients(evaluation), evaluation["gt_lesion_id"],
+                                                             evaluation["session_index"].astype(int), evaluation["gt_volume_ml"]) if not pd.isna(g)}
+    large = [2 * (3 * 1000.0 * volumes.get(k, 0.0) / (4 * np.pi)) ** (1 / 3) >= min_diameter_mm for k in keys]
+    n_large = sum(large)
+    return {
+        "new_lesion_recall_by_next": float(np.mean(by_next)),
+        "new_lesion_recall_large": float(sum(k in found for k, big in zip(keys, large) if big) / n_large) if n_large else float("nan"),
+        "n_gt_new_large": float(n_large),
+    }
+
+
 def headline_from_tables(status: pd.DataFrame, evaluation: pd.DataFrame, radius_mm: float = 25.0, far_mm: float = FAR_MM) -> dict:
     """The issue's "done when" figures from a cohort's status and evaluation rows (all sessions given;
     the figures use the follow-ups, session_index > 0, except the two counts of wrong answers,
@@ -472,10 +503,10 @@ def headline_from_tables(status: pd.DataFrame, evaluation: pd.DataFrame, radius_
       follow-up scan;
     * ``cpm_at_r`` (r = ``radius_mm``) and ``followup_dice``: CPM@r and mean Dice over the GT lesions of
       the follow-ups (new lesions with their paired prediction);
-    plus the counts behind them.
+    plus the counts behind them and :func:`new_lesion_detection`.
     """
     counts = status_counts(status, far_mm)
-    figures: dict[str, float] = {**ratios_of_counts(counts), **counts}
+    figures: dict[str, float] = {**ratios_of_counts(counts), **counts, **new_lesion_detection(status, evaluation)}
     followups = evaluation[evaluation["session_index"].astype(int) > 0]
     outcomes = lesion_outcomes(followups, radius_mm)
     gt = outcomes["is_gt"]

@@ -16,6 +16,7 @@ from lesionlocator.evaluate.longitudinal import (
     groundtruth_table_path,
     headline_from_tables,
     match_new_lesions,
+    new_lesion_detection,
     predicted_class,
     predicted_lesions,
     status_confusion,
@@ -299,3 +300,22 @@ def test_groundtruth_table_path(tmp_path):
     (tmp_path / "derivatives" / "groundtruth" / "groundtruth.parquet").write_bytes(b"")
     assert groundtruth_table_path(mask, "P1", "02") == tmp_path / "derivatives" / "groundtruth" / "groundtruth.parquet"
     assert groundtruth_table_path(mask, "P2", "02") is None and groundtruth_table_path(tmp_path / "x.nii.gz", "P1", "02") is None
+
+
+def test_new_lesion_recall_late_and_by_size():
+    """Three GT new lesions: a 20 mm one found at first sight, a 20 mm one found only at the next follow-up, an 8 mm
+    one never found. Recall 1/3 at first sight, 2/3 by the next follow-up, 1/2 among the two of measurable size."""
+    def row(patient, gt, index, pred, true_class):
+        return {"patient": patient, "gt_lesion_id": gt, "session_index": index, "pred_lesion_id": pred, "true_class": true_class}
+
+    status = pd.DataFrame([
+        row("P1", 5.0, 1, 1_000_001.0, "new"), row("P1", 5.0, 2, 1_000_001.0, "present"),
+        row("P2", 7.0, 1, np.nan, "new"), row("P2", 7.0, 2, 2_000_001.0, "present"),
+        row("P3", 9.0, 2, np.nan, "new"), row("P3", 1.0, 2, 1.0, "present"),
+    ])
+    ml = lambda d: 4 / 3 * np.pi * (d / 2) ** 3 / 1000.0  # noqa: E731  (diameter mm -> mL)
+    evaluation = pd.DataFrame({"patient": ["P1", "P2", "P3"], "gt_lesion_id": [5.0, 7.0, 9.0], "session_index": [1, 1, 2],
+                               "gt_volume_ml": [ml(20.0), ml(20.0), ml(8.0)]})
+    figures = new_lesion_detection(status, evaluation)
+    assert figures["new_lesion_recall_by_next"] == pytest.approx(2 / 3)
+    assert figures["new_lesion_recall_large"] == pytest.approx(1 / 2) and figures["n_gt_new_large"] == 2

@@ -89,3 +89,29 @@ def test_a_lesion_that_was_already_there_is_not_new():
     current = _body(seed=2, blob_centre=blob, blob_value=-40.0)
     assert len(_run(current, _body(seed=1)).candidates) == 1
     assert _run(current, _body(seed=1, blob_centre=blob, blob_value=10.0)).candidates == []
+
+
+def test_a_new_lesion_missed_at_the_previous_follow_up_is_found_against_the_baseline():
+    """At follow-up 2 the blob was already in follow-up 1 (where the search missed it), so it is not new against
+    the previous scan; against the baseline, where it was not, it is, and its candidate says against which scan."""
+    from lesionlocator.track.followup import CANDIDATE_ID_BASE, followup_candidates
+
+    blob = (60.0, 90.0, 90.0)
+    baseline, previous, current = _body(seed=1), _body(seed=3, blob_centre=blob), _body(seed=4, blob_centre=blob)
+    identity = sitk.Transform(3, sitk.sitkIdentity)
+    none = (np.zeros(SHAPE, np.uint32), Geometry.of(previous))
+    config = TrackConfig()
+
+    alone, _, _ = followup_candidates(current, previous, identity, np.zeros(SHAPE, np.uint32), none, 2, config)
+    assert not alone.any()
+    labels, scores, against = followup_candidates(
+        current, previous, identity, np.zeros(SHAPE, np.uint32), none, 2, config, baseline=(baseline, identity)
+    )
+    assert list(scores) == [2 * CANDIDATE_ID_BASE + 1] and against == {2 * CANDIDATE_ID_BASE + 1: 0}
+    centre = np.argwhere(labels == 2 * CANDIDATE_ID_BASE + 1).mean(0) * np.array(SPACING[::-1])
+    assert np.linalg.norm(centre - np.array(blob)) < 4.0
+    # one blob, found against both scans (follow-up 1 against the baseline): one candidate, the previous scan's
+    labels, scores, against = followup_candidates(
+        current, baseline, identity, np.zeros(SHAPE, np.uint32), none, 2, config, baseline=(baseline, identity)
+    )
+    assert len(scores) == 1 and set(against.values()) == {1}
