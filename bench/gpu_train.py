@@ -15,7 +15,8 @@ Steps, each timed, all inside ``--budget-s`` seconds of wall clock:
    (``scores.tsv``, per lesion ``scores.parquet``), nnU-Net's training log and ``figures.json``.
 
     python3 bench/gpu_train.py --out OUT                       # on one H200: bench/gpu_train_h200.log
-    # a rehearsal on a CPU, a minute or two:
+    python3 bench/gpu_train.py --out OUT --budget-s 1500 --max-train-minutes 20   # a longer lease
+    # a rehearsal on a CPU (about 3 minutes on 2 cores):
     .venv/bin/python bench/gpu_train.py --out /tmp/rehearsal --device cpu --patients 2 --epochs 1 --iters 2 \\
         --batch 2 --workers 2 --threads 2 --max-lesions 2
 
