@@ -1,6 +1,7 @@
 """Benchmark of the segmenters on the embedded real CT with simulated lesions (CPU figures).
 
     .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all] [--tta]
+    .venv/bin/python bench/bench_segment.py --segmenter bundled --model FOLDER    # another trained-model folder
 
 ``--device cuda`` runs the networks on the GPU (classical always runs on the CPU).
 Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical and
@@ -86,10 +87,10 @@ def run_bundled(args) -> dict:
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
     torch.set_num_threads(args.threads)
-    folder = BUNDLED_MODEL
+    folder = Path(args.model) if args.model else BUNDLED_MODEL
     out = {}
     for mirroring in (False, True):
-        name = f"bundled {folder.name}, mirroring {'on' if mirroring else 'off'}, {where(args)}"
+        name = f"{'model' if args.model else 'bundled'} {folder.name}, mirroring {'on' if mirroring else 'off'}, {where(args)}"
         segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=folder, device=args.device, mirroring=mirroring))
         out[name] = score_segmenter(args, name, lambda segmenter=segmenter: segmenter)
     out["peak_rss_mb"] = round(peak_mb())
@@ -169,12 +170,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the networks run")
     parser.add_argument("--tta", action="store_true", help="the random nnU-Net with mirroring TTA")
+    parser.add_argument("--model", metavar="FOLDER", help="--segmenter bundled: this trained-model folder instead "
+                        "(e.g. the GPU recipe's, bench/gpu_train.py)")
     args = parser.parse_args()
     if args.segmenter == "all":
         for name in ("classical", "bundled", "nnunet"):
             argv = [sys.executable, __file__, "--segmenter", name, "--lesions", str(args.lesions),
                     "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads),
-                    "--device", args.device] + (["--tta"] if args.tta else [])
+                    "--device", args.device] + (["--tta"] if args.tta else []) + (["--model", args.model] if args.model else [])
             subprocess.run(argv, check=True)
         return
     result = {"classical": run_classical, "bundled": run_bundled, "nnunet": run_nnunet}[args.segmenter](args)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -914,9 +916,38 @@ def _is_synthetic_cohort(folder: Path) -> bool:
     return description.is_file() and GENERATOR_NAME in description.read_text()
 
 
-def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None) -> pd.DataFrame:
+# What forked rendering workers read (set in the parent before the pool forks): sources, config, root.
+_WORKER_STATE: tuple[dict[SourceSpec, SourceScan], SyntheticConfig, Path] | None = None
+
+
+def _write_patient_in_worker(plan: PatientPlan) -> list[dict]:
+    sources, config, root = _WORKER_STATE
+    return _write_patient(plan, sources[plan.spec], config, root)
+
+
+def _write_patients(plans: list[PatientPlan], sources: dict[SourceSpec, SourceScan], config: SyntheticConfig,
+                    root: Path, workers: int):
+    """Render and write every patient, in ``workers`` forked processes when more than one; yields each
+    plan with its ground-truth rows, in plan order. Each session draws from its own seeded stream, so
+    the files do not depend on the number of workers."""
+    global _WORKER_STATE
+    if workers <= 1 or len(plans) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for plan in plans:
+            yield plan, _write_patient(plan, sources[plan.spec], config, root)
+        return
+    _WORKER_STATE = (sources, config, root)
+    try:
+        with ProcessPoolExecutor(min(workers, len(plans)), mp_context=multiprocessing.get_context("fork")) as pool:
+            yield from zip(plans, pool.map(_write_patient_in_worker, plans))
+    finally:
+        _WORKER_STATE = None
+
+
+def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None, workers: int = 1) -> pd.DataFrame:
     """Generate the cohort of ``config`` into ``out_dir`` (default ``config.output``) and return its
     ground-truth table (one row per patient x session x lesion; see :data:`GROUNDTRUTH_SCHEMA`).
+    ``workers`` > 1 renders patients in that many forked processes (the same files; planning stays
+    in this process).
 
     Layout (what :func:`lesionlocator.ingest.cohort.ingest_cohort` reads)::
 
@@ -937,8 +968,8 @@ def generate_cohort(config: SyntheticConfig, out_dir: str | Path | None = None) 
     with atomic_directory(out) as tmp:
         rows = []
         with Progress("synthetic cohort", total=len(plans), unit="patient", logger=log) as progress:
-            for plan in plans:
-                rows.extend(_write_patient(plan, sources[plan.spec], config, tmp))
+            for plan, patient_rows in _write_patients(plans, sources, config, tmp, workers):
+                rows.extend(patient_rows)
                 log.debug("synthetic %s: source %s", plan.patient, plan.spec.name)
                 progress.advance(f"{plan.patient}: {len(plan.sessions)} session(s), {len(plan.lesions)} lesion(s)")
         table = groundtruth_table(rows)

@@ -24,10 +24,14 @@ def export_dataset(cohort: Path, out_dir: Path, dataset_id: int, name: str, layo
 
 
 def generate_dataset(seed: int, n_patients: int, n_sessions: int, cohort_dir: Path, out_dir: Path,
-                     dataset_id: int, name: str, layout: str = "combined") -> list[Path]:
-    """Generate a synthetic cohort (the default real CT and MR sources) and export it."""
+                     dataset_id: int, name: str, layout: str = "combined", config=None, workers: int = 1) -> list[Path]:
+    """Generate a synthetic cohort and export it. ``config``: a :class:`SyntheticConfig` whose sources
+    and lesion settings to use (default: the default one, the real CT and MR of ``data/real``); seed
+    and sizes come from the arguments. ``workers``: processes that render patients."""
     from lesionlocator.core.config import SyntheticConfig
     from synthetic.cohort import generate_cohort
 
-    generate_cohort(SyntheticConfig(seed=seed, n_patients=n_patients, n_sessions=n_sessions), cohort_dir)
+    base = config if config is not None else SyntheticConfig()
+    settings = base.model_copy(update={"seed": seed, "n_patients": n_patients, "n_sessions": n_sessions})
+    generate_cohort(SyntheticConfig.model_validate(settings.model_dump()), cohort_dir, workers=workers)
     return export_dataset(Path(cohort_dir), Path(out_dir), dataset_id, name, layout)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +14,9 @@ from scipy import ndimage
 from lesionlocator.core.io import Geometry, geometry_difference
 from lesionlocator.core.prompts import read_prompts
 from lesionlocator.ingest.cohort import ingest_cohort
+from synthetic import generate_cohort
 from synthetic.sources import body_mask
+from tests.synthetic.conftest import phantom_config
 
 COHORTS = ["phantom_cohort", "demo_cohort"]
 
@@ -157,3 +162,14 @@ def test_demo_cohort_is_a_usable_demo(demo_cohort):
     assert (baseline.diameter_eq_mm >= 10).mean() >= 0.75
     assert set(truth.status) <= {"present", "new", "vanished", "out_of_fov"}
     assert truth.volume_ml[truth.status == "present"].gt(0).all()
+
+
+def test_rendering_workers_write_the_same_files(phantom_cohort, tmp_path):
+    """Patients rendered in forked workers (``generate_cohort(..., workers=2)``) give byte-identical files."""
+    folder, _ = phantom_cohort
+    generate_cohort(phantom_config(), tmp_path / "parallel", workers=2)
+
+    def digests(root: Path) -> dict:
+        return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert digests(tmp_path / "parallel") == digests(folder)
