@@ -25,6 +25,8 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -280,6 +282,9 @@ def _time_label(time: float, unit: str) -> str:
     return f"day {time:g}" if unit == "days" else f"t{time:g}"
 
 
+_CELL_COLUMNS = ["session", "status", "voxel_count", "volume_ml", "longest_diameter_mm", "short_axis_mm", "by_fallback"]
+
+
 def patient_sections(
     lesions: pd.DataFrame,
     sessions: pd.DataFrame,
@@ -289,6 +294,7 @@ def patient_sections(
     unit: str,
     manifest: pd.DataFrame | None,
     layout: ResultsLayout | None,
+    workers: int | None = None,
 ) -> list[dict]:
     """One dict per patient (sorted; failed patients included) for the template: the response per
     session and the lesion x session grid with thumbnails (when ``manifest`` and ``layout`` give
@@ -303,19 +309,25 @@ def patient_sections(
     images = (manifest.groupby("patient")[["session", "image"]].apply(lambda g: dict(zip(g["session"], g["image"]))).to_dict()
               if manifest is not None and "image" in manifest else {})  # fmt: skip
     names = sorted(set(info.index) | set(reasons))
+
+    def thumbs_of(patient: str) -> dict:
+        rows = by_patient[patient]
+        session_ids = sorted(rows["session"].unique())
+        return patient_thumbnails(rows, images[patient], {s: layout.labels(patient, s) for s in session_ids},
+                                  {s: layout.candidates(patient, s) for s in session_ids})  # fmt: skip
+
+    # scans are read and thumbnails encoded in threads (SimpleITK's reader and PIL's encoder release the GIL)
+    pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
     progress = Progress("report", total=len(names), unit="patient", units="patients", logger=log)
     out = []
-    with progress:
+    with pool, progress:
+        thumbnails = {p: pool.submit(thumbs_of, p) for p in names if layout is not None and p in by_patient and p in images}
         for patient in names:
             rows = by_patient.get(patient, lesions.iloc[:0])
             timeline = sessions_of.get(patient, sessions.iloc[:0])
             row = info.loc[patient] if patient in info.index else None
             best = row["best_response"] if row is not None and isinstance(row["best_response"], str) else None
-            thumbs = {}
-            if layout is not None and len(rows) and patient in images:
-                session_ids = list(timeline["session"]) or sorted(rows["session"].unique())
-                thumbs = patient_thumbnails(rows, images[patient], {s: layout.labels(patient, s) for s in session_ids},
-                                            {s: layout.candidates(patient, s) for s in session_ids})  # fmt: skip
+            thumbs = thumbnails[patient].result() if patient in thumbnails else {}
             columns = [{"session": s, "when": _time_label(t, unit), "response": r if isinstance(r, str) else ""}
                        for s, t, r in zip(timeline["session"], timeline["time"], timeline["recist_response"])]  # fmt: skip
             if not columns:
@@ -323,7 +335,7 @@ def patient_sections(
             targets = set(row["target_lesion_ids"]) if row is not None else set()
             grid = []
             for lesion_id, lesion in rows.groupby("lesion_id", sort=True):
-                cells_by_session = {r.session: r for r in lesion.itertuples()}
+                cells_by_session = {r.session: r for r in lesion[_CELL_COLUMNS].itertuples(index=False)}
                 kind = "target" if lesion_id in targets else ("new" if lesion["is_new"].any() else "non-target")
                 state = lesion["new_lesion"].dropna()
                 cells = []

@@ -118,6 +118,25 @@ def _nearest_centroids(lesions: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
+class _LabelMaps:
+    """The label maps of a session, each read on first use (the candidate map is rarely needed: the
+    lesion map holds the candidates too); a missing or unreadable map, or one off the scan's grid, is skipped."""
+
+    def __init__(self, paths: Sequence[Path | None], shape: tuple[int, ...]):
+        self._paths, self._shape, self._read = list(paths), shape, {}
+
+    def __iter__(self):
+        for k, path in enumerate(self._paths):
+            if k not in self._read:
+                read = _read(Path(path)) if path is not None and Path(path).exists() else None
+                if read is not None and read[0].shape != self._shape:
+                    log.warning("thumbnails: %s is not on the grid of its scan; no outline from it", path)
+                    read = None
+                self._read[k] = read[0] if read is not None else None
+            if self._read[k] is not None:
+                yield self._read[k]
+
+
 def patient_thumbnails(
     lesions: pd.DataFrame,
     images: Mapping[str, Path],
@@ -130,7 +149,7 @@ def patient_thumbnails(
     ``lesions``: the patient's rows of the cohort lesions table (lesion_id, session, session_index,
     voxel_count, centroid_{x,y,z}_mm); ``images``/``labels``/``candidates``: per session, the scan,
     the tracker's lesion label map and its new-lesion candidate map (a missing file gives no outline;
-    a missing scan gives no thumbnail). Each scan and label map is read once.
+    a missing scan gives no thumbnail). Each scan and label map is read at most once.
     """
     out: dict[tuple[int, str], Thumbnail] = {}
     rows = _nearest_centroids(lesions)
@@ -142,21 +161,13 @@ def patient_thumbnails(
                 out[(int(lesion_id), session)] = Thumbnail(None, "scan not available")
             continue
         array, geometry = scan
-        label_maps = []
-        for source in (labels, candidates or {}):
-            path = source.get(session)
-            read = _read(Path(path)) if path is not None and Path(path).exists() else None
-            if read is not None and read[0].shape != array.shape:
-                log.warning("thumbnails: %s is not on the grid of its scan; no outline", path)
-                read = None
-            if read is not None:
-                label_maps.append(read[0])
-        for row in group.itertuples():
+        maps = _LabelMaps([labels.get(session), (candidates or {}).get(session)], array.shape)
+        for row in group[["lesion_id", "voxel_count", "slice_x", "slice_y", "slice_z"]].itertuples(index=False):
+            lesion_id = int(row.lesion_id)
             centroid = np.array([row.slice_x, row.slice_y, row.slice_z])
             if not np.isfinite(centroid).all():
-                out[(int(row.lesion_id), session)] = Thumbnail(None, "no centroid")
+                out[(lesion_id, session)] = Thumbnail(None, "no centroid")
                 continue
-            lesion_id = int(row.lesion_id)
             outline = lesion_id if row.voxel_count > 0 else None
-            out[(lesion_id, session)] = render_thumbnail(array, geometry, centroid, label_maps, outline, px)
+            out[(lesion_id, session)] = render_thumbnail(array, geometry, centroid, maps if outline is not None else (), outline, px)
     return out
