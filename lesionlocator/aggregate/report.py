@@ -26,6 +26,7 @@ import base64
 import io
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -229,7 +230,8 @@ def _volume_jumps(lesions: pd.DataFrame) -> dict[int, str]:
 def _table_html(frame: pd.DataFrame, digits: int = 1, na_rep: str = "", sortable: bool = False) -> Markup:
     """``frame`` as an HTML table; pandas escapes the cells, so the markup is safe to insert."""
     classes = "data sortable" if sortable else "data"
-    return Markup(frame.to_html(index=False, border=0, classes=classes, na_rep=na_rep, float_format=lambda v: f"{v:.{digits}f}"))
+    html = frame.to_html(index=False, border=0, classes=classes, na_rep=na_rep, float_format=lambda v: f"{v:.{digits}f}")
+    return Markup(re.sub(r">\s+<", "><", html))  # no indentation: a 1,000-patient report has thousands of these
 
 
 _TEMPLATES = jinja2.Environment(
