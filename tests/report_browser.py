@@ -5,7 +5,8 @@ The report is loaded in an iframe of a small harness page (both ``file://``; Chr
 and half a second of (virtual) time for lazy images, the harness writes what it found as JSON into
 its own DOM, which ``--dump-dom`` prints: which sections are laid out with a non-empty box, the patient
 labels of the waterfall and swimmer plot (text, colour, visible), the plots and thumbnails drawn, the
-patient section opened by the URL fragment, the review queue's categories, script errors. No
+patient section opened by the URL fragment, the review queue's categories, what the queue's filter
+box and a click on a table header do, script errors. No
 playwright, no download: the Debian ``chromium`` package (tests/system_deps.sh installs it).
 """
 
@@ -52,6 +53,20 @@ frame.addEventListener("load", function () {
       timing: w.performance.timing.loadEventEnd - w.performance.timing.navigationStart
     };
     ["SECTIONS"].forEach(function (id) { result.sections[id] = visible(d.getElementById(id)); });
+    // the tables' own controls: the queue filtered by a word, the patient index sorted twice by its first column
+    var filter = d.querySelector("input.filter[data-filter='queue-table']"), index = d.getElementById("patient-index");
+    if (filter) {
+      filter.value = FILTER;
+      filter.dispatchEvent(new w.Event("input"));
+      result.filtered = Array.prototype.filter.call(d.querySelectorAll("#queue-table tbody tr"), visible).length;
+      filter.value = "";
+      filter.dispatchEvent(new w.Event("input"));
+    }
+    if (index) {
+      index.tHead.rows[0].cells[0].click();
+      index.tHead.rows[0].cells[0].click();
+      result.sorted_first = index.tBodies[0].rows[0].cells[0].textContent;
+    }
     var out = document.createElement("pre");
     out.id = "result";
     out.textContent = JSON.stringify(result);
@@ -69,12 +84,15 @@ def _flags(profile: Path, width: int, height: int) -> list[str]:
             f"--window-size={width},{height}"]  # fmt: skip
 
 
-def harness(report: Path, work: Path, fragment: str = "", width: int = 1300, height: int = 1400, delay_ms: int = 500) -> Path:
+def harness(report: Path, work: Path, fragment: str = "", width: int = 1300, height: int = 1400, delay_ms: int = 500,
+            queue_filter: str = "fallback") -> Path:
     """A harness page in ``work`` that shows ``report`` (with ``#fragment``) in an iframe and looks
-    at it ``delay_ms`` after its load event (0: at once)."""
+    at it ``delay_ms`` after its load event (0: at once); it types ``queue_filter`` into the review
+    queue's filter box (``filtered``: the rows left visible) and sorts the patient index by its first
+    column, descending (``sorted_first``: the first patient then)."""
     work.mkdir(parents=True, exist_ok=True)
     page = (_HARNESS.replace("REPORT", report.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
-            .replace("DELAY", str(delay_ms)).replace("WIDTH", str(width)).replace("HEIGHT", str(height)).replace('"SECTIONS"', json.dumps(list(SECTIONS))[1:-1]))  # fmt: skip
+            .replace("DELAY", str(delay_ms)).replace("FILTER", json.dumps(queue_filter)).replace("WIDTH", str(width)).replace("HEIGHT", str(height)).replace('"SECTIONS"', json.dumps(list(SECTIONS))[1:-1]))  # fmt: skip
     path = work / "harness.html"
     path.write_text(page)
     return path

@@ -420,11 +420,9 @@ def report_cohort(
         manifest = manifest.assign(patient=manifest["patient"].astype(str), session=manifest["session"].astype(str))
     layout = ResultsLayout(Path(results_dir)) if results_dir is not None else None
 
-    sessions = sessions.assign(time=session_times(sessions, manifest)[0])
-    unit = session_times(sessions, manifest)[1]
-    time_of = sessions.set_index(["patient", "session"])["time"]
-    lesions = lesions.assign(time=pd.MultiIndex.from_frame(lesions[["patient", "session"]]).map(time_of.get) if len(lesions) else [])
-    lesions["time"] = pd.to_numeric(lesions["time"], errors="coerce")
+    times, unit = session_times(sessions, manifest)
+    sessions = sessions.assign(time=times)
+    lesions = lesions.merge(sessions[["patient", "session", "time"]], on=["patient", "session"], how="left")
     best = patients.set_index("patient")["best_response"]
     failed = failed_patients if isinstance(failed_patients, pd.DataFrame) else pd.DataFrame({"patient": list(failed_patients)})
     failed = failed.assign(patient=failed["patient"].astype(str)) if len(failed) else pd.DataFrame({"patient": [], "reason": []})

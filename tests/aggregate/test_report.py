@@ -164,6 +164,7 @@ def test_report_renders_in_chromium(tmp_path, dataset):
     assert sorted(name for name, _, visible in seen["swimmer"] if visible) == ["P0", "P1"]
     assert all(colour.startswith("#") for _, colour, _ in seen["waterfall"] + seen["swimmer"])
     assert seen["queue"][0] == "failed patient" and "uncertain" in seen["queue"]
+    assert seen["filtered"] == 2 and seen["sorted_first"] == "P7", "the queue filters, the patient index sorts"
     assert seen["open"] == "patient-P1" and seen["thumbnails"] == seen["thumbnails_drawn"] == 6
     assert seen["closed_thumbnails"] == 0, "a closed patient section is not parsed (nor its thumbnails decoded) until it opens"
     shot = screenshot(report, tmp_path / "browser", tmp_path / "report.png", fragment="patient-P1")
