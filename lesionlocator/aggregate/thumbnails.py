@@ -4,7 +4,8 @@ A thumbnail is a crop of ``2 x HALF_WIDTH_MM`` (the tracker's QC figures' field,
 :data:`lesionlocator.track.qc.HALF_WIDTH_MM`) around the lesion's centroid on the axial slice (array
 axis 0 of a SimpleITK array, which is (z, y, x)) through it, windowed to the crop's 1st-99th
 percentile, downsampled to ``THUMBNAIL_PX`` pixels square and drawn in grey with the lesion's mask
-outline in red (one pixel at thumbnail resolution), in radiological view (anterior up, the
+outline in red (two pixels at thumbnail resolution, one each side of the mask's boundary: lossy WebP
+stores colour at half resolution, and keeps a third of a one-pixel red line red), in radiological view (anterior up, the
 patient's left on the right; axis-aligned directions assumed). Where the lesion has no voxels at a session
 (vanished, out of the field of view, lost), the slice is the one through its nearest known centroid
 (the last before, else the first after) and there is no outline. Images are lossy WebP (Chromium,
@@ -29,7 +30,8 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from lesionlocator.core.io import Geometry
+from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry, read_image
 from lesionlocator.track.qc import HALF_WIDTH_MM
 
 log = logging.getLogger(__name__)
@@ -49,9 +51,11 @@ class Thumbnail:
 
 
 def _read(path: Path) -> tuple[np.ndarray, Geometry] | None:
+    """The (z, y, x) array and geometry of a NIfTI/NRRD/MHA file or a DICOM series folder; None (logged)
+    when it cannot be read. Files are read by SimpleITK directly: they passed the project's checks at ingest."""
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
+        image = read_image(path, check_finite=False) if path.is_dir() else sitk.ReadImage(str(path))
+    except (RuntimeError, InputError) as err:
         log.warning("thumbnails: cannot read %s (%s)", path, str(err).strip().splitlines()[-1] if str(err).strip() else err)
         return None
     return sitk.GetArrayFromImage(image), Geometry.of(image)
@@ -92,7 +96,7 @@ def render_thumbnail(
         if not small.any():  # smaller than a thumbnail pixel: its most covered pixel
             small = coverage == coverage.max()
         pixels = np.asarray(picture).copy()
-        pixels[small & ~ndimage.binary_erosion(small)] = OUTLINE_RGB
+        pixels[ndimage.binary_dilation(small) & ~ndimage.binary_erosion(small)] = OUTLINE_RGB
         picture, outlined = Image.fromarray(pixels), True
         break
     # radiological view: anterior (-y, LPS) up, the patient's left (+x) on the viewer's right
