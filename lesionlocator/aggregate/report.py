@@ -15,8 +15,9 @@ Three parts, one page (the Jinja template ``templates/report.html.j2``, autoesca
   axial slice with its mask's outline (:mod:`lesionlocator.aggregate.thumbnails`), candidates included.
 
 Tables sort by a click on a header and filter by a text box; thumbnails are small WebP data URIs
-with ``loading="lazy"`` inside closed ``<details>``, so a 1,000-patient report opens in seconds
-(``bench/bench_report.py``). Nothing is recomputed: the cohort tables, the ingest manifest (images,
+(``loading="lazy"``), and a patient's section is kept as text (a ``<script type="text/x-patient-section">``)
+that the page's script turns into markup when the section opens, so a 1,000-patient report opens in
+about 3 s and stays under 50 MB (``bench/bench_report.py``; patient sections need JavaScript). Nothing is recomputed: the cohort tables, the ingest manifest (images,
 ``acq_time``) and the tracker's label maps are read as they are.
 """
 
@@ -135,8 +136,10 @@ def status_plot(lesions: pd.DataFrame) -> str | None:
 def evaluation_plot(metrics: pd.DataFrame, summary: pd.DataFrame) -> str | None:
     """Per session index: mean Dice per patient (dots) with the lesion-pooled mean (bar), CPM@r, and
     detection precision / recall / F1, each pooled over lesions with its n written on the plot."""
+    if metrics.empty or summary.empty:
+        return None
     pooled = summary[summary["scope"] == "eval_session_index"].pivot_table(index="session_index", columns="metric", values="value")
-    if metrics.empty or pooled.empty:
+    if pooled.empty:
         return None
     fig, (dice, cpm, detection) = _figure(12.0, 3.4, ncols=3)
     indices = pooled.index.to_numpy(int)
@@ -363,7 +366,7 @@ def patient_sections(
                 "to review": timeline["review_reasons"],
             })  # fmt: skip
             out.append({
-                "id": patient, "anchor": patient_anchor(patient), "best": best or "", "colour": LABEL_COLOURS.get(best, "#424242"),
+                "id": patient, "anchor": patient_anchor(patient), "best": best or "",
                 "failed": reasons.get(patient), "n_lesions": int(row["n_lesions"]) if row is not None else 0,
                 "n_queued": int((queue["patient"] == patient).sum()), "columns": columns, "grid": grid,
                 "responses": _table_html(response_table, digits=1) if len(timeline) else None,
