@@ -196,3 +196,13 @@ def test_report_shows_the_status_figures_and_confusion(tmp_path, dataset):
     assert "false new-lesion candidates per follow-up scan" in section and "true \\ reported" in section
     without = report_cohort(dataset, tmp_path / "plain.html").read_text()
     assert "Lesion statuses against ground truth" not in without
+
+
+def test_report_command_with_manifest_and_results(tmp_path, dataset):
+    from lesionlocator.cli import main
+
+    out = tmp_path / "cli.html"
+    assert main(["report", str(dataset), "-o", str(out), "--manifest", str(tmp_path / "manifest.parquet"),
+                 "--results-dir", str(tmp_path / "results")]) == 0  # fmt: skip
+    html = out.read_text()
+    assert html.count("data:image/webp;base64,") == 12 and "day 91" in html
