@@ -458,6 +458,7 @@ def report_cohort(
         counts=cohort_counts,
         unit=unit,
         waterfall=waterfall_svg(patients),
+        waterfall_n=int(patients["best_pct_change_baseline"].notna().sum()),
         swimmer=swimmer_svg(sessions, patients, unit),
         response_counts=_table_html(response_counts) if len(response_counts) else None,
         volume_course=course_plot(present, "volume_ml", ["patient", "lesion_id"], "lesion volume (mL)", best, unit),

@@ -58,6 +58,7 @@ def test_report_content(tmp_path, dataset):
     assert re.findall(r'(?:src|href)="(?!data:|#)([^"]*)"', html) == [], "self-contained: every image inline, every link in the page"
     # times in days from acq_time: the swimmer plot's axis and the patient grids
     assert "days from baseline" in html and "day 42" in html and "day 91" in html
+    assert "with an evaluable follow-up (2 of 3)" in html  # P7 failed
     # the waterfall and swimmer plot label every patient, coloured by best response, linking to its section
     assert len(re.findall(r'<a href="#patient-P0"><g class="bar"', html)) == 1 and len(re.findall(r'<a href="#patient-P1"><g class="lane"', html)) == 1
     # the review queue: the failed patient first, then every flagged lesion-session with its reason, most severe first
