@@ -70,7 +70,7 @@ def waterfall_svg(patients: pd.DataFrame, bar_px: int = 14) -> Markup | None:
         x = left + k * bar_px
         label = escape(row.patient)
         parts.append(
-            f'<a href="#{patient_anchor(row.patient)}"><g class="bar" data-patient="{label}">'
+            f'<a href="#{escape(patient_anchor(row.patient))}"><g class="bar" data-patient="{label}">'
             f"<title>{label}: {value:+.1f}% best change of SoD, best response {escape(response)}</title>"
             f'<rect x="{x + 1}" y="{top_y:.1f}" width="{bar_px - 2}" height="{bottom_y - top_y:.1f}" fill="{colour}"/>'
             f'<text class="patient-label" x="{x + bar_px / 2 + 3:.1f}" y="{head + plot_h + 4:.1f}" fill="{LABEL_COLOURS.get(response, "#424242")}" '
@@ -115,7 +115,7 @@ def swimmer_svg(sessions: pd.DataFrame, patients: pd.DataFrame, time_unit: str, 
         response = response if isinstance(response, str) else "NE"
         label = escape(patient)
         group = by_patient[patient].sort_values("time")
-        parts.append(f'<a href="#{patient_anchor(patient)}"><g class="lane" data-patient="{label}">'
+        parts.append(f'<a href="#{escape(patient_anchor(patient))}"><g class="lane" data-patient="{label}">'
                      f'<text class="patient-label" x="{left - 6}" y="{lane + 4:.1f}" text-anchor="end" '
                      f'fill="{LABEL_COLOURS.get(response, "#424242")}">{label}</text>'
                      f'<rect x="{left}" y="{lane - 3:.1f}" width="{x(span[patient]) - left:.1f}" height="6" fill="#d0d7e1"/>')  # fmt: skip

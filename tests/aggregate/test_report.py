@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lesionlocator.aggregate.charts import waterfall_svg
+from lesionlocator.aggregate.charts import swimmer_svg, waterfall_svg
 from lesionlocator.aggregate.cohort import aggregate_cohort, read_cohort_table
 from lesionlocator.aggregate.report import report_cohort, review_queue, session_times
 from lesionlocator.core.layout import ResultsLayout
@@ -207,3 +207,12 @@ def test_report_command_with_manifest_and_results(tmp_path, dataset):
                  "--results-dir", str(tmp_path / "results")]) == 0  # fmt: skip
     html = out.read_text()
     assert html.count("data:image/webp;base64,") == 12 and "day 91" in html
+
+
+def test_charts_escape_patient_labels():
+    label = '"><script>alert(1)</script>'
+    patients = pd.DataFrame({"patient": [label], "best_pct_change_baseline": [10.0], "best_response": ["SD"]})
+    sessions = pd.DataFrame({"patient": [label] * 2, "session": ["a", "b"], "session_index": [0, 1], "time": [0.0, 30.0],
+                             "recist_response": [None, "SD"]})  # fmt: skip
+    svg = str(waterfall_svg(patients)) + str(swimmer_svg(sessions, patients, "days"))
+    assert "<script>" not in svg and "&lt;script&gt;" in svg
