@@ -55,14 +55,14 @@ frame.addEventListener("load", function () {
     ["SECTIONS"].forEach(function (id) { result.sections[id] = visible(d.getElementById(id)); });
     // the tables' own controls: the queue filtered by a word, the patient index sorted twice by its first column
     var filter = d.querySelector("input.filter[data-filter='queue-table']"), index = d.getElementById("patient-index");
-    if (filter) {
+    if (filter && INTERACT) {
       filter.value = FILTER;
       filter.dispatchEvent(new w.Event("input"));
       result.filtered = Array.prototype.filter.call(d.querySelectorAll("#queue-table tbody tr"), visible).length;
       filter.value = "";
       filter.dispatchEvent(new w.Event("input"));
     }
-    if (index) {
+    if (index && INTERACT) {
       index.tHead.rows[0].cells[0].click();
       index.tHead.rows[0].cells[0].click();
       result.sorted_first = index.tBodies[0].rows[0].cells[0].textContent;
@@ -85,14 +85,18 @@ def _flags(profile: Path, width: int, height: int) -> list[str]:
 
 
 def harness(report: Path, work: Path, fragment: str = "", width: int = 1300, height: int = 1400, delay_ms: int = 500,
-            queue_filter: str = "fallback") -> Path:
+            queue_filter: str = "fallback", interact: bool = True) -> Path:
     """A harness page in ``work`` that shows ``report`` (with ``#fragment``) in an iframe and looks
     at it ``delay_ms`` after its load event (0: at once); it types ``queue_filter`` into the review
     queue's filter box (``filtered``: the rows left visible) and sorts the patient index by its first
-    column, descending (``sorted_first``: the first patient then)."""
+    column, descending (``sorted_first``: the first patient then), unless not ``interact``."""
     work.mkdir(parents=True, exist_ok=True)
-    page = (_HARNESS.replace("REPORT", report.resolve().as_uri() + (f"#{fragment}" if fragment else ""))
-            .replace("DELAY", str(delay_ms)).replace("FILTER", json.dumps(queue_filter)).replace("WIDTH", str(width)).replace("HEIGHT", str(height)).replace('"SECTIONS"', json.dumps(list(SECTIONS))[1:-1]))  # fmt: skip
+    values = {"DELAY": str(delay_ms), "FILTER": json.dumps(queue_filter), "INTERACT": json.dumps(interact), "WIDTH": str(width),
+              "HEIGHT": str(height), '"SECTIONS"': json.dumps(list(SECTIONS))[1:-1],
+              "REPORT": report.resolve().as_uri() + (f"#{fragment}" if fragment else "")}  # last: a path may hold the other keys  # fmt: skip
+    page = _HARNESS
+    for key, value in values.items():
+        page = page.replace(key, value)
     path = work / "harness.html"
     path.write_text(page)
     return path
@@ -117,7 +121,7 @@ def inspect(report: Path, work: Path, fragment: str = "", timeout: float = 120, 
 
 def screenshot(report: Path, work: Path, out: Path, fragment: str = "", width: int = 1300, height: int = 1400, timeout: float = 120) -> Path:
     """A PNG of the report as a ``width`` x ``height`` window shows it (scrolled to ``#fragment``)."""
-    page = harness(report, work, fragment, width, height)
+    page = harness(report, work, fragment, width, height, interact=False)
     flags = _flags(work / "profile", width, height) + ["--virtual-time-budget=5000"]
     result = subprocess.run([CHROMIUM, *flags, f"--screenshot={out}", page.as_uri()], capture_output=True, text=True, timeout=timeout)
     if not out.exists():
