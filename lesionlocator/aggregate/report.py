@@ -397,6 +397,7 @@ def report_cohort(
     title: str = "LesionLocator cohort report",
     manifest: str | Path | pd.DataFrame | None = None,
     results_dir: str | Path | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write the self-contained HTML report of a cohort dataset (see :mod:`lesionlocator.aggregate.cohort`).
 
@@ -405,6 +406,7 @@ def report_cohort(
     acq_time, image): times in days from ``acq_time`` and the scans of the thumbnails.
     ``results_dir``: the run's results folder, where the tracker's label maps are
     (:class:`~lesionlocator.core.layout.ResultsLayout`); without it (or the manifest) there are no thumbnails.
+    ``workers``: threads that read scans and encode thumbnails (default: up to 4).
     """
     dataset_dir = Path(dataset_dir)
     if not (dataset_dir / "patients").is_dir():
@@ -472,7 +474,7 @@ def report_cohort(
                "jump": VOLUME_JUMP_FACTOR, "min_jump_ml": MIN_JUMP_ML},  # fmt: skip
         failed=failed.to_dict("records"),
         patient_index=_patient_index(patients, sessions, queue, failed, unit),
-        patients=patient_sections(lesions, sessions, patients, failed, queue, unit, manifest, layout),
+        patients=patient_sections(lesions, sessions, patients, failed, queue, unit, manifest, layout, workers),
         colours=LABEL_COLOURS,
         thumbnails=layout is not None and manifest is not None,
     )

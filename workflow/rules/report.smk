@@ -15,7 +15,7 @@ rule report_cohort:
         LOGS / "report" / "report_cohort.log",
     benchmark:
         BENCH / "report" / "report_cohort.tsv"
-    threads: 1
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,

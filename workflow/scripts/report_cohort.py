@@ -9,4 +9,5 @@ report_cohort(
     failed_patients=failure_table(snakemake.input.reports),
     manifest=snakemake.input.manifest,
     results_dir=snakemake.params.results_dir,
+    workers=snakemake.threads,
 )
