@@ -24,7 +24,8 @@ MAX_FAILURES_LISTED = 10
 def run_summary(results_dir: str | Path) -> str:
     """A few lines: patients done and failed (each with the first reason), lesions tracked, best
     overall responses, lesion-sessions flagged for review (per category, most severe first: the
-    report's review list), where the report and ``run.json`` are.
+    tracker's flags; the report's review queue adds lesions out of view, volume jumps and failed
+    patients), where the report and ``run.json`` are.
 
     Empty when ``results_dir`` has no ``run.json`` (a dry run, a ``train`` target); a cohort dataset
     that cannot be read is said in one line instead of its figures.

@@ -27,7 +27,7 @@ def run_report(args: argparse.Namespace) -> None:
     failed = []
     if args.failed:
         failed = [line.strip() for line in Path(args.failed).read_text().splitlines() if line.strip()]
-    report_cohort(args.dataset, args.output, failed_patients=failed, title=args.title)
+    report_cohort(args.dataset, args.output, failed_patients=failed, title=args.title, manifest=args.manifest, results_dir=args.results_dir)
     print(f"report -> {args.output}")
 
 
@@ -48,6 +48,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="cohort dataset folder written by aggregate")
     parser.add_argument("--failed", help="text file listing failed patients, one per line")
     parser.add_argument("--title", default="LesionLocator cohort report", help="report title")
+    parser.add_argument("--manifest", help="ingest manifest (Parquet): times in days from acq_time, and the scans of the thumbnails")
+    parser.add_argument("--results-dir", help="results_dir of the run: the tracker's label maps, for lesion thumbnails (with --manifest)")
 
 
 def add_summary_arguments(parser: argparse.ArgumentParser) -> None:

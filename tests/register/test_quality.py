@@ -148,7 +148,7 @@ def test_register_shard_fails_the_patient_and_the_cohort_outputs_show_the_figure
     assert rows.similarity.tolist() == [records["A1"]["similarity"], records["B2"]["similarity"]]
 
     html = report_cohort(layout.cohort_dataset, layout.report, failed_patients=failure_table([shards / "register_t1.json"])).read_text()
-    section = html[html.index("Registration quality") : html.index("Lesions flagged for review")]
+    section = html[html.index("<h2>Registration quality") : html.index("<section id=\"review\">")]
     assert "2 follow-up registration(s): 1 failed" in section
     assert "A1" in section and f"{records['A1']['similarity']:.2f}" in section
     assert "B2" not in section, "a pair well above the threshold is not listed"

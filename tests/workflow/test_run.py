@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.report_browser import CHROMIUM, SKIP_REASON, inspect
 from tests.workflow.conftest import REPO, SNAKEMAKE, result_digests, run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -49,6 +50,20 @@ def test_outputs_of_the_whole_dag(local_run):
     for rule in ("ingest", "segment_baseline", "register_pair", "track_followup", "measure_lesions", "aggregate", "report"):
         assert any((results / "logs" / rule).iterdir()), rule
         assert any((results / "benchmarks" / rule).iterdir()), rule
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
+def test_the_runs_report_in_chromium(local_run, tmp_path):
+    """The report the workflow wrote, opened at its first patient: every section laid out, the
+    patients labelled on the waterfall and swimmer plot, the plots and that patient's thumbnails
+    (from the run's scans and label maps) decoded and visible."""
+    folder, _ = local_run
+    seen = inspect(folder / "results" / "report.html", tmp_path, fragment="patient-P001")
+    assert seen["errors"] == 0 and all(seen["sections"].values()), seen["sections"]
+    assert sorted(name for name, _, visible in seen["swimmer"] if visible) == ["P001", "P002"]
+    assert {name for name, _, visible in seen["waterfall"] if visible} <= {"P001", "P002"} and seen["waterfall"]
+    assert seen["plots"] == seen["plots_drawn"] >= 3
+    assert seen["open"] == "patient-P001" and seen["thumbnails"] >= 3 and seen["thumbnails_drawn"] == seen["thumbnails"]
 
 
 def test_tracking_against_ground_truth(local_run):
