@@ -611,7 +611,7 @@ class TrackConfig(StrictModel):
         True, description="Look for new-lesion candidates at each follow-up (difference to the registered previous scan)."
     )
     candidate_threshold: float = Field(
-        4.0,
+        3.5,
         gt=0,
         description="Blob response of the change since the previous scan (robust standard deviations at the "
         "lesion's scale, after the misregistration normalisation) that a new-lesion candidate must exceed.",

@@ -22,8 +22,7 @@ baseline, the new lesions found at earlier follow-ups, and the lesions a reader 
    ``max_volume_ratio`` is ``uncertain``. Then ``split`` (its second-largest connected part holds at
    least ``split_min_fraction``) and ``merged`` (its mask now touches another lesion's that it did not
    touch before);
-4. **new lesions**: compact blobs that appeared since the registered previous scan (or, from the
-   second follow-up on, since the baseline: a new lesion missed once is found later), away from
+4. **new lesions**: compact blobs that appeared since the registered previous scan, away from
    tracked lesions (:mod:`lesionlocator.track.candidates`), are segmented from a box around them and
    reported as ``new_candidate`` with IDs ``t * 1_000_000 + k`` in the lesion map; from the next
    follow-up on they are tracked like every lesion (same ID), so a candidate seen again is confirmed
@@ -761,42 +760,22 @@ def followup_candidates(
     previous_labels: tuple[np.ndarray, Geometry],
     t: int,
     track: TrackConfig,
-    baseline: tuple[sitk.Image, sitk.Transform] | None = None,
-) -> tuple[np.ndarray, dict[int, float], dict[int, int]]:
+) -> tuple[np.ndarray, dict[int, float]]:
     """New-lesion candidates of follow-up ``t`` away from tracked lesions (``candidate_exclusion_mm``).
 
     ``transform``: follow-up world to previous world (mm, LPS); ``labels``: the follow-up's tracked
-    lesions (z y x); ``previous_labels``: the previous session's map and geometry; ``baseline``: the
-    baseline scan and the follow-up-to-baseline transform, from the second follow-up on. The search
-    runs against the previous scan, then against the baseline away from what the first found: a new
-    lesion missed at an earlier follow-up is no longer new against the previous scan, which already
-    showed it, but still is against the baseline, and it has grown since. Both searches together keep
-    the ``candidate_max`` highest scores. Returns the candidates' label map (uint32, z y x of
-    ``image``; IDs ``t * CANDIDATE_ID_BASE + k``, ``k = 1..`` in score order), each ID's score (robust
-    SDs) and the session index each was found against.
+    lesions (z y x); ``previous_labels``: the previous session's map and geometry. Returns the
+    candidates' label map (uint32, z y x of ``image``; IDs ``t * CANDIDATE_ID_BASE + k``, ``k = 1..``
+    in score order) and each ID's score (robust SDs).
     """
-    geometry = Geometry.of(image)
+    warped, valid = previous_on_followup(previous_image, image, transform)
     near = near_tracked_lesions(labels, *previous_labels, image, transform, track.candidate_exclusion_mm)
-    references = [(t - 1, previous_image, transform)]
-    if baseline is not None and t > 1:
-        references.append((0, *baseline))
-    found: list[tuple[float, int, np.ndarray]] = []  # score, session compared against, mask
-    for session, earlier, to_earlier in references:
-        warped, valid = previous_on_followup(earlier, image, to_earlier)
-        result = find_candidates(image, warped, valid, near, track)
-        masks = [result.labels == np.uint32(k) for k in range(1, len(result.candidates) + 1)]
-        found += [(c.score, session, mask) for c, mask in zip(result.candidates, masks)]
-        if masks:
-            near = near | _dilate_mm(result.labels > 0, geometry, track.candidate_exclusion_mm)
-    found.sort(key=lambda item: -item[0])  # stable: the previous scan's first among equal scores
-    found = found[: track.candidate_max]
-    candidates = np.zeros(geometry.shape_zyx, dtype=np.uint32)
+    found = find_candidates(image, warped, valid, near, track)
+    if not found.candidates:
+        return np.zeros(Geometry.of(image).shape_zyx, dtype=np.uint32), {}
     base = t * CANDIDATE_ID_BASE
-    for k, (_, _, mask) in enumerate(found, start=1):
-        candidates[mask & (candidates == 0)] = base + k
-    scores = {base + k: score for k, (score, _, _) in enumerate(found, start=1)}
-    against = {base + k: session for k, (_, session, _) in enumerate(found, start=1)}
-    return candidates, scores, against
+    candidates = np.where(found.labels > 0, found.labels + np.uint32(base), 0).astype(np.uint32)
+    return candidates, {base + k: c.score for k, c in enumerate(found.candidates, start=1)}
 
 
 def segment_candidates(segmenter: Segmenter, image: sitk.Image, candidates: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -979,11 +958,8 @@ def track_followup(
     if track.candidates:
         if inputs.previous_image is None:
             raise ValueError("new-lesion candidates (track.candidates) need the previous image")
-        baseline = None
-        if t > 1 and inputs.candidate_baseline is not None:
-            baseline = (inputs.candidate_baseline, _chain(inputs.transforms, t, 0))
-        found, candidate_scores, against = followup_candidates(
-            image, inputs.previous_image, inputs.transforms[t], labels, inputs.labels[t - 1], t, track, baseline
+        found, candidate_scores = followup_candidates(
+            image, inputs.previous_image, inputs.transforms[t], labels, inputs.labels[t - 1], t, track
         )
         if candidate_scores:
             candidates = segment_candidates(segmenter, image, found, labels)
@@ -991,7 +967,7 @@ def track_followup(
             statuses = {i: "rejected" if inputs.reviews.get(i) == "rejected" else "new_candidate" for i in ids}
             candidate_details = {
                 i: {"is_new": True, "first_session_index": t, "reader": inputs.reviews.get(i),
-                    "review_reason": None if inputs.reviews.get(i) else _candidate_reason(candidate_scores[i], against[i], t, scans)}
+                    "review_reason": None if inputs.reviews.get(i) else f"new-lesion candidate (score {candidate_scores[i]:.1f}), not yet confirmed"}
                 for i in ids
             }
             for i in ids:
@@ -1001,13 +977,6 @@ def track_followup(
             labels = np.where(candidates > 0, candidates, labels).astype(np.uint32)
             log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, len(ids))
     return FollowupResult(labels=labels, candidates=candidates, rows=rows)
-
-
-def _candidate_reason(score: float, against: int, t: int, scans: Sequence[SessionScan]) -> str:
-    if against == t - 1:
-        return f"new-lesion candidate (score {score:.1f}), not yet confirmed"
-    return (f"new-lesion candidate (score {score:.1f} against the baseline, ses-{scans[against].session}; not found against "
-            f"ses-{scans[t - 1].session}: missed there or unclear), not yet confirmed")
 
 
 def baseline_rows(
@@ -1090,8 +1059,7 @@ class FollowupInputs:
     (vanish test) of every lesion's first session; ``transforms[s]`` maps world points (mm, LPS) of
     session ``s`` to session ``s-1``, for ``s = 1..t``; ``previous_image``: session ``t-1`` (needed for
     candidates); ``reference_images``: by session index, the scans where lesions were first seen
-    (needed for the vanish test); ``candidate_baseline``: the baseline scan, from the second follow-up
-    on (the candidate search runs against it too); ``anchors``: by lesion ID (:func:`lesion_anchors`), with
+    (needed for the vanish test); ``anchors``: by lesion ID (:func:`lesion_anchors`), with
     ``geometries`` of their sessions; ``reviews``: the reader's verdicts at ``t`` (lesion ID ->
     confirmed | rejected); ``before_images``: by session index, the scans just before new lesions that await
     confirmation appeared (:func:`awaiting_confirmation`; needed for the vanish test's novelty check).
@@ -1107,7 +1075,6 @@ class FollowupInputs:
     geometries: dict[int, Geometry] = field(default_factory=dict)
     reviews: dict[int, str] = field(default_factory=dict)
     before_images: dict[int, sitk.Image] = field(default_factory=dict)
-    candidate_baseline: sitk.Image | None = None
 
     @property
     def baseline_image(self) -> sitk.Image | None:
@@ -1127,8 +1094,8 @@ def read_followup_inputs(
     ``labels_paths[s]`` and ``tracking_paths[s]``: the label maps and tracking tables of sessions
     ``0..t-1``; ``transform_paths[s]``: the transform of session ``s`` to ``s-1`` (``None`` for the
     baseline), for ``s = 0..t``; ``scans[s].prompts`` / ``prompt_mask``: the reader's prompt files.
-    Only the label maps that are used are read; the previous scan (and from ``t = 2`` on the baseline)
-    only when ``track.candidates``, the reference scans only when the vanish test can run.
+    Only the label maps that are used are read; the previous scan only when ``track.candidates``, the
+    reference scans only when the vanish test can run.
     """
     previous_rows = [row for path in tracking_paths for row in read_tracking(path)]
     sources = prompt_sources(previous_rows, track.prompt_source)
@@ -1148,22 +1115,17 @@ def read_followup_inputs(
     anchors = lesion_anchors(scans, t, previous_rows, geometries, labels, track.baseline_prompt) if anchored else {
         int(p.lesion_id): Anchor(int(p.lesion_id), t, p) for p in reader_input(scans[t], geometries[t], track.baseline_prompt)[0]
     }
-    reference_images = {s: read_image(scans[s].image) for s in sorted(references)}
-    baseline = None
-    if track.candidates and t > 1:
-        baseline = reference_images[0] if 0 in reference_images else read_image(scans[0].image)
     return FollowupInputs(
         image=image,
         previous_rows=previous_rows,
         labels=labels,
         transforms={s: load_transform(transform_paths[s]) for s in range(1, t + 1)},
         previous_image=read_image(scans[t - 1].image) if track.candidates else None,
-        reference_images=reference_images,
+        reference_images={s: read_image(scans[s].image) for s in sorted(references)},
         anchors=anchors,
         geometries=geometries,
         reviews=reader_input(scans[t], geometries[t], track.baseline_prompt)[1],
         before_images={s: read_image(scans[s].image) for s in sorted(before)},
-        candidate_baseline=baseline,
     )
 
 
