@@ -144,8 +144,8 @@ def test_the_checks_find_a_violation_and_a_cycle(tmp_path):
 def test_test_only_code_is_not_in_the_package():
     for module, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in getattr(node, "names", [])]
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):  # not ast.Global, whose names are strings
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 assert not [n for n in names if n.split(".")[0] == "tests"], f"{module} imports test code"
 
 

@@ -1,7 +1,7 @@
 """Lesion thumbnails for the cohort report: the axial slice through a lesion at each session, with its mask's outline.
 
 A thumbnail is a crop of ``2 x HALF_WIDTH_MM`` (the tracker's QC figures' field,
-:data:`lesionlocator.track.qc.HALF_WIDTH_MM`) around the lesion's centroid on the axial slice (array
+:data:`lesionlocator.core.regions.VIEW_HALF_WIDTH_MM`) around the lesion's centroid on the axial slice (array
 axis 0 of a SimpleITK array, which is (z, y, x)) through it, windowed to the crop's 1st-99th
 percentile, downsampled to ``THUMBNAIL_PX`` pixels square and drawn in grey with the lesion's mask
 outline in red (two pixels at thumbnail resolution, one each side of the mask's boundary: lossy WebP
@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry, read_image
-from lesionlocator.track.qc import HALF_WIDTH_MM
+from lesionlocator.core.regions import VIEW_HALF_WIDTH_MM as HALF_WIDTH_MM
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,10 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+#: Half the side (mm) of a lesion's view: the tracker's QC figures and the report's thumbnails crop the
+#: axial slice through the lesion's centroid to this distance around it.
+VIEW_HALF_WIDTH_MM = 40.0
+
 
 def shell_around(
     mask: np.ndarray, spacing_zyx: np.ndarray, inner_mm: float = 2.0, outer_mm: float = 6.0

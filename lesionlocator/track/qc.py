@@ -15,10 +15,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from lesionlocator.core.io import Geometry, atomic_path, read_image
+from lesionlocator.core.regions import VIEW_HALF_WIDTH_MM
 
 log = logging.getLogger(__name__)
 
-HALF_WIDTH_MM = 40.0
+HALF_WIDTH_MM = VIEW_HALF_WIDTH_MM
 
 
 def _panel(ax, image: sitk.Image, labels: np.ndarray, lesion_id: int, world: np.ndarray, title: str) -> None:
