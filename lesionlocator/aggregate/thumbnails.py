@@ -1,8 +1,7 @@
 """Lesion thumbnails for the cohort report: the axial slice through a lesion at each session, with its mask's outline.
 
-A thumbnail is a crop of ``2 x HALF_WIDTH_MM`` (the tracker's QC figures' field,
-:data:`lesionlocator.core.regions.VIEW_HALF_WIDTH_MM`) around the lesion's centroid on the axial slice (array
-axis 0 of a SimpleITK array, which is (z, y, x)) through it, windowed to the crop's 1st-99th
+A thumbnail is a crop of ``2 x`` :data:`lesionlocator.core.regions.VIEW_HALF_WIDTH_MM` (the tracker's
+QC figures' field) around the lesion's centroid on the axial slice (array axis 0 of a SimpleITK array, which is (z, y, x)) through it, windowed to the crop's 1st-99th
 percentile, downsampled to ``THUMBNAIL_PX`` pixels square and drawn in grey with the lesion's mask
 outline in red (two pixels at thumbnail resolution, one each side of the mask's boundary: lossy WebP
 stores colour at half resolution, and keeps a third of a one-pixel red line red), in radiological view (anterior up, the
@@ -32,7 +31,7 @@ from scipy import ndimage
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry, read_image
-from lesionlocator.core.regions import VIEW_HALF_WIDTH_MM as HALF_WIDTH_MM
+from lesionlocator.core.regions import VIEW_HALF_WIDTH_MM
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def render_thumbnail(
     if not geometry.contains_index(index):
         return Thumbnail(None, "outside the field of view")
     spacing = np.asarray(geometry.spacing)[::-1]  # (z, y, x) mm
-    half = np.maximum(np.ceil(HALF_WIDTH_MM / spacing).astype(int), 1)
+    half = np.maximum(np.ceil(VIEW_HALF_WIDTH_MM / spacing).astype(int), 1)
     z = int(np.clip(index[0], 0, image.shape[0] - 1))
     y0, x0 = index[1] - half[1], index[2] - half[2]
     rows, cols = 2 * half[1] + 1, 2 * half[2] + 1

@@ -470,6 +470,7 @@ def new_lesion_detection(status: pd.DataFrame, evaluation: pd.DataFrame, min_dia
     first = status[status["true_class"].eq("new")]
     if first.empty:
         return {"new_lesion_recall_by_next": float("nan"), "new_lesion_recall_large": float("nan"), "n_gt_new_large": 0.0}
+
     def patients(frame: pd.DataFrame) -> pd.Series:  # one patient's tables have no patient column
         return frame["patient"] if "patient" in frame else pd.Series("", index=frame.index)
 
@@ -478,9 +479,10 @@ def new_lesion_detection(status: pd.DataFrame, evaluation: pd.DataFrame, min_dia
              if not pd.isna(g) and not pd.isna(q)}  # GT lesion-sessions with a paired prediction
     keys = list(zip(patients(first), first["gt_lesion_id"].astype(int), first["session_index"].astype(int)))
     by_next = [(p, g, i) in found or (p, g, i + 1) in found for p, g, i in keys]
-    volumes = {(p, int(g), int(i)): v for p, g, i, v in zip(patients(evaluation), evaluation["gt_lesion_id"],
-                                                             evaluation["session_index"].astype(int), evaluation["gt_volume_ml"]) if not pd.isna(g)}
-    large = [2 * (3 * 1000.0 * volumes.get(k, 0.0) / (4 * np.pi)) ** (1 / 3) >= min_diameter_mm for k in keys]
+    radii = {(p, int(g), int(i)): r for p, g, i, r in zip(patients(evaluation), evaluation["gt_lesion_id"],
+                                                           evaluation["session_index"].astype(int), evaluation["gt_equivalent_radius_mm"])
+             if not pd.isna(g)}
+    large = [2 * radii.get(k, 0.0) >= min_diameter_mm for k in keys]
     n_large = sum(large)
     return {
         "new_lesion_recall_by_next": float(np.mean(by_next)),

@@ -43,6 +43,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from lesionlocator.core.config import TrackConfig
+from lesionlocator.core.io import Geometry, same_geometry
 from lesionlocator.core.regions import label_components
 from lesionlocator.track.evidence import lesion_levels
 
@@ -100,15 +101,6 @@ def detection_reference(image: sitk.Image) -> sitk.Image:
     3 mm scan costs, whatever the follow-up's resolution."""
     grid = _detection_grid(image)
     return image if grid is None else grid
-
-
-def _same_grid(image: sitk.Image, reference: sitk.Image) -> bool:
-    return (
-        image.GetSize() == reference.GetSize()
-        and np.allclose(image.GetSpacing(), reference.GetSpacing())
-        and np.allclose(image.GetOrigin(), reference.GetOrigin())
-        and np.allclose(image.GetDirection(), reference.GetDirection())
-    )
 
 
 def _to_grid(image: sitk.Image, grid: sitk.Image | None, interpolator=sitk.sitkLinear) -> np.ndarray:
@@ -180,12 +172,8 @@ def blob_response(
     best_change = np.zeros(current.shape, np.float32)
     change = current - previous
     for radius in _scales_mm(config):
-
-        def dog(array: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return _dog(array, radius, spacing)
-
-        smooth_change, dog_change = dog(change)
-        _, dog_previous = dog(previous)
+        smooth_change, dog_change = _dog(change, radius, spacing)
+        _, dog_previous = _dog(previous, radius, spacing)
         noise = _robust_sd(dog_change[region])
         misregistration = config.candidate_misregistration_mm * _gradient_magnitude(dog_previous, spacing)
         score = dog_change / np.sqrt(noise**2 + misregistration**2)
@@ -200,7 +188,7 @@ def blob_response(
             sign = np.sign(score[strong])
             curvature = -sign[:, None] * eig  # positive for a blob of the score's sign
             blob = (curvature.min(1) > 0) & (curvature.min(1) >= MIN_EIGEN_RATIO * curvature.max(1))
-            _, dog_current = dog(current)
+            _, dog_current = _dog(current, radius, spacing)
             now = sign * dog_current[strong] >= 0.5 * np.abs(dog_change[strong])
             gated = score[strong]
             gated[~(blob & now)] = 0.0
@@ -312,7 +300,7 @@ def find_candidates(
         return _to_grid(mask_image, grid, sitk.sitkNearestNeighbor).astype(bool)
 
     current = _to_grid(sitk.Cast(image, sitk.sitkFloat32), grid).astype(np.float32)
-    on_reference = _same_grid(previous_warped, reference)
+    on_reference = same_geometry(Geometry.of(previous_warped), Geometry.of(reference))
     previous = _to_grid(sitk.Cast(previous_warped, sitk.sitkFloat32), None if on_reference else grid).astype(np.float32)
     tissue = float(threshold_otsu(current[::2, ::2, ::2].ravel()))
     body = _body(current, tissue)

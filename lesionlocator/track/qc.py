@@ -1,7 +1,7 @@
 """QC figures of tracked lesions: one PNG strip per lesion across the sessions of a patient.
 
 Each panel is the axial slice (array axis 0) of a session through the lesion's centroid there (or,
-when the lesion is not present, through its last known centroid), cropped to ``HALF_WIDTH_MM``
+when the lesion is not present, through its last known centroid), cropped to ``VIEW_HALF_WIDTH_MM``
 around it, with the contour of the lesion's mask and the session, status and volume in the title.
 """
 
@@ -19,8 +19,6 @@ from lesionlocator.core.regions import VIEW_HALF_WIDTH_MM
 
 log = logging.getLogger(__name__)
 
-HALF_WIDTH_MM = VIEW_HALF_WIDTH_MM
-
 
 def _panel(ax, image: sitk.Image, labels: np.ndarray, lesion_id: int, world: np.ndarray, title: str) -> None:
     geometry = Geometry.of(image)
@@ -32,7 +30,7 @@ def _panel(ax, image: sitk.Image, labels: np.ndarray, lesion_id: int, world: np.
         ax.text(0.5, 0.5, "outside the\nfield of view", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         return
     spacing = np.asarray(geometry.spacing)[::-1]
-    half = np.ceil(HALF_WIDTH_MM / spacing).astype(int)
+    half = np.ceil(VIEW_HALF_WIDTH_MM / spacing).astype(int)
     z = int(np.clip(index[0], 0, array.shape[0] - 1))
     rows = slice(max(index[1] - half[1], 0), min(index[1] + half[1] + 1, array.shape[1]))
     cols = slice(max(index[2] - half[2], 0), min(index[2] + half[2] + 1, array.shape[2]))

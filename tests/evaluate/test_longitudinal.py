@@ -313,9 +313,8 @@ def test_new_lesion_recall_late_and_by_size():
         row("P2", 7.0, 1, np.nan, "new"), row("P2", 7.0, 2, 2_000_001.0, "present"),
         row("P3", 9.0, 2, np.nan, "new"), row("P3", 1.0, 2, 1.0, "present"),
     ])
-    ml = lambda d: 4 / 3 * np.pi * (d / 2) ** 3 / 1000.0  # noqa: E731  (diameter mm -> mL)
     evaluation = pd.DataFrame({"patient": ["P1", "P2", "P3"], "gt_lesion_id": [5.0, 7.0, 9.0], "session_index": [1, 1, 2],
-                               "gt_volume_ml": [ml(20.0), ml(20.0), ml(8.0)]})
+                               "gt_equivalent_radius_mm": [10.0, 10.0, 4.0]})
     figures = new_lesion_detection(status, evaluation)
     assert figures["new_lesion_recall_by_next"] == pytest.approx(2 / 3)
     assert figures["new_lesion_recall_large"] == pytest.approx(1 / 2) and figures["n_gt_new_large"] == 2
