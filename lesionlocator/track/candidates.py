@@ -282,8 +282,8 @@ def find_candidates(
 
     ``image``: the follow-up; ``previous_warped``: the earlier scan resampled onto the follow-up's grid
     or onto :func:`detection_reference` (cheaper); ``valid``: voxels (z y x, of the grid
-    ``previous_warped`` is on) where the earlier scan exists after warping; ``exclude``: voxels of the
-    follow-up's grid near tracked lesions (now or before): a candidate whose centre falls there is not
+    ``previous_warped`` is on) where the earlier scan exists after warping; ``exclude``: voxels (of
+    that grid too) near tracked lesions (now or before): a candidate whose centre falls there is not
     reported.
     """
     shape = image.GetSize()[::-1]
@@ -305,7 +305,7 @@ def find_candidates(
     tissue = float(threshold_otsu(current[::2, ::2, ::2].ravel()))
     body = _body(current, tissue)
     valid_grid = valid.astype(bool) if on_reference else mask_to_grid(valid)
-    exclude_grid = mask_to_grid(exclude)
+    exclude_grid = exclude.astype(bool) if on_reference else mask_to_grid(exclude)
     body_depth = ndimage.distance_transform_edt(body, sampling=spacing)
     valid_depth = ndimage.distance_transform_edt(np.pad(valid_grid, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
     region = (body_depth > SURFACE_MARGIN_MM) & (valid_depth > FOV_MARGIN_MM)

@@ -726,13 +726,18 @@ def lifecycle(labels: np.ndarray, judged: dict[int, Judgement], previous_labels:
 def previous_on_followup(previous_image: sitk.Image, image: sitk.Image, transform: sitk.Transform) -> tuple[sitk.Image, np.ndarray]:
     """An earlier scan resampled (linear, float32) through ``transform`` (follow-up world to that scan's
     world, mm LPS) onto the grid the candidate search runs on (:func:`detection_reference`: the
-    follow-up's, or a coarser one for a fine scan), and the voxels of that grid (bool, z y x) it covers."""
+    follow-up's, or a coarser one for a fine scan), and the voxels of that grid (bool, z y x) it covers.
+
+    One resampling gives both: points the transform maps outside the earlier scan get NaN (the
+    interpolator's "outside" value), which marks them invalid, and then 0."""
     reference = detection_reference(image)
-    warped = sitk.Resample(previous_image, reference, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    ones = sitk.Image(previous_image.GetSize(), sitk.sitkFloat32) + 1.0
-    ones.CopyInformation(previous_image)
-    valid = sitk.GetArrayFromImage(sitk.Resample(ones, reference, transform, sitk.sitkLinear, 0.0)) > 0.99
-    return warped, valid
+    warped = sitk.Resample(previous_image, reference, transform, sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(warped)
+    valid = ~np.isnan(array)
+    array[~valid] = 0.0
+    result = sitk.GetImageFromArray(array)
+    result.CopyInformation(warped)
+    return result, valid
 
 
 def near_tracked_lesions(
@@ -743,13 +748,18 @@ def near_tracked_lesions(
     transform: sitk.Transform,
     margin_mm: float,
 ) -> np.ndarray:
-    """Follow-up voxels (bool, z y x of ``image``) within ``margin_mm`` (physical distance) of a
-    tracked lesion now (``labels``) or at the previous session (``previous_labels`` on
-    ``previous_geometry``, warped through ``transform``: follow-up world to previous world)."""
-    near = labels > 0
-    previous = image_from_array(previous_labels, previous_geometry)
-    near |= sitk.GetArrayFromImage(sitk.Resample(previous, image, transform, sitk.sitkNearestNeighbor, 0)) > 0
-    return _dilate_mm(near, Geometry.of(image), margin_mm)
+    """Voxels of the candidate search's grid (:func:`detection_reference` of ``image``; bool, z y x)
+    within ``margin_mm`` (physical distance) of a tracked lesion now (``labels``, z y x of ``image``) or
+    at the previous session (``previous_labels`` on ``previous_geometry``, warped through
+    ``transform``: follow-up world to previous world). Both maps go onto that grid (nearest
+    neighbour) before the margin is added, so a fine scan costs what its coarse grid costs."""
+    reference = detection_reference(image)
+    now = sitk.Resample(image_from_array((labels > 0).astype(np.uint8), Geometry.of(image)), reference,
+                        sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    before = sitk.Resample(image_from_array((previous_labels > 0).astype(np.uint8), previous_geometry), reference,
+                           transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    near = (sitk.GetArrayViewFromImage(now) > 0) | (sitk.GetArrayViewFromImage(before) > 0)
+    return _dilate_mm(near, Geometry.of(reference), margin_mm)
 
 
 def followup_candidates(

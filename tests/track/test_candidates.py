@@ -127,3 +127,39 @@ def test_a_blob_a_few_mm_away_in_the_previous_scan_was_there_before():
     far = shifted_before(current, ball((45.0, 40.0, 60.0)), peak, 6.0, -1, spacing, 3.0, {})
     empty = shifted_before(current, np.zeros_like(current), peak, 6.0, -1, spacing, 3.0, {})
     assert moved > 0.8 and far < 0.5 and abs(empty) < 1e-6
+
+
+def test_valid_and_exclusion_come_on_the_detection_grid_without_full_resolution_volumes():
+    """previous_on_followup marks invalid exactly the detection-grid voxels the transform maps outside the
+    earlier scan (one resampling, no all-ones volume); near_tracked_lesions gives the lesions now and before
+    plus the margin on that grid (2.5 mm here), with the previous lesion moved by the transform."""
+    from lesionlocator.track.candidates import detection_reference
+    from lesionlocator.track.followup import near_tracked_lesions, previous_on_followup
+
+    previous, current = _body(seed=1), _body(seed=2)
+    shift = sitk.TranslationTransform(3, (0.0, 0.0, 45.0))  # follow-up world -> previous world, +45 mm in z
+    reference = detection_reference(current)
+    warped, valid = previous_on_followup(previous, current, shift)
+    points = [reference.TransformIndexToPhysicalPoint((int(x), int(y), int(z))) for z, y, x in np.ndindex(valid.shape)
+              if x == 3 and y == 5]  # one column along k, checked point by point
+    inside = [previous.TransformPhysicalPointToContinuousIndex(shift.TransformPoint(p)) for p in points]
+    expected = [all(-0.5 <= c <= n - 0.5 for c, n in zip(index, previous.GetSize())) for index in inside]
+    assert valid[:, 5, 3].tolist() == expected and 0 < sum(expected) < len(expected)
+    assert not np.isnan(sitk.GetArrayViewFromImage(warped)).any()
+
+    labels, before = np.zeros(SHAPE, np.uint32), np.zeros(SHAPE, np.uint32)
+    labels[20, 30, 30] = 1  # a lesion now, at index (x 30, y 30, z 20)
+    before[30, 10, 10] = 2  # one at the previous session, 45 mm (15 slices) further in z there
+    near = near_tracked_lesions(labels, before, Geometry.of(previous), current, shift, 10.0)
+    assert near.shape == reference.GetSize()[::-1]
+    spacing = np.asarray(reference.GetSpacing())[::-1]
+
+    def near_at(index_xyz) -> np.ndarray:
+        world = current.TransformIndexToPhysicalPoint(index_xyz)
+        centre = np.asarray(reference.TransformPhysicalPointToContinuousIndex(world))[::-1]
+        distance = np.sqrt((((np.indices(near.shape).T - centre) * spacing) ** 2).sum(-1)).T
+        return distance
+
+    for lesion in [(30, 30, 20), (10, 10, 15)]:  # the previous lesion at z 30 is at z 15 of the follow-up
+        distance = near_at(lesion)
+        assert near[distance <= 7.0].all() and not near[(distance > 13.0) & (distance < 20.0)].any()
