@@ -11,12 +11,34 @@ from scipy import ndimage
 VIEW_HALF_WIDTH_MM = 40.0
 
 
+def nonzero_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest box (slices, z y x) holding every nonzero voxel of a 3D ``mask``; None when empty.
+    Found from the mask's projections, a few milliseconds for a 512 x 512 x 168 scan."""
+    planes = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if planes.size == 0:
+        return None
+    slab = mask[planes[0] : planes[-1] + 1]
+    rows, cols = np.flatnonzero(slab.any(axis=(0, 2))), np.flatnonzero(slab.any(axis=(0, 1)))
+    return slice(int(planes[0]), int(planes[-1]) + 1), slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def nonzero_index(mask: np.ndarray) -> np.ndarray:
+    """``np.argwhere(mask)`` (same rows, same order) found within :func:`nonzero_box`: a lesion in a
+    512 x 512 x 168 scan costs milliseconds instead of half a second."""
+    if mask.ndim != 3 or mask.size == 0:
+        return np.argwhere(mask)
+    box = nonzero_box(mask)
+    if box is None:
+        return np.empty((0, 3), np.intp)
+    return np.argwhere(mask[box]) + np.array([b.start for b in box], np.intp)
+
+
 def shell_around(
     mask: np.ndarray, spacing_zyx: np.ndarray, inner_mm: float = 2.0, outer_mm: float = 6.0
 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None:
     """A box around ``mask`` (voxel frame z, y, x), the mask cropped to it, and the shell of voxels
     between ``inner_mm`` and ``outer_mm`` (physical distance) outside the mask; None if it is empty."""
-    where = np.argwhere(mask)
+    where = nonzero_index(mask)
     if len(where) == 0:
         return None
     spacing_zyx = np.asarray(spacing_zyx, float)

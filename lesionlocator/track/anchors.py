@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lesionlocator.core.io import Geometry
+from lesionlocator.core.regions import nonzero_index
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.prompting import interior_point
 
@@ -47,7 +48,7 @@ class Anchor:
 def box_around(mask: np.ndarray, geometry: Geometry, margin_mm: float, lesion_id: int) -> Prompt | None:
     """A box prompt around ``mask`` (bool, z y x of ``geometry``) grown by ``margin_mm`` on every side and
     clipped to the image; None for an empty mask."""
-    where = np.argwhere(mask)
+    where = nonzero_index(mask)
     if where.size == 0:
         return None
     margin = margin_mm / np.asarray(geometry.spacing, float)[::-1]
@@ -70,7 +71,7 @@ def beyond_faces(array: np.ndarray, mask: np.ndarray, box: tuple, depth_voxels: 
     mask's footprint on that face (its voxels on or beyond that layer, projected). NaN for a face the
     mask does not reach or whose outside lies off the image. ``array``, ``mask``: z y x of one grid."""
     out = np.full(6, np.nan)
-    where = np.argwhere(mask)
+    where = nonzero_index(mask)
     if where.size == 0:
         return out
     lo = np.ceil(np.asarray(box[0], float) - 1e-6).astype(int)
@@ -111,7 +112,7 @@ def outgrown_faces(now: np.ndarray, before: np.ndarray | None) -> np.ndarray:
 
 def centroid_world(mask: np.ndarray, geometry: Geometry) -> np.ndarray | None:
     """The centroid (world mm, LPS) of a bool mask (z y x of ``geometry``); None when empty."""
-    where = np.argwhere(mask)
+    where = nonzero_index(mask)
     return None if where.size == 0 else geometry.index_to_world(where.mean(0))
 
 

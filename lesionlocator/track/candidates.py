@@ -44,7 +44,7 @@ from skimage.filters import threshold_otsu
 
 from lesionlocator.core.config import TrackConfig
 from lesionlocator.core.io import Geometry, same_geometry
-from lesionlocator.core.regions import label_components
+from lesionlocator.core.regions import label_components, nonzero_index
 from lesionlocator.track.evidence import lesion_levels
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ def find_candidates(
             continue  # visible before: misregistered or changed, not new
         if shifted_before(current, previous, peak, r_mm, sign, spacing, config.candidate_misregistration_mm, dogs) >= SHIFTED_RATIO:
             continue  # a blob like it a few mm away before: moved by residual misregistration, not new
-        centre = np.argwhere(mask).mean(0)
+        centre = nonzero_index(mask).mean(0)
         masks.append(mask)
         found.append(Candidate(tuple(float(v) for v in centre), float(magnitude[peak]), r_mm, sign))
 

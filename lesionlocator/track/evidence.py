@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.core.regions import shell_around
+from lesionlocator.core.regions import nonzero_index, shell_around
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def novelty(
     ``before``'s (:func:`intensity_match`). Only the lesion's bounding box is resampled. None when the
     mask is empty or lies outside the earlier scan.
     """
-    where = np.argwhere(mask)
+    where = nonzero_index(mask)
     if where.size == 0 or reference.contrast == 0:
         return None
     lo = np.maximum(where.min(0) - 1, 0)

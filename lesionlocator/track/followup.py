@@ -58,7 +58,7 @@ from scipy import ndimage
 from lesionlocator.core.config import TrackConfig
 from lesionlocator.core.io import Geometry, image_from_array, read_geometry, read_image, write_image, write_parquet
 from lesionlocator.core.prompts import read_prompts
-from lesionlocator.core.regions import dice
+from lesionlocator.core.regions import dice, nonzero_box, nonzero_index
 from lesionlocator.register.base import load_transform
 from lesionlocator.segment.api import Prompt, SegmentationResult, Segmenter
 from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
@@ -175,9 +175,10 @@ def touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
 
 def is_split(mask: np.ndarray, min_fraction: float) -> bool:
     """True when the mask's second-largest connected part holds at least ``min_fraction`` of it."""
-    if not mask.any():
+    box = nonzero_box(mask)
+    if box is None:
         return False
-    components = cc3d.connected_components(mask, connectivity=26)
+    components = cc3d.connected_components(mask[box], connectivity=26)
     sizes = np.sort(np.bincount(components.ravel())[1:])[::-1]
     return len(sizes) > 1 and sizes[1] >= min_fraction * sizes.sum()
 
@@ -208,7 +209,7 @@ def lesion_rows(
     for lesion_id in lesion_ids:
         mask = labels == np.uint32(lesion_id)
         count = int(mask.sum())
-        centroid = geometry.index_to_world(np.argwhere(mask).mean(0)) if count else np.full(3, np.nan)
+        centroid = geometry.index_to_world(nonzero_index(mask).mean(0)) if count else np.full(3, np.nan)
         rows.append(
             {
                 "patient": patient,
@@ -284,7 +285,7 @@ def _chain(transforms: dict[int, sitk.Transform], t: int, s: int) -> sitk.Transf
 def _dilate_mm(mask: np.ndarray, geometry: Geometry, margin_mm: float) -> np.ndarray:
     """Voxels within ``margin_mm`` (physical distance, anisotropic spacing) of ``mask``; the distance
     transform runs on the mask's bounding box grown by the margin, not on the whole scan."""
-    where = np.argwhere(mask)
+    where = nonzero_index(mask)
     if margin_mm <= 0 or where.size == 0:
         return mask
     spacing = np.asarray(geometry.spacing, float)[::-1]

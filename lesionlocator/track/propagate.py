@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from lesionlocator.core.io import Geometry
+from lesionlocator.core.regions import nonzero_index
 
 if TYPE_CHECKING:
     from lesionlocator.segment.api import Prompt
@@ -173,7 +174,7 @@ class WarpedMask:
 
     def bounding_box(self) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
         """Inclusive voxel bounding box (min_zyx, max_zyx) in the follow-up, or None when empty."""
-        where = np.argwhere(self.mask)
+        where = nonzero_index(self.mask)
         if where.size == 0:
             return None
         lo = where.min(0) + np.asarray(self.offset)
@@ -183,7 +184,7 @@ class WarpedMask:
 
 def _crop_image(mask_zyx: np.ndarray, geometry: Geometry) -> tuple[sitk.Image, np.ndarray] | None:
     """The mask cropped to its bounding box plus one voxel, as a float32 image at its true place."""
-    where = np.argwhere(mask_zyx)
+    where = nonzero_index(mask_zyx)
     if where.size == 0:
         return None
     lo = np.maximum(where.min(0) - 1, 0)

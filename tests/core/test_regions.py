@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lesionlocator.core.regions import dice, dice_of_counts, label_components
+from lesionlocator.core.regions import dice, dice_of_counts, label_components, nonzero_box, nonzero_index
 
 
 def test_dice_of_masks_and_of_counts_agree():
@@ -36,3 +36,21 @@ def test_components_are_those_of_ndimage_label_numbered_alike(connectivity):
         expected, n = ndimage.label(mask, structure=structure)
         labels, count = label_components(mask, connectivity)
         assert count == n and np.array_equal(labels, expected)
+
+
+def test_nonzero_index_is_argwhere():
+    """Same rows in the same order as np.argwhere, for bool and integer masks, empty, edge-touching and
+    non-contiguous (strided) ones."""
+    rng = np.random.default_rng(4)
+    masks = [np.zeros((5, 6, 7), bool), rng.random((9, 11, 13)) > 0.97, (rng.random((8, 8, 8)) > 0.9).astype(np.uint32)]
+    masks[0][4, 5, 6] = True
+    masks.append(masks[1][::2, :, ::3])
+    masks.append(np.zeros((3, 4, 5), np.uint8))
+    for mask in masks:
+        expected = np.argwhere(mask)
+        got = nonzero_index(mask)
+        assert got.shape == expected.shape and np.array_equal(got, expected)
+        box = nonzero_box(mask)
+        assert (box is None) == (expected.size == 0)
+        if box is not None:
+            assert [(b.start, b.stop) for b in box] == list(zip(expected.min(0), expected.max(0) + 1))
