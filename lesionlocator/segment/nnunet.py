@@ -31,7 +31,7 @@ from lesionlocator.core.devices import resolve_device
 from lesionlocator.core.errors import InputError
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 from lesionlocator.segment.encode import GridMap, encode_prompt
-from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders
+from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders, use_onednn_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +188,17 @@ class NnUNetSegmenter:
         folder = self._folder_for(kind)
         if folder not in self._models:
             model = load_model(folder, self.folds, self.checkpoint_name)
-            model.networks = [net.to(self.device) for net in model.networks]
+            model.networks = [self._place(net) for net in model.networks]
             self._models[folder] = model
         return self._models[folder]
+
+    def _place(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` on the segmenter's device; on the CPU its convolutions take oneDNN at batch 1 too
+        (:class:`~lesionlocator.segment.model.OneDNNConv3d`) unless ``ONEDNN_ON_CPU`` is False."""
+        network = network.to(self.device)
+        if self.device.type == "cpu" and ONEDNN_ON_CPU:
+            use_onednn_convolutions(network)
+        return network
 
     # -- inference --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -315,11 +323,17 @@ def _foreground_probability(model: LoadedModel, logits: np.ndarray) -> np.ndarra
     return (1.0 - torch.softmax(t, 0)[0]).numpy()
 
 
+ONEDNN_ON_CPU = True
+"""CPU networks run their 3D convolutions through oneDNN at every batch size (False: torch's own
+choice, ``slow_conv3d`` at batch 1; the tests compare both)."""
+
 MIRROR_BATCH_VOXELS = 2 * 48**3
-"""Most input voxels one forward pass stacks. On the CPU the gain of a batch is torch's oneDNN
+"""Most input voxels one forward pass stacks. On the CPU the gain of a batch was torch's oneDNN
 convolution, which it picks for any batch above 1 but at batch 1 only for large layers: a 32^3
-patch's 8 mirrored copies take 0.37 s in batches of 2-8 against 1.37 s one at a time (1 thread),
-while a 64^3 patch, already on oneDNN, gains nothing and a batch of 8 adds 0.7 GB."""
+patch's 8 mirrored copies took 0.37 s in batches of 2-8 against 1.37 s one at a time (1 thread),
+while a 64^3 patch, already on oneDNN, gained nothing and a batch of 8 adds 0.7 GB. With
+``ONEDNN_ON_CPU`` a batch of 1 takes oneDNN too and a 32^3 copy costs about the same CPU time alone
+or in a batch of 8 (0.045 against 0.048 s); batches are kept so that TTA logits stay as they were."""
 
 
 def mirror_batch(patch: Sequence[int]) -> int:
