@@ -59,24 +59,50 @@ _NORMALIZERS = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "Re
                 "BodyZScoreNormalization")
 
 
+def nonzero_crop(data: np.ndarray, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
+    """nnU-Net's ``crop_to_nonzero`` of ``data`` (c, z, y, x): the bounding box of its non-zero voxels, and,
+    only when ``with_mask``, its ``seg`` (0 inside the hole-filled non-zero mask, -1 outside).
+
+    The box of the non-zero voxels is that of nnU-Net's hole-filled mask (a hole lies inside it), and
+    filling holes in the crop gives nnU-Net's mask there (no hole reaches the box's faces): no fill of
+    the whole volume (1.4 s for a 512 x 512 x 168 CT) when the normalisation does not use the mask.
+    """
+    from scipy.ndimage import binary_fill_holes
+
+    nonzero = np.any(data != 0, axis=0)
+    if not nonzero.any():
+        return data, (np.zeros(data.shape, dtype=np.int8) if with_mask else None), (0, 0, 0)
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(np.any(nonzero, axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    data = data[(slice(None), *box)]
+    seg = None
+    if with_mask:
+        seg = np.where(binary_fill_holes(nonzero[tuple(box)]), np.int8(0), np.int8(-1))[None]
+    return data, seg, tuple(b.start for b in box)
+
+
 def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Preprocessed:
-    """nnU-Net preprocessing of one single-channel image (z, y, x) for ``model``."""
-    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    """nnU-Net preprocessing of one single-channel image (z, y, x) for ``model``.
+
+    As nnU-Net does it (transpose, crop to non-zero, normalisation, resampling to the target spacing),
+    with its default data resampling computed as per-axis matrix products
+    (:func:`~lesionlocator.segment.resampling.resample_like_nnunet`) and the non-zero mask filled only
+    when the normalisation uses it.
+    """
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
     import lesionlocator.segment.normalization  # noqa: F401 (registers BodyZScoreNormalization with nnU-Net)
+    from lesionlocator.segment.resampling import is_nnunet_data_resampling, resample_like_nnunet
 
     pm, cm = model.plans_manager, model.configuration_manager
     transpose = tuple(int(t) for t in pm.transpose_forward)
-    data = np.ascontiguousarray(np.transpose(array_zyx.astype(np.float32), transpose))[None]
+    data = np.ascontiguousarray(np.transpose(array_zyx, transpose), dtype=np.float32)[None]
     spacing = [float(spacing_zyx[t]) for t in transpose]
-    if np.any(data != 0):
-        data, seg, bbox = crop_to_nonzero(data)
-        crop_start = tuple(int(b[0]) for b in bbox)
-    else:
-        seg = np.zeros(data.shape, dtype=np.int8)
-        crop_start = (0, 0, 0)
+    use_mask = bool(cm.use_mask_for_norm[0])
+    data, seg, crop_start = nonzero_crop(data, with_mask=use_mask)
     crop_shape = tuple(int(s) for s in data.shape[1:])
     target = list(cm.spacing)
     new_shape = tuple(int(s) for s in compute_new_shape(crop_shape, spacing, target))
@@ -84,14 +110,24 @@ def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[
     if scheme not in _NORMALIZERS:
         raise InputError(model.folder / "plans.json", f"unsupported normalisation scheme {scheme!r}")
     normalizer = getattr(schemes, scheme)(
-        use_mask_for_norm=cm.use_mask_for_norm[0],
+        use_mask_for_norm=use_mask,
         intensityproperties=pm.foreground_intensity_properties_per_channel.get("0", {}),
     )
-    data[0] = normalizer.run(data[0], seg[0])
+    data = np.ascontiguousarray(data)  # our own copy already; normalisers may work in place
+    data[0] = normalizer.run(data[0], seg[0] if seg is not None else None)
     if new_shape != crop_shape:
-        data = cm.resampling_fn_data(data, new_shape, spacing, target)
+        resample = cm.resampling_fn_data
+        if FAST_RESAMPLING and is_nnunet_data_resampling(resample):
+            data = resample_like_nnunet(data, new_shape, spacing, target, **resample.keywords)
+        else:
+            data = resample(data, new_shape, spacing, target)
     grid = GridMap(transpose=transpose, crop_start=crop_start, crop_shape=crop_shape, net_shape=new_shape)
     return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid)
+
+
+FAST_RESAMPLING = True
+"""nnU-Net's default data resampling as per-axis matrix products (False: nnU-Net's own function; the
+tests compare both)."""
 
 
 def patch_starts(lo: np.ndarray, hi: np.ndarray, shape: np.ndarray, patch: np.ndarray, step: float) -> list[np.ndarray]:
