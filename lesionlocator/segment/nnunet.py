@@ -48,6 +48,8 @@ class InferenceStats:
 
     preprocess: float = 0.0
     forward: float = 0.0
+    preprocess_cpu: float = 0.0  # CPU seconds of this process (all threads) for the same steps
+    forward_cpu: float = 0.0
     total: float = 0.0
     patches: int = 0
     forwards: int = 0  # patch copies through a network (fold x mirror); a batch of mirrored copies counts each
@@ -281,11 +283,12 @@ class NnUNetSegmenter:
         gaussian = _gaussian(tuple(int(p) for p in patch)) if len(starts) > 1 else np.ones(tuple(patch), np.float32)
         for start in starts:
             x = np.stack([window(pre.data, start, patch), encoded.crop(start, patch)])[None]
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             out = self._forward(model, torch.from_numpy(x).to(self.device))[0]
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.stats.forward += time.perf_counter() - t0
+            self.stats.forward_cpu += time.process_time() - cpu0
             self.stats.patches += 1
             out = out.cpu().numpy()
             if logits is None:
@@ -334,9 +337,10 @@ class NnUNetSegmenter:
             t_lesion = time.perf_counter()
             model = self._model_for(prompt.kind)
             if model.folder not in cache:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 cache[model.folder] = preprocess(model, array, spacing_zyx)
                 self.stats.preprocess += time.perf_counter() - t0
+                self.stats.preprocess_cpu += time.process_time() - cpu0
             pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
             if pred is not None:
                 margin_mm = self.config.box_margin_mm
