@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_segment.py [--lesions 8] [--patch 64] [--segmenter classical|bundled|nnunet|all] [--tta]
     .venv/bin/python bench/bench_segment.py --segmenter bundled --model FOLDER    # another trained-model folder
+    .venv/bin/python bench/bench_segment.py --segmenter timing --threads 1        # 512^2 preprocessing, s per lesion
 
 ``--device cuda`` runs the networks on the GPU (classical always runs on the CPU).
 Prints seconds per lesion and per scan, peak resident memory, Dice per prompt kind (classical and
@@ -123,6 +124,58 @@ def score_segmenter(args, name: str, factory) -> dict:
     return out
 
 
+def ct_512(image: sitk.Image) -> sitk.Image:
+    """``image`` resampled (linear, air outside) onto 512 x 512 x 168 voxels of 0.8 x 0.8 x 2 mm around its centre:
+    the size of a clinical CT."""
+    size, spacing = (512, 512, 168), (0.8, 0.8, 2.0)
+    centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()]))
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    reference = sitk.Image(size, image.GetPixelID())
+    reference.SetSpacing(spacing)
+    reference.SetDirection(image.GetDirection())
+    reference.SetOrigin(tuple(centre - direction @ (np.asarray(spacing) * (np.asarray(size) - 1) / 2)))
+    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1024.0)
+
+
+def run_bundled_timing(args) -> dict:
+    """The bundled model's preprocessing of a 512 x 512 x 168 CT and its per-lesion times (wall and CPU s)."""
+    import torch
+
+    from lesionlocator.core.config import BUNDLED_MODEL, SegmentConfig
+    from lesionlocator.segment.nnunet import NnUNetSegmenter, preprocess
+
+    torch.set_num_threads(args.threads)
+    folder = Path(args.model) if args.model else BUNDLED_MODEL
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=folder, device=args.device, mirroring=True))
+    model = segmenter._model_for("box")
+    big = sitk.GetArrayFromImage(ct_512(sitk.ReadImage(str(REPO / "data" / "real" / "example_ct.nii.gz"))))
+    preprocess(model, big[:16, :64, :64], (2.0, 0.8, 0.8))  # imports and caches, once per job
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    pre = preprocess(model, big, (2.0, 0.8, 0.8))
+    out = {"segmenter": f"bundled {folder.name}, timing, {where(args)}",
+           "preprocess_512x512x168_s": round(time.perf_counter() - t0, 2),
+           "preprocess_512x512x168_cpu_s": round(time.process_time() - cpu0, 2),
+           "network_grid": list(pre.data.shape)}
+    c = case(args.lesions)
+    for mirroring in (False, True):
+        segmenter.config = segmenter.config.model_copy(update={"mirroring": mirroring})
+        segmenter.segment(c.image, prompts_of(c, "box")[:1])  # warm-up
+        segmenter.stats = type(segmenter.stats)()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        segmenter.segment(c.image, prompts_of(c, "box"))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        s, n = segmenter.stats, len(c.boxes)
+        tag = "tta" if mirroring else "no_tta"
+        out[f"{tag}_seconds_per_lesion"] = round((wall - s.preprocess) / n, 3)
+        out[f"{tag}_cpu_seconds_per_lesion"] = round((cpu - s.preprocess_cpu) / n, 3)
+        out[f"{tag}_forward_s_per_lesion"] = round(s.forward / n, 3)
+        out[f"{tag}_forward_cpu_s_per_lesion"] = round(s.forward_cpu / n, 3)
+        out[f"{tag}_preprocess_s"] = round(s.preprocess, 2)
+    out["threads"] = args.threads
+    out["peak_rss_mb"] = round(peak_mb())
+    return out
+
+
 def run_nnunet(args) -> dict:
     import torch
 
@@ -163,7 +216,8 @@ def run_nnunet(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--segmenter", choices=["classical", "bundled", "nnunet", "all"], default="all")
+    parser.add_argument("--segmenter", choices=["classical", "bundled", "timing", "nnunet", "all"], default="all",
+                        help="timing: the bundled model's preprocessing of a 512^2 CT and per-lesion times, wall and CPU")
     parser.add_argument("--lesions", type=int, default=8, help="simulated lesions per scan")
     parser.add_argument("--scans", type=int, default=2, help="simulated scans (classical)")
     parser.add_argument("--patch", type=int, default=64, help="patch edge of the random nnU-Net")
@@ -174,13 +228,14 @@ def main() -> None:
                         "(e.g. the GPU recipe's, bench/gpu_train.py)")
     args = parser.parse_args()
     if args.segmenter == "all":
-        for name in ("classical", "bundled", "nnunet"):
+        for name in ("classical", "bundled", "timing", "nnunet"):
             argv = [sys.executable, __file__, "--segmenter", name, "--lesions", str(args.lesions),
                     "--scans", str(args.scans), "--patch", str(args.patch), "--threads", str(args.threads),
                     "--device", args.device] + (["--tta"] if args.tta else []) + (["--model", args.model] if args.model else [])
             subprocess.run(argv, check=True)
         return
-    result = {"classical": run_classical, "bundled": run_bundled, "nnunet": run_nnunet}[args.segmenter](args)
+    runs = {"classical": run_classical, "bundled": run_bundled, "timing": run_bundled_timing, "nnunet": run_nnunet}
+    result = runs[args.segmenter](args)
     print(json.dumps(result, indent=2))
 
 

@@ -31,7 +31,7 @@ from lesionlocator.core.devices import resolve_device
 from lesionlocator.core.errors import InputError
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 from lesionlocator.segment.encode import GridMap, encode_prompt
-from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders
+from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders, use_onednn_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class InferenceStats:
 
     preprocess: float = 0.0
     forward: float = 0.0
+    preprocess_cpu: float = 0.0  # CPU seconds of this process (all threads) for the same steps
+    forward_cpu: float = 0.0
     total: float = 0.0
     patches: int = 0
     forwards: int = 0  # patch copies through a network (fold x mirror); a batch of mirrored copies counts each
@@ -59,24 +61,50 @@ _NORMALIZERS = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "Re
                 "BodyZScoreNormalization")
 
 
+def nonzero_crop(data: np.ndarray, with_mask: bool) -> tuple[np.ndarray, np.ndarray | None, tuple[int, ...]]:
+    """nnU-Net's ``crop_to_nonzero`` of ``data`` (c, z, y, x): the bounding box of its non-zero voxels, and,
+    only when ``with_mask``, its ``seg`` (0 inside the hole-filled non-zero mask, -1 outside).
+
+    The box of the non-zero voxels is that of nnU-Net's hole-filled mask (a hole lies inside it), and
+    filling holes in the crop gives nnU-Net's mask there (no hole reaches the box's faces): no fill of
+    the whole volume (1.4 s for a 512 x 512 x 168 CT) when the normalisation does not use the mask.
+    """
+    from scipy.ndimage import binary_fill_holes
+
+    nonzero = np.any(data != 0, axis=0)
+    if not nonzero.any():
+        return data, (np.zeros(data.shape, dtype=np.int8) if with_mask else None), (0, 0, 0)
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(np.any(nonzero, axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    data = data[(slice(None), *box)]
+    seg = None
+    if with_mask:
+        seg = np.where(binary_fill_holes(nonzero[tuple(box)]), np.int8(0), np.int8(-1))[None]
+    return data, seg, tuple(b.start for b in box)
+
+
 def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Preprocessed:
-    """nnU-Net preprocessing of one single-channel image (z, y, x) for ``model``."""
-    from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
+    """nnU-Net preprocessing of one single-channel image (z, y, x) for ``model``.
+
+    As nnU-Net does it (transpose, crop to non-zero, normalisation, resampling to the target spacing),
+    with its default data resampling computed as per-axis matrix products
+    (:func:`~lesionlocator.segment.resampling.resample_like_nnunet`) and the non-zero mask filled only
+    when the normalisation uses it.
+    """
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
     import lesionlocator.segment.normalization  # noqa: F401 (registers BodyZScoreNormalization with nnU-Net)
+    from lesionlocator.segment.resampling import is_nnunet_data_resampling, resample_like_nnunet
 
     pm, cm = model.plans_manager, model.configuration_manager
     transpose = tuple(int(t) for t in pm.transpose_forward)
-    data = np.ascontiguousarray(np.transpose(array_zyx.astype(np.float32), transpose))[None]
+    data = np.ascontiguousarray(np.transpose(array_zyx, transpose), dtype=np.float32)[None]
     spacing = [float(spacing_zyx[t]) for t in transpose]
-    if np.any(data != 0):
-        data, seg, bbox = crop_to_nonzero(data)
-        crop_start = tuple(int(b[0]) for b in bbox)
-    else:
-        seg = np.zeros(data.shape, dtype=np.int8)
-        crop_start = (0, 0, 0)
+    use_mask = bool(cm.use_mask_for_norm[0])
+    data, seg, crop_start = nonzero_crop(data, with_mask=use_mask)
     crop_shape = tuple(int(s) for s in data.shape[1:])
     target = list(cm.spacing)
     new_shape = tuple(int(s) for s in compute_new_shape(crop_shape, spacing, target))
@@ -84,14 +112,24 @@ def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[
     if scheme not in _NORMALIZERS:
         raise InputError(model.folder / "plans.json", f"unsupported normalisation scheme {scheme!r}")
     normalizer = getattr(schemes, scheme)(
-        use_mask_for_norm=cm.use_mask_for_norm[0],
+        use_mask_for_norm=use_mask,
         intensityproperties=pm.foreground_intensity_properties_per_channel.get("0", {}),
     )
-    data[0] = normalizer.run(data[0], seg[0])
+    data = np.ascontiguousarray(data)  # our own copy already; normalisers may work in place
+    data[0] = normalizer.run(data[0], seg[0] if seg is not None else None)
     if new_shape != crop_shape:
-        data = cm.resampling_fn_data(data, new_shape, spacing, target)
+        resample = cm.resampling_fn_data
+        if FAST_RESAMPLING and is_nnunet_data_resampling(resample):
+            data = resample_like_nnunet(data, new_shape, spacing, target, **resample.keywords)
+        else:
+            data = resample(data, new_shape, spacing, target)
     grid = GridMap(transpose=transpose, crop_start=crop_start, crop_shape=crop_shape, net_shape=new_shape)
     return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid)
+
+
+FAST_RESAMPLING = True
+"""nnU-Net's default data resampling as per-axis matrix products (False: nnU-Net's own function; the
+tests compare both)."""
 
 
 def patch_starts(lo: np.ndarray, hi: np.ndarray, shape: np.ndarray, patch: np.ndarray, step: float) -> list[np.ndarray]:
@@ -188,9 +226,17 @@ class NnUNetSegmenter:
         folder = self._folder_for(kind)
         if folder not in self._models:
             model = load_model(folder, self.folds, self.checkpoint_name)
-            model.networks = [net.to(self.device) for net in model.networks]
+            model.networks = [self._place(net) for net in model.networks]
             self._models[folder] = model
         return self._models[folder]
+
+    def _place(self, network: torch.nn.Module) -> torch.nn.Module:
+        """``network`` on the segmenter's device; on the CPU its convolutions take oneDNN at batch 1 too
+        (:class:`~lesionlocator.segment.model.OneDNNConv3d`) unless ``ONEDNN_ON_CPU`` is False."""
+        network = network.to(self.device)
+        if self.device.type == "cpu" and ONEDNN_ON_CPU:
+            use_onednn_convolutions(network)
+        return network
 
     # -- inference --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -237,11 +283,12 @@ class NnUNetSegmenter:
         gaussian = _gaussian(tuple(int(p) for p in patch)) if len(starts) > 1 else np.ones(tuple(patch), np.float32)
         for start in starts:
             x = np.stack([window(pre.data, start, patch), encoded.crop(start, patch)])[None]
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             out = self._forward(model, torch.from_numpy(x).to(self.device))[0]
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.stats.forward += time.perf_counter() - t0
+            self.stats.forward_cpu += time.process_time() - cpu0
             self.stats.patches += 1
             out = out.cpu().numpy()
             if logits is None:
@@ -290,9 +337,10 @@ class NnUNetSegmenter:
             t_lesion = time.perf_counter()
             model = self._model_for(prompt.kind)
             if model.folder not in cache:
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 cache[model.folder] = preprocess(model, array, spacing_zyx)
                 self.stats.preprocess += time.perf_counter() - t0
+                self.stats.preprocess_cpu += time.process_time() - cpu0
             pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
             if pred is not None:
                 margin_mm = self.config.box_margin_mm
@@ -315,11 +363,17 @@ def _foreground_probability(model: LoadedModel, logits: np.ndarray) -> np.ndarra
     return (1.0 - torch.softmax(t, 0)[0]).numpy()
 
 
+ONEDNN_ON_CPU = True
+"""CPU networks run their 3D convolutions through oneDNN at every batch size (False: torch's own
+choice, ``slow_conv3d`` at batch 1; the tests compare both)."""
+
 MIRROR_BATCH_VOXELS = 2 * 48**3
-"""Most input voxels one forward pass stacks. On the CPU the gain of a batch is torch's oneDNN
+"""Most input voxels one forward pass stacks. On the CPU the gain of a batch was torch's oneDNN
 convolution, which it picks for any batch above 1 but at batch 1 only for large layers: a 32^3
-patch's 8 mirrored copies take 0.37 s in batches of 2-8 against 1.37 s one at a time (1 thread),
-while a 64^3 patch, already on oneDNN, gains nothing and a batch of 8 adds 0.7 GB."""
+patch's 8 mirrored copies took 0.37 s in batches of 2-8 against 1.37 s one at a time (1 thread),
+while a 64^3 patch, already on oneDNN, gained nothing and a batch of 8 adds 0.7 GB. With
+``ONEDNN_ON_CPU`` a batch of 1 takes oneDNN too and a 32^3 copy costs about the same CPU time alone
+or in a batch of 8 (0.045 against 0.048 s); batches are kept so that TTA logits stay as they were."""
 
 
 def mirror_batch(patch: Sequence[int]) -> int:

@@ -167,6 +167,6 @@ class TrackUNetSegmenter(NnUNetSegmenter):
         folder = self._folder_for(kind)
         if folder not in self._models:
             model = load_track_unet(folder, self.folds, self.checkpoint_name)
-            model.networks = [net.to(self.device) for net in model.networks]
+            model.networks = [self._place(net) for net in model.networks]
             self._models[folder] = model
         return self._models[folder]
