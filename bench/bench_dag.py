@@ -32,8 +32,9 @@ def fake_cohort(root: Path, n_patients: int, n_sessions: int = 4) -> Path:
     return root
 
 
-def dry_run(config: Path) -> tuple[float, float, int]:
-    """Seconds, peak RSS (MB) of the snakemake process, and the number of jobs planned."""
+def dry_run(config: Path) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of the snakemake process, and the
+    number of jobs planned."""
     start = time.perf_counter()
     process = subprocess.Popen(
         [SNAKEMAKE, "-n", "--cores", "2", "--quiet", "rules", "--configfile", str(config)],
@@ -48,15 +49,16 @@ def dry_run(config: Path) -> tuple[float, float, int]:
     for line in output.splitlines():
         if line.strip().startswith("total"):
             jobs = int(line.split()[-1])
-    return seconds, usage.ru_maxrss / 1024, jobs
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, jobs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--shard-size", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=1, help="dry runs per cohort size")
     args = parser.parse_args()
-    print(f"{'patients':>9} {'sessions':>9} {'jobs':>6} {'dry run s':>10} {'peak MB':>8}")
+    print(f"{'patients':>9} {'sessions':>9} {'jobs':>6} {'dry run s':>10} {'CPU s':>6} {'peak MB':>8}")
     for n in args.patients:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -67,8 +69,9 @@ def main() -> None:
                 "cohort": {"root": str(root)},
                 "workflow": {"shard_size": args.shard_size},
             }))
-            seconds, peak, jobs = dry_run(config)
-            print(f"{n:>9} {n * 4:>9} {jobs:>6} {seconds:>10.1f} {peak:>8.0f}", flush=True)
+            for _ in range(args.repeat):
+                seconds, cpu, peak, jobs = dry_run(config)
+                print(f"{n:>9} {n * 4:>9} {jobs:>6} {seconds:>10.1f} {cpu:>6.1f} {peak:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":
