@@ -1,6 +1,7 @@
 # The two commands of the README:
 #   make demo   install everything, then run the main job on the embedded demo cohort
 #   make test   install everything, then run the whole test suite
+# (make demo installs no SLURM plugin: extras slurm and unigradicon come with make test)
 VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.install-stamp
@@ -20,7 +21,7 @@ demo: install
 	$(VENV)/bin/snakemake --profile profiles/default --cores $(CORES)
 
 $(VENV)/.extras-stamp: $(STAMP)
-	$(VENV)/bin/pip install -e '.[test,unigradicon]'
+	$(VENV)/bin/pip install -e '.[test,slurm,unigradicon]'
 	touch $(VENV)/.extras-stamp
 
 test: install $(VENV)/.extras-stamp

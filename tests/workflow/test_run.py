@@ -4,6 +4,7 @@ One local run is shared by the tests of this module; the kill-and-resume and SLU
 byte-identical masks and tables.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -140,6 +141,7 @@ def test_kill_mid_run_and_resume_gives_identical_outputs(local_run, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the local SLURM cluster needs root (apt-get, munged)")
+@pytest.mark.skipif(importlib.util.find_spec("snakemake_executor_plugin_slurm") is None, reason="the SLURM profile needs lesionlocator[slurm]")
 def test_slurm_run_equals_local_run(local_run, tmp_path):
     reference, _ = local_run
     cluster = REPO / "tests" / "workflow" / "local_slurm.sh"

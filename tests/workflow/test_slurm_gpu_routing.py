@@ -23,6 +23,7 @@ import yaml
 from lesionlocator.core.config import RegisterConfig
 from tests.workflow.conftest import REPO, write_config
 
+pytest.importorskip("snakemake_executor_plugin_slurm", reason="the SLURM profile needs lesionlocator[slurm]")
 PROFILE = REPO / "profiles" / "slurm"
 BACKENDS = typing.get_args(RegisterConfig.model_fields["backend"].annotation)
 NETWORKS = {
