@@ -14,6 +14,7 @@ segmenter does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import logging
 import time
@@ -29,6 +30,7 @@ from scipy import ndimage
 from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.devices import resolve_device
 from lesionlocator.core.errors import InputError
+from lesionlocator.core.io import Geometry
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 from lesionlocator.segment.encode import GridMap, encode_prompt
 from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders, use_onednn_convolutions
@@ -207,6 +209,7 @@ class NnUNetSegmenter:
                 if not (folder / f"fold_{fold}" / self.checkpoint_name).is_file():
                     raise InputError(folder / f"fold_{fold}" / self.checkpoint_name, "checkpoint file not found")
         self._models: dict[Path, LoadedModel] = {}
+        self._preprocessed: tuple[tuple, dict[Path, Preprocessed]] | None = None  # the last scan's, by model
         self.stats = InferenceStats()
         if "any" in self.folders:
             self._model_for("box")  # a single model: load it now
@@ -326,12 +329,22 @@ class NnUNetSegmenter:
         slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(lo_in, probability.shape))
         return LesionPrediction(lesion_id=int(lesion_id), slices=slices, probability=probability)
 
+    def _preprocessed_cache(self, image: sitk.Image, array: np.ndarray) -> dict[Path, Preprocessed]:
+        """The preprocessed scans (by model folder) of the last scan segmented, when ``image`` is that scan
+        again (same geometry and voxels, by a BLAKE2 digest), else a new empty cache: a tracking job
+        segments one follow-up several times (tracked lesions, retries, new-lesion candidates), and
+        preprocessing a 512 x 512 x 168 scan costs more than its lesions' forward passes."""
+        key = (Geometry.of(image), array.dtype.str, hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest())
+        if self._preprocessed is None or self._preprocessed[0] != key:
+            self._preprocessed = (key, {})
+        return self._preprocessed[1]
+
     def segment(self, image: sitk.Image, prompts: Sequence[Prompt]) -> SegmentationResult:
         t_start = time.perf_counter()
         array = sitk.GetArrayFromImage(image)
         prompts = check_prompts(prompts, array.shape)
         spacing_zyx = tuple(image.GetSpacing())[::-1]
-        cache: dict[Path, Preprocessed] = {}
+        cache = self._preprocessed_cache(image, array)
         predictions = []
         for prompt in prompts:
             t_lesion = time.perf_counter()

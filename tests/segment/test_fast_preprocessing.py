@@ -116,3 +116,27 @@ def test_bundled_model_masks_unchanged_by_fast_preprocessing(lesion_case, monkey
     for i in ids:
         assert dice(fast.labels == i, reference.labels == i) >= 0.999, i
         assert abs(fast.scores[i] - reference.scores[i]) <= 1e-3
+
+
+def test_a_scan_segmented_again_is_preprocessed_once(lesion_case, monkeypatch):
+    """The segmenter keeps the last scan's preprocessing: segmenting the same scan again (a tracking job's
+    tracked lesions, then its new-lesion candidates) does not preprocess it again and gives the same mask;
+    a scan with one voxel changed, or the same voxels at another spacing, is preprocessed anew."""
+    import SimpleITK as sitk
+
+    calls = []
+    real = nnunet.preprocess
+    monkeypatch.setattr(nnunet, "preprocess", lambda *args: calls.append(1) or real(*args))
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=BUNDLED_MODEL, device="cpu", mirroring=False))
+    lesion_id = next(iter(lesion_case.boxes))
+    prompt = [Prompt(lesion_id, "box", box=lesion_case.boxes[lesion_id])]
+    first = segmenter.segment(lesion_case.image, prompt)
+    again = segmenter.segment(sitk.Image(lesion_case.image), prompt)  # a copy: same voxels, same geometry
+    assert len(calls) == 1 and np.array_equal(first.labels, again.labels)
+    changed = sitk.Image(lesion_case.image)
+    changed[0, 0, 0] = changed[0, 0, 0] + 1
+    segmenter.segment(changed, prompt)
+    respaced = sitk.Image(lesion_case.image)
+    respaced.SetSpacing([s * 1.01 for s in respaced.GetSpacing()])
+    segmenter.segment(respaced, prompt)
+    assert len(calls) == 3
