@@ -795,16 +795,24 @@ def segment_candidates(segmenter: Segmenter, image: sitk.Image, candidates: np.n
     structure in the box), the blob itself. Voxels of ``labels`` (the tracked lesions) are left to them.
     Returns the candidates' lesion map."""
     geometry = Geometry.of(image)
-    ids = [int(i) for i in np.unique(candidates) if i]
+    ids = [int(i) for i in np.unique(candidates[candidates > 0])]
     prompts = [anchoring.box_around(candidates == np.uint32(i), geometry, NEW_LESION_BOX_MARGIN_MM, i) for i in ids]
     result = segment_lesions(segmenter, image, [p for p in prompts if p is not None])
     out = np.zeros_like(candidates)
     for lesion_id in ids:
-        blob = candidates == np.uint32(lesion_id)
-        mask = result.labels == np.uint32(lesion_id)
+        box = _union_box(nonzero_box(candidates == np.uint32(lesion_id)), nonzero_box(result.labels == np.uint32(lesion_id)))
+        blob = candidates[box] == np.uint32(lesion_id)
+        mask = result.labels[box] == np.uint32(lesion_id)
         chosen = mask if dice(mask, blob) >= CANDIDATE_MIN_DICE else blob
-        out[chosen & (labels == 0) & (out == 0)] = lesion_id
+        out[box][chosen & (labels[box] == 0) & (out[box] == 0)] = lesion_id
     return out
+
+
+def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...]:
+    """The smallest box holding boxes ``a`` and ``b`` (either may be None, not both)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
 
 
 # -- one follow-up: the composition --------------------------------------------------------------
@@ -939,6 +947,7 @@ def track_followup(
                 prompts[lesion_id] = retry[lesion_id]
                 scores[lesion_id] = again.scores.get(lesion_id, 0.0)
                 by_fallback = (by_fallback - {lesion_id}) | ({lesion_id} & set(again.by_fallback))
+    segmented = segmented_first = again = None  # full-volume maps (uint32) no longer needed: free them before the candidates
     lifecycle(labels, judged, inputs.labels[t - 1][0] if (t - 1) in inputs.labels else np.zeros((1, 1, 1), np.uint32),
               track.split_min_fraction)
     for lesion_id in active:
@@ -974,6 +983,7 @@ def track_followup(
         )
         if candidate_scores:
             candidates = segment_candidates(segmenter, image, found, labels)
+            found = None
             ids = [i for i in candidate_scores if (candidates == np.uint32(i)).any()]
             statuses = {i: "rejected" if inputs.reviews.get(i) == "rejected" else "new_candidate" for i in ids}
             candidate_details = {
@@ -985,7 +995,7 @@ def track_followup(
                 if statuses[i] == "rejected":
                     candidates[candidates == np.uint32(i)] = 0
             rows += lesion_rows(candidates, geometry, ids, statuses, candidate_scores, {}, {}, patient, scan, details=candidate_details)
-            labels = np.where(candidates > 0, candidates, labels).astype(np.uint32)
+            np.copyto(labels, candidates, where=candidates > 0)  # in place: no third full-volume map
             log.info("%s ses-%s: %d new-lesion candidate(s) for review", patient, scan.session, len(ids))
     return FollowupResult(labels=labels, candidates=candidates, rows=rows)
 
