@@ -223,7 +223,13 @@ class SegmentConfig(StrictModel):
         "auto", description="Device of the network: auto picks cuda when available, else cpu."
     )
     cpu_threads: int | None = Field(
-        None, ge=1, description="Torch CPU threads (null: torch's default)."
+        1,
+        ge=1,
+        description="Torch CPU threads of a segmentation or tracking job (null: torch's default, every core). 1 is "
+        "fastest here: with oneDNN convolutions a lesion's 8 mirrored forward passes take 0.43 CPU-s on 1 thread "
+        "and 1.97 on 2 (bench/bench_segment.py --segmenter timing), and the realistic CT patient's tracking job "
+        "took 33 CPU-s / 35 s on 1 thread against 48 / 51 s on 2 (bench/bench_patient.py); the workflow runs one "
+        "such job per core.",
     )
     point_radius: float = Field(
         5.0,

@@ -14,7 +14,7 @@ rule segment_baseline:
         LOGS / "segment_baseline" / "shard-{shard}.log",
     benchmark:
         BENCH / "segment_baseline" / "shard-{shard}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=SEGMENT_GPU,
         mem_mb=8000,

@@ -16,7 +16,7 @@ rule track_followup:
         LOGS / "track_followup" / "shard-{shard}_t{t}.log",
     benchmark:
         BENCH / "track_followup" / "shard-{shard}_t{t}.tsv"
-    threads: 2
+    threads: 1
     resources:
         gpu=SEGMENT_GPU,
         mem_mb=8000,
