@@ -10,9 +10,9 @@ cohort is generated first (not timed as patient compute), then ``snakemake --pro
 profiles/default --cores 2`` runs every stage, and Snakemake's own ``benchmark:`` files give each
 job's wall seconds, CPU seconds and peak resident memory (max_rss).
 
-Printed: one row per job, the critical path of the patient (baseline segmentation, then per
-follow-up registration and tracking, then measurement), the whole run's wall time, and the largest
-job's peak memory. Goal (issue #22): the whole patient <= 3 min wall and every job <= 3 GB.
+Printed: one row per job, the patient's critical path (:func:`critical_path`), the whole run's
+wall and CPU seconds (Snakemake and every job), and the largest job's peak memory. Snakemake's
+``cpu_time`` of a job covers only what its sampling saw; the whole run's CPU seconds are exact. Goal (issue #22): the whole patient <= 3 min wall and every job <= 3 GB.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (512, 512, 168)  # x, y, z voxels
 SPACING = (0.8, 0.8, 2.0)  # mm
-PATIENT_RULES = {"segment_baseline", "register_pair", "track_followup", "measure_lesions"}
 
 
 def clinical_ct(out: Path, seed: int = 0) -> Path:
@@ -69,6 +68,20 @@ def read_benchmarks(results: Path) -> list[dict]:
             "max_rss_mb": float(record["max_rss"]) if record["max_rss"] not in ("NA", "") else float("nan"),
         })
     return rows
+
+
+def critical_path(wall: dict[str, float]) -> float:
+    """Seconds along the patient's longest dependency chain: ingest, then the baseline segmentation and
+    each follow-up's registration (independent), each tracking job after the previous one and its own
+    registration, then measurement, evaluation, aggregation and the report."""
+    ingest = wall.get("ingest/ingest_cohort", 0.0)
+    ready = ingest + wall.get("segment_baseline/shard-0000", 0.0)
+    t = 1
+    while f"track_followup/shard-0000_t{t}" in wall:
+        ready = max(ready, ingest + wall.get(f"register_pair/shard-0000_t{t}", 0.0)) + wall[f"track_followup/shard-0000_t{t}"]
+        t += 1
+    tail = ("measure_lesions/shard-0000", "evaluate_tracking/shard-0000", "aggregate/aggregate_cohort", "report/report_cohort")
+    return ready + sum(wall.get(job, 0.0) for job in tail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,9 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'job':40s} {'wall s':>8s} {'CPU s':>8s} {'peak MB':>8s}")
     for row in rows:
         print(f"{row['job']:40s} {row['wall_s']:8.1f} {row['cpu_s']:8.1f} {row['max_rss_mb']:8.0f}")
-    patient = [r for r in rows if r["job"].split("/")[0] in PATIENT_RULES]
-    print(f"# patient jobs (segment, register, track, measure): {sum(r['wall_s'] for r in patient):.0f} s wall, "
-          f"{sum(r['cpu_s'] for r in patient):.0f} CPU-s (they run one after another: each follow-up needs the previous one)")
+    wall = {r["job"]: r["wall_s"] for r in rows}
+    print(f"# critical path (each job's own wall time, in dependency order): {critical_path(wall):.0f} s")
     print(f"# whole run (snakemake, {args.cores} cores, ingest to report): {wall:.0f} s wall, "
           f"{after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime:.0f} CPU-s")
     print(f"# largest job peak: {max(r['max_rss_mb'] for r in rows):.0f} MB (goal: whole patient <= 180 s, every job <= 3072 MB)")
