@@ -20,6 +20,12 @@ tracker missed (a new ID: a new lesion, confirmed by the reader), or reviews a n
 without prompting it: ``{"id": 2000001, "review": "confirmed"}`` (or ``"rejected"``). A world box is axis-aligned in LPS; a voxel box
 is inclusive of both corners. Types are strict: an ``id`` is a JSON integer (not ``true``, ``"7"``
 or ``7.0``), a coordinate a JSON number (not a string or a boolean). The file is UTF-8 text.
+
+The released LesionLocator's prompt files are read too (:func:`from_upstream`): an object keyed by
+lesion ID, each entry a ``point`` (voxel indices z, y, x of the SimpleITK array) or a ``box``
+``[z_min, z_max, y_min, y_max, x_min, x_max]`` with half-open intervals, numbers or numeric
+strings, e.g. ``{"1": {"point": ["166.01", "361.74", "162.64"]}, "2": {"box": [146, 189, 316, 409,
+114, 234]}}``. They become voxel-frame prompts (the box's upper corner is ``max - 1``: inclusive).
 """
 
 from __future__ import annotations
@@ -154,6 +160,8 @@ def read_prompts(path: str | Path) -> PromptFile:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(path, f"not valid JSON ({err.msg} at line {err.lineno})") from None
+    if is_upstream(data):
+        data = from_upstream(data, path)
     try:
         return PromptFile.model_validate(data)
     except ValidationError as err:
@@ -167,6 +175,58 @@ def read_prompts(path: str | Path) -> PromptFile:
                     message += f" (got {json.dumps(item['input'])})"
             problems.append(f"{_field_path(item['loc'])}: {message}")
         raise InputError(path, "invalid prompts: " + "; ".join(problems)) from None
+
+
+def is_upstream(data: object) -> bool:
+    """True for a prompt file in the released LesionLocator's format: a non-empty object whose keys
+    are all lesion IDs (digits) and whose values are objects (ours has ``frame`` and ``lesions``)."""
+    return (isinstance(data, dict) and bool(data) and all(isinstance(k, str) and k.isdigit() for k in data)
+            and all(isinstance(v, dict) for v in data.values()))
+
+
+def _upstream_numbers(values: object, n: int, where: str, path: Path) -> list[float]:
+    """``values`` as ``n`` finite floats (JSON numbers or numeric strings, as the released tools write them)."""
+    if not isinstance(values, list) or len(values) != n:
+        raise InputError(path, f"invalid prompts: {where}: expects a list of {n} numbers (got {json.dumps(values)})")
+    numbers = []
+    for value in values:
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if number is None or not np.isfinite(number):
+            raise InputError(path, f"invalid prompts: {where}: {json.dumps(value)} is not a finite number")
+        numbers.append(number)
+    return numbers
+
+
+def from_upstream(data: dict, path: str | Path) -> dict:
+    """A released-LesionLocator prompt file (see :func:`is_upstream`) as this project's voxel-frame
+    prompt file (a dict to validate as :class:`PromptFile`). A point is voxel indices (z, y, x); a box
+    ``[z_min, z_max, y_min, y_max, x_min, x_max]`` is half-open, so its inclusive upper corner is
+    ``max - 1``. Errors name the file and the entry."""
+    path = Path(path)
+    lesions = []
+    for key in sorted(data, key=int):
+        entry = data[key]
+        unknown = sorted(set(entry) - {"point", "box"})
+        if unknown:
+            raise InputError(path, f'invalid prompts: "{key}": unknown key(s) {unknown} (the released format has point and box)')
+        lesion: dict = {"id": int(key)}
+        if "point" in entry:
+            lesion["point"] = _upstream_numbers(entry["point"], 3, f'"{key}".point', path)
+        if "box" in entry:
+            z0, z1, y0, y1, x0, x1 = _upstream_numbers(entry["box"], 6, f'"{key}".box', path)
+            if z1 <= z0 or y1 <= y0 or x1 <= x0:
+                raise InputError(path, f'invalid prompts: "{key}".box: [z_min, z_max, y_min, y_max, x_min, x_max] is half-open, '
+                                       f"each max must exceed its min (got {json.dumps(entry['box'])})")
+            lesion["box"] = {"min": [z0, y0, x0], "max": [z1 - 1, y1 - 1, x1 - 1]}
+        lesions.append(lesion)
+    return {"frame": "voxel", "lesions": lesions}
 
 
 def _field_path(loc: tuple) -> str:

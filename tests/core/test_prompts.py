@@ -118,3 +118,51 @@ def test_lesion_labels_are_non_negative_integers(values, dtype, problem):
 @pytest.mark.parametrize("values, dtype", [([0, 1, 7], np.uint8), ([0.0, 3.0], np.float32), ([0, 2**31 - 1], np.uint32), ([], np.int16)])
 def test_valid_lesion_labels(values, dtype):
     check_lesion_labels(np.asarray(values, dtype=dtype), "gt.nii.gz")
+
+
+def test_the_released_lesionlocator_prompt_format_is_read_as_voxel_prompts(tmp_path):
+    """{"<id>": {"point": [z, y, x]}} and {"<id>": {"box": [z0, z1, y0, y1, x0, x1]}} (half-open, numbers or
+    numeric strings, as the released tools write them) become voxel-frame prompts; a box from a mask's
+    half-open extent gives the mask's inclusive voxel bounding box, and both files give
+    the same segmenter prompts."""
+    from lesionlocator.core.io import image_from_array
+    from lesionlocator.segment.session import load_session_prompts
+
+    mask = np.zeros((20, 30, 40), bool)
+    mask[5:9, 10:17, 20:31] = True
+    where = np.argwhere(mask)
+    lo, hi = where.min(0), where.max(0) + 1  # half-open, as the released tools compute it
+    upstream = {
+        "2": {"box": [str(int(v)) for v in (lo[0], hi[0], lo[1], hi[1], lo[2], hi[2])]},
+        "10": {"point": ["6.5", "12.25", 25]},
+    }
+    prompts = read_prompts(_write(tmp_path, upstream))
+    assert prompts.frame == "voxel" and [lesion.id for lesion in prompts.lesions] == [2, 10]
+    assert prompts.lesions[0].box.min == tuple(float(v) for v in lo) and prompts.lesions[0].box.max == tuple(float(v) for v in hi - 1)
+    assert prompts.lesions[1].point == (6.5, 12.25, 25.0)
+
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps({"frame": "voxel", "lesions": [
+        {"id": 2, "box": {"min": lo.tolist(), "max": (hi - 1).tolist()}}, {"id": 10, "point": [6.5, 12.25, 25]}]}))
+    image = image_from_array(np.where(mask, 100.0, 0.0).astype(np.float32), Geometry.of(make_image(shape_zyx=(20, 30, 40))))
+    def fields(path):
+        return [(p.lesion_id, p.kind, p.point, p.box) for p in load_session_prompts(image, path)]
+
+    assert fields(tmp_path / "prompts.json") == fields(ours)
+
+
+@pytest.mark.parametrize(
+    "data, problem",
+    [
+        ({"1": {"box": [1, 2, 3, 4]}}, '"1".box: expects a list of 6 numbers'),
+        ({"1": {"box": [5, 5, 0, 4, 0, 4]}}, "each max must exceed its min"),
+        ({"1": {"point": ["a", 2, 3]}}, '"1".point: "a" is not a finite number'),
+        ({"1": {"point": [1, True, 3]}}, "true is not a finite number"),
+        ({"3": {"mask": "x.nii.gz"}}, "unknown key(s) ['mask']"),
+        ({"0": {"point": [1, 2, 3]}}, "lesions[0].id"),
+    ],
+)
+def test_bad_released_format_prompt_files(tmp_path, data, problem):
+    with pytest.raises(InputError) as err:
+        read_prompts(_write(tmp_path, data))
+    assert "prompts.json" in str(err.value) and problem in str(err.value)
