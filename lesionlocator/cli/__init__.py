@@ -29,6 +29,7 @@ STAGE_MODULES = [
     "lesionlocator.cli.evaluate",
     "lesionlocator.cli.aggregate",
     "lesionlocator.cli.track",
+    "lesionlocator.cli.weights",
 ]
 
 
