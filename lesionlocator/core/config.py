@@ -186,7 +186,10 @@ class RegisterConfig(StrictModel):
                 raise ValueError(f"unigradicon_weights: file does not exist: {self.unigradicon_weights}")
         if self.backend == "lesionlocator_track":
             if self.track_checkpoint is None:
-                raise ValueError("track_checkpoint: required when backend is lesionlocator_track (weights are never downloaded)")
+                raise ValueError(
+                    "track_checkpoint: required when backend is lesionlocator_track (weights are never downloaded at "
+                    "run time; `lesionlocator weights fetch` installs the released checkpoint)"
+                )
             if not Path(self.track_checkpoint).is_dir():
                 raise ValueError(f"track_checkpoint: folder does not exist: {self.track_checkpoint}")
         return self
@@ -278,7 +281,8 @@ class SegmentConfig(StrictModel):
     def _checkpoint_when_nnunet(self) -> "SegmentConfig":
         if self.segmenter == "nnunet" and not self.model_folder.is_dir():
             what = "folder does not exist" if self.checkpoint is not None else "the bundled model is missing"
-            raise ValueError(f"checkpoint: {what}: {self.model_folder} (weights are never downloaded)")
+            raise ValueError(f"checkpoint: {what}: {self.model_folder} (weights are never downloaded at run time; "
+                             "`lesionlocator weights fetch` installs the released checkpoint)")
         return self
 
 

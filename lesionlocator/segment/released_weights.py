@@ -25,11 +25,13 @@ import math
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from lesionlocator import __version__
 from lesionlocator.core.errors import InputError, LesionLocatorError
 from lesionlocator.core.progress import Progress
 from lesionlocator.segment.model import OFFICIAL_SEG_FOLDER, find_folds, resolve_model_folders
@@ -85,9 +87,10 @@ def record_url(api_url: str, record: str) -> str:
 
 
 def _open(url: str, timeout: float):
+    """The response to ``GET url`` (redirects followed); an HTTP error or no connection raises :class:`FetchError`."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"lesionlocator/{__version__}"})
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json, */*"}),
-                                      timeout=timeout)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
         raise FetchError(url, f"HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, OSError) as err:
@@ -118,7 +121,7 @@ def read_record(api_url: str = DEFAULT_API_URL, record: str = DEFAULT_RECORD, ti
             raise FetchError(url, f"file name {key!r} is not a plain file name")
         links = entry.get("links") or {}
         files.append(RecordFile(key, size, checksum, links.get("self") or links.get("content")
-                                or f"{url}/files/{key}/content"))
+                                or f"{url}/files/{urllib.parse.quote(key)}/content"))
     return files
 
 
@@ -287,6 +290,7 @@ def fetch_weights(
         for file in files:
             if zipfile.is_zipfile(downloads / file.key):
                 unpack_zip(downloads / file.key, unpacked)
+                (downloads / file.key).unlink()  # its room is needed by the next archive
             else:
                 extras.append(file.key)
         root = find_checkpoint_root(unpacked)
