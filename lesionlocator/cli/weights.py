@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", default=DEFAULT_RECORD, help=f"record ID (default: {DEFAULT_RECORD}, the authors' release)")
     parser.add_argument("--api-url", default=DEFAULT_API_URL, help=f"the records API (default: {DEFAULT_API_URL})")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without data before giving up (default: 60)")
-    parser.add_argument("--force", action="store_true", help="download and replace whatever is at --dest")
+    parser.add_argument("--force", action="store_true", help="download again and replace the checkpoint at --dest")
 
 
 COMMANDS = [
@@ -51,7 +51,7 @@ COMMANDS = [
         "checksum, unpack the archives, check the result is a LesionLocator checkpoint (LesionLocatorSeg, and "
         "LesionLocatorTrack when present) and only then move it to --dest; print what was installed and the "
         "config lines that use it. A failure leaves nothing at --dest. A checkpoint already at --dest is kept "
-        "unless --force. No other command ever downloads.",
+        "unless --force; anything else there (but an empty folder) is refused. No other command ever downloads.",
         add_arguments=add_arguments,
         run=run,
     ),

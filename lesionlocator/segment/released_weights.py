@@ -261,8 +261,8 @@ def fetch_weights(
 ) -> InstalledWeights:
     """Download the record's files, verify and unpack them, install the checkpoint root at ``dest``.
 
-    An existing checkpoint at ``dest`` is kept (nothing downloaded) unless ``force``; anything else
-    there is refused unless ``force`` (then replaced once the new checkpoint is complete).
+    An existing checkpoint at ``dest`` is kept (nothing downloaded) unless ``force`` (then replaced once
+    the new one is complete); anything else there but an empty folder is refused, ``force`` or not.
     ``timeout``: seconds without data before a connection is given up.
     """
     dest = Path(dest).absolute()
@@ -270,8 +270,9 @@ def fetch_weights(
     if present is not None and not force:
         log.info("%s already holds a LesionLocator checkpoint: nothing downloaded (--force replaces it)", dest)
         return present
-    if not force and not _is_free(dest):
-        raise FetchError(dest, "exists and is not a LesionLocator checkpoint: choose another destination or use --force")
+    if present is None and not _is_free(dest):
+        raise FetchError(dest, "exists and is not a LesionLocator checkpoint: remove it or choose another destination "
+                               "(--force replaces only a checkpoint)")
     files = read_record(api_url, record, timeout)
     for file in files:
         _hasher(file)
@@ -303,7 +304,7 @@ def fetch_weights(
             raise FetchError(record_url(api_url, record), f"not a LesionLocator checkpoint: {err}") from err
         provenance = {"record": record, "record_url": record_url(api_url, record), "files": [asdict(f) for f in files]}
         (root / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        _install(root, dest, staging)
+        _install(root, dest, staging, replace=present is not None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     models = {kind: dest / path.relative_to(root) for kind, path in models.items()}
@@ -312,11 +313,13 @@ def fetch_weights(
     return InstalledWeights(dest, models, track, tuple(files), fetched=True)
 
 
-def _install(root: Path, dest: Path, staging: Path) -> None:
-    """Rename the complete checkpoint ``root`` to ``dest``; whatever was at ``dest`` goes to ``staging``."""
+def _install(root: Path, dest: Path, staging: Path, replace: bool) -> None:
+    """Rename the complete checkpoint ``root`` to ``dest``; the checkpoint there (``replace``) goes to ``staging``."""
     previous = staging / "previous"
-    if dest.exists() or dest.is_symlink():
+    if replace and (dest.exists() or dest.is_symlink()):
         dest.rename(previous)
+    elif not _is_free(dest):  # appeared while downloading
+        raise FetchError(dest, "appeared while downloading and is not empty: nothing installed")
     try:
         root.rename(dest)
     except OSError as err:

@@ -260,12 +260,21 @@ def test_an_http_error_names_the_url(records, tmp_path):
     assert not dest.exists()
 
 
-def test_something_else_at_dest_is_left_alone(records, released_zip, tmp_path, capsys):
+@pytest.mark.parametrize("force", [False, True])
+def test_something_else_at_dest_is_left_alone_even_with_force(records, released_zip, tmp_path, capsys, force):
     records.publish({"LesionLocatorCheckpoint.zip": released_zip})
     dest = tmp_path / "released"
     dest.mkdir()
     (dest / "mine.txt").write_text("keep me")
-    code = main(["weights", "fetch", "--dest", str(dest), "--record", RECORD, "--api-url", f"{records.url}/api"])
-    assert code == 2
+    argv = ["weights", "fetch", "--dest", str(dest), "--record", RECORD, "--api-url", f"{records.url}/api"]
+    assert main(argv + ["--force"] * force) == 2
     assert "exists and is not a LesionLocator checkpoint" in capsys.readouterr().err
     assert (dest / "mine.txt").read_text() == "keep me" and records.requests == []
+
+
+def test_an_empty_folder_at_dest_is_filled(records, released_zip, tmp_path):
+    records.publish({"LesionLocatorCheckpoint.zip": released_zip})
+    dest = tmp_path / "released"
+    dest.mkdir()
+    assert fetch(records, dest).fetched
+    assert resolve_model_folders(dest)["box"] == dest / "LesionLocatorSeg" / "bbox_optimized"
