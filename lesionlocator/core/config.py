@@ -119,7 +119,7 @@ class RegisterConfig(StrictModel):
         60.0,
         gt=0,
         description="Spacing (mm) of the BSpline control-point mesh of the deformable stage; the mesh covers the "
-        "bounding box of the follow-up's body, not its whole field of view.",
+        "bounding box of the follow-up's body grown by one mesh spacing (within the scan), not its whole field of view.",
     )
     sampling_percentage: float = Field(
         0.2,
