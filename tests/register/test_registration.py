@@ -99,9 +99,10 @@ def test_bspline_mesh_covers_the_body_not_the_field_of_view(ct):
     fov_x = fixed.GetSize()[0] * fixed.GetSpacing()[0]
     body = np.argwhere(sitk.GetArrayViewFromImage(fixed) > -300)
     body_x = (body[:, 2].max() - body[:, 2].min() + 1) * fixed.GetSpacing()[0]
-    # the body mask is dilated by 2 voxels of the 8 mm grid, and each side may round out by one more
-    assert body_x <= domain_x <= body_x + 2 * 3 * 8.0, (body_x, domain_x)
-    assert domain_x < 0.7 * fov_x, (domain_x, fov_x)
+    # the box is grown by one mesh spacing (8 voxels of 8 mm for 60 mm), the body mask is dilated by 2
+    # voxels of the 8 mm grid, and each side may round out by one more
+    assert body_x <= domain_x <= body_x + 2 * (8 + 3) * 8.0, (body_x, domain_x)
+    assert domain_x <= fov_x - 2 * (180.0 - (8 + 3) * 8.0), (domain_x, fov_x)  # not the 180 mm of air each side
 
 
 @pytest.mark.parametrize("suffix", [".tfm", ".h5"])
