@@ -100,14 +100,33 @@ class RegisterConfig(StrictModel):
     smoothing_sigmas: list[float] = Field(
         [2.0, 1.0, 0.0], min_length=1, description="Gaussian smoothing (voxels of the coarse grid) per pyramid level."
     )
+    deformable_samples: int = Field(
+        10000,
+        ge=100,
+        description="Metric samples drawn inside the follow-up's body at each level of the BSpline stage, whatever the "
+        "scan's size (each sample costs in proportion to the control points; bench/bench_register_tre.py).",
+    )
+    deformable_evaluations: int = Field(
+        30,
+        ge=1,
+        description="At most this many metric evaluations (line-search steps included) per level of the BSpline stage; "
+        "the stage's time is about this times the cost of one evaluation.",
+    )
     deformable_shrink_factors: list[int] = Field(
         [2], min_length=1, description="Pyramid shrink factors of the BSpline stage (on the coarse grid)."
     )
     bspline_spacing_mm: float = Field(
-        60.0, gt=0, description="Spacing (mm) of the BSpline control-point mesh of the deformable stage."
+        60.0,
+        gt=0,
+        description="Spacing (mm) of the BSpline control-point mesh of the deformable stage; the mesh covers the "
+        "bounding box of the follow-up's body grown by one mesh spacing (within the scan), not its whole field of view.",
     )
     sampling_percentage: float = Field(
-        0.2, gt=0, le=1, description="Fraction of coarse-grid voxels sampled by the Mattes mutual-information metric."
+        0.2,
+        gt=0,
+        le=1,
+        description="Fraction of coarse-grid voxels sampled by the Mattes mutual-information metric of the "
+        "initial search and the linear stages (the BSpline stage draws deformable_samples).",
     )
     seed: int = Field(42, ge=0, description="Seed of the metric sampling (same seed and threads: byte-identical transforms).")
     threads: int = Field(

@@ -86,6 +86,25 @@ def test_rerun_is_byte_identical_and_reuses_existing(ct, tmp_path):
     assert not list(tmp_path.glob(".*part*"))  # no temporary files left behind
 
 
+def test_bspline_mesh_covers_the_body_not_the_field_of_view(ct):
+    """A follow-up with 180 mm of air either side in x: the BSpline's mesh (and so the stage's cost)
+    stays on the body's box, and the transform still composes [affine, bspline]."""
+    true = known_transform(ct, "rigid")
+    fixed = follow_up(ct, true, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    fixed = sitk.ConstantPad(fixed, [72, 0, 0], [72, 0, 0], -1024.0)  # 72 voxels of 2.5 mm each side
+    quick = RegisterConfig(grid_spacing_mm=8.0, iterations=20, deformable_iterations=5, deformable_evaluations=5)
+    estimated = build_registration(quick).register(fixed, ct)
+    bspline = sitk.BSplineTransform(estimated.GetNthTransform(1))
+    domain_x = bspline.GetTransformDomainPhysicalDimensions()[0]
+    fov_x = fixed.GetSize()[0] * fixed.GetSpacing()[0]
+    body = np.argwhere(sitk.GetArrayViewFromImage(fixed) > -300)
+    body_x = (body[:, 2].max() - body[:, 2].min() + 1) * fixed.GetSpacing()[0]
+    # the box is grown by one mesh spacing (8 voxels of 8 mm for 60 mm), the body mask is dilated by 2
+    # voxels of the 8 mm grid, and each side may round out by one more
+    assert body_x <= domain_x <= body_x + 2 * (8 + 3) * 8.0, (body_x, domain_x)
+    assert domain_x <= fov_x - 2 * (180.0 - (8 + 3) * 8.0), (domain_x, fov_x)  # not the 180 mm of air each side
+
+
 @pytest.mark.parametrize("suffix", [".tfm", ".h5"])
 def test_saved_transform_reloads_identically(ct, tmp_path, suffix):
     transform = known_transform(ct, "deformable", seed=3)
