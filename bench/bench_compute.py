@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_compute.py [--out DIR] [--skip patient register aggregate dag segment]
 
-Runs, each in its own process (so each peak memory is its own), and prints every script's output
-followed by a summary of the goal figures:
+Runs each bench in its own process (so each peak memory is its own) and prints its output, the goal
+next to each in the list below:
 
 * ``bench_patient.py``: the realistic CT patient (512 x 512 x 168, 0.8 x 0.8 x 2 mm, 3 sessions,
   5 lesions) through ``snakemake --profile profiles/default --cores 2``: whole run and per-job wall,
