@@ -11,12 +11,12 @@ from nnunetv2.preprocessing.resampling.default_resampling import compute_new_sha
 
 import lesionlocator.segment.nnunet as nnunet
 from lesionlocator.core.config import BUNDLED_MODEL, SegmentConfig
-from lesionlocator.core.regions import dice
 from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.encode import GridMap
 from lesionlocator.segment.nnunet import NnUNetSegmenter, Preprocessed, nonzero_crop
 from lesionlocator.segment.normalization import body_mask, body_zscore
 from lesionlocator.segment.resampling import is_nnunet_data_resampling, resample_like_nnunet
+from tests.segment.compare import assert_same_masks, mixed_prompts
 
 
 def reference_body_zscore(image: np.ndarray, eps: float = 1e-8) -> np.ndarray:
@@ -105,17 +105,12 @@ def test_preprocessing_matches_nnunets_functions(lesion_case):
 
 @pytest.mark.parametrize("mirroring", [False, True])
 def test_bundled_model_masks_unchanged_by_fast_preprocessing(lesion_case, monkeypatch, mirroring):
-    ids = list(lesion_case.boxes)
-    prompts = [Prompt(i, "box", box=lesion_case.boxes[i]) for i in ids[:3]] + [
-        Prompt(i, "point", point=lesion_case.points[i]) for i in ids[3:]]
+    ids, prompts = mixed_prompts(lesion_case)
     config = SegmentConfig(checkpoint=BUNDLED_MODEL, device="cpu", mirroring=mirroring)
     fast = NnUNetSegmenter(config).segment(lesion_case.image, prompts)
     monkeypatch.setattr(nnunet, "preprocess", reference_preprocess)
     reference = NnUNetSegmenter(config).segment(lesion_case.image, prompts)
-    assert all((reference.labels == i).sum() > 10 for i in ids)
-    for i in ids:
-        assert dice(fast.labels == i, reference.labels == i) >= 0.999, i
-        assert abs(fast.scores[i] - reference.scores[i]) <= 1e-3
+    assert_same_masks(fast, reference, ids)
 
 
 def test_a_scan_segmented_again_is_preprocessed_once(lesion_case, monkeypatch):

@@ -10,10 +10,9 @@ from torch.profiler import ProfilerActivity, profile
 
 import lesionlocator.segment.nnunet as nnunet
 from lesionlocator.core.config import BUNDLED_MODEL, SegmentConfig
-from lesionlocator.core.regions import dice
-from lesionlocator.segment.api import Prompt
 from lesionlocator.segment.model import OneDNNConv3d, load_model, use_onednn_convolutions
 from lesionlocator.segment.nnunet import NnUNetSegmenter
+from tests.segment.compare import assert_same_masks, mixed_prompts
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
 
@@ -77,14 +76,9 @@ def test_toy_resenc_logits_unchanged_by_onednn(toy_model, monkeypatch):
 
 @pytest.mark.parametrize("mirroring", [False, True])
 def test_bundled_model_masks_unchanged_by_onednn(lesion_case, monkeypatch, mirroring):
-    ids = list(lesion_case.boxes)
-    prompts = [Prompt(i, "box", box=lesion_case.boxes[i]) for i in ids[:3]] + [
-        Prompt(i, "point", point=lesion_case.points[i]) for i in ids[3:]]
+    ids, prompts = mixed_prompts(lesion_case)
     config = SegmentConfig(checkpoint=BUNDLED_MODEL, device="cpu", mirroring=mirroring, fallback="none")
     fast = NnUNetSegmenter(config).segment(lesion_case.image, prompts)
     monkeypatch.setattr(nnunet, "ONEDNN_ON_CPU", False)
     plain = NnUNetSegmenter(config).segment(lesion_case.image, prompts)
-    assert all((plain.labels == i).sum() > 10 for i in ids)
-    for i in ids:
-        assert dice(fast.labels == i, plain.labels == i) >= 0.999, i
-        assert abs(fast.scores[i] - plain.scores[i]) <= 1e-3
+    assert_same_masks(fast, plain, ids)
