@@ -259,10 +259,12 @@ class SegmentConfig(StrictModel):
         description="Radius (network voxels) of the ball that encodes a point prompt (the released models use 5); "
         "a model trained here records its own radius in lesionlocator.json, which takes precedence.",
     )
-    mask_prompt_encoding: Literal["mask", "box"] = Field(
-        "mask",
-        description="How a mask prompt enters the network: the mask itself, or its bounding box "
-        "(for box-trained checkpoints).",
+    mask_prompt_encoding: Literal["auto", "mask", "box"] = Field(
+        "auto",
+        description="How a mask prompt enters the network: the mask itself, or its bounding box. auto: its "
+        "bounding box into the box model for the released LesionLocatorSeg pair (trained with points and boxes "
+        "only; the released tools turn a mask into box prompts too), the mask itself for a single trained-model "
+        "folder (the bundled model, trained with mask prompts) and for a LesionLocatorTrack UNet.",
     )
     box_margin_mm: float | None = Field(
         0.0,

@@ -209,6 +209,9 @@ class NnUNetSegmenter:
                 if not (folder / f"fold_{fold}" / self.checkpoint_name).is_file():
                     raise InputError(folder / f"fold_{fold}" / self.checkpoint_name, "checkpoint file not found")
         self._models: dict[Path, LoadedModel] = {}
+        # the released point/box pair never saw a mask prompt: a mask goes to the box model as its box
+        encoding = config.mask_prompt_encoding
+        self.mask_as_box = encoding == "box" or (encoding == "auto" and "any" not in self.folders)
         self._preprocessed: tuple[tuple, dict[Path, Preprocessed]] | None = None  # the last scan's, by model
         self.stats = InferenceStats()
         if "any" in self.folders:
@@ -273,7 +276,7 @@ class NnUNetSegmenter:
         if prompt.kind == "mask" and not prompt.mask.any():
             return None
         radius = model.point_radius or self.config.point_radius  # a model trained here says how it saw points
-        encoded = encode_prompt(prompt, pre.grid, radius, mask_as_box=self.config.mask_prompt_encoding == "box")
+        encoded = encode_prompt(prompt, pre.grid, radius, mask_as_box=self.mask_as_box)
         if encoded.array.size == 0 or not encoded.array.any():
             return None
         patch = np.asarray(model.patch_size)

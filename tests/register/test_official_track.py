@@ -137,6 +137,7 @@ def test_unet_serves_as_a_segment_engine_model(track_checkpoint):
     )
     segmenter = build_segmenter(config)
     assert isinstance(segmenter, TrackUNetSegmenter)
+    assert not segmenter.mask_as_box  # the track UNet was trained with the warped mask as its prompt
     model = segmenter._model_for("mask")
     assert model.patch_size == PATCH and model.trainer_name == "LesionLocatorTrainerTrack"
     state = model.networks[0].state_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,6 +44,31 @@ def test_released_layout_picks_model_by_prompt_kind(tmp_path):
     assert segmenter._folder_for("point").name == "point_optimized"
     assert segmenter._folder_for("box").name == "bbox_optimized"
     assert segmenter._folder_for("mask").name == "bbox_optimized"
+
+
+@pytest.mark.parametrize("encoding, released, as_box", [
+    ("auto", True, True), ("auto", False, False), ("mask", True, False), ("box", False, True)])
+def test_mask_prompts_enter_the_released_pair_as_their_box(tmp_path, monkeypatch, encoding, released, as_box):
+    """segment.mask_prompt_encoding auto: a mask prompt reaches the released box model as its bounding box (the
+    released pair was trained with points and boxes only), and a single trained-model folder (trained with
+    masks) as the mask; the network's input channel is what the encoder made of it."""
+    import SimpleITK as sitk
+
+    import lesionlocator.segment.nnunet as nnunet
+    from lesionlocator.segment.api import Prompt
+    from lesionlocator.segment.encode import encode_prompt
+
+    plans = toy_plans(patch_size=(16, 16, 16), features=(4, 8))
+    root = (write_toy_lesionlocator_checkpoint(tmp_path / "released", plans=plans) if released
+            else write_toy_model(tmp_path / "single", plans=plans))
+    calls = []
+    monkeypatch.setattr(nnunet, "encode_prompt", lambda *args, **kw: calls.append(kw["mask_as_box"]) or encode_prompt(*args, **kw))
+    segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=root, device="cpu", mirroring=False, mask_prompt_encoding=encoding))
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 1, (24, 24, 24)).astype(np.float32))
+    mask = np.zeros((24, 24, 24), bool)
+    mask[8:14, 9:15, 10:13] = True
+    segmenter.segment(image, [Prompt(3, "mask", mask=mask)])
+    assert segmenter.mask_as_box is as_box and calls == [as_box]
 
 
 def test_dataset_json_listing_the_prompt_channel_is_accepted(tmp_path):
