@@ -231,8 +231,7 @@ class SimpleITKRegistration:
         # (mean of pair means 1.85 -> 2.24 mm, bench/bench_register_tre.py): not done.
         method.SetMovingInitialTransform(linear)
         method.SetInitialTransform(bspline, inPlace=True)
-        fixed = box
-        events = execute(method, fixed, moving)
+        events = execute(method, box, moving)
         log.debug("bspline stage: %d iterations, %d evaluations, %.1f s (%.1f CPU-s), mesh %s, %d parameters",
                   method.GetOptimizerIteration(), events, time.perf_counter() - wall, time.process_time() - cpu, mesh,
                   bspline.GetNumberOfParameters())

@@ -84,6 +84,21 @@ def find_folds(folder: Path, checkpoint_name: str) -> list[int | str]:
     return sorted(folds, key=lambda f: (isinstance(f, str), str(f).zfill(4)))
 
 
+def check_model_files(folder: Path, folds: Sequence[int | str] | None, checkpoint_name: str) -> None:
+    """Raise :class:`InputError` naming the first file a trained-model folder lacks: a checkpoint
+    ``fold_N/<checkpoint_name>`` at all (``folds`` None), ``plans.json``, ``dataset.json``, then each
+    wanted fold's checkpoint. Checks files only; the weights are read when a model is loaded."""
+    wanted = folds or find_folds(folder, checkpoint_name)
+    if not wanted:
+        raise InputError(folder, f"no fold_*/{checkpoint_name} found")
+    for name in ("plans.json", "dataset.json"):
+        if not (folder / name).is_file():
+            raise InputError(folder / name, "file not found (an nnU-Net trained-model folder needs it)")
+    for fold in wanted:
+        if not (folder / f"fold_{fold}" / checkpoint_name).is_file():
+            raise InputError(folder / f"fold_{fold}" / checkpoint_name, "checkpoint file not found")
+
+
 def resolve_model_folders(checkpoint: Path) -> dict[str, Path]:
     """Prompt kind ("point", "box", or "any") -> trained-model folder.
 

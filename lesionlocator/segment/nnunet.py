@@ -31,9 +31,10 @@ from lesionlocator.core.config import SegmentConfig
 from lesionlocator.core.devices import resolve_device
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import Geometry
+from lesionlocator.core.regions import nonzero_box
 from lesionlocator.segment.api import LesionPrediction, Prompt, SegmentationResult, check_prompts, combine_predictions
 from lesionlocator.segment.encode import GridMap, encode_prompt
-from lesionlocator.segment.model import LoadedModel, find_folds, load_model, resolve_model_folders, use_onednn_convolutions
+from lesionlocator.segment.model import LoadedModel, check_model_files, load_model, resolve_model_folders, use_onednn_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,13 @@ def nonzero_crop(data: np.ndarray, with_mask: bool) -> tuple[np.ndarray, np.ndar
     from scipy.ndimage import binary_fill_holes
 
     nonzero = np.any(data != 0, axis=0)
-    if not nonzero.any():
+    box = nonzero_box(nonzero)
+    if box is None:
         return data, (np.zeros(data.shape, dtype=np.int8) if with_mask else None), (0, 0, 0)
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(np.any(nonzero, axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     data = data[(slice(None), *box)]
     seg = None
     if with_mask:
-        seg = np.where(binary_fill_holes(nonzero[tuple(box)]), np.int8(0), np.int8(-1))[None]
+        seg = np.where(binary_fill_holes(nonzero[box]), np.int8(0), np.int8(-1))[None]
     return data, seg, tuple(b.start for b in box)
 
 
@@ -199,15 +197,7 @@ class NnUNetSegmenter:
         self.folds = list(config.folds) if config.folds else None
         self.checkpoint_name = config.checkpoint_name
         for folder in self.folders.values():  # fail before any work when files are missing
-            wanted = self.folds or find_folds(folder, self.checkpoint_name)
-            if not wanted:
-                raise InputError(folder, f"no fold_*/{self.checkpoint_name} found")
-            for name in ("plans.json", "dataset.json"):
-                if not (folder / name).is_file():
-                    raise InputError(folder / name, "file not found (an nnU-Net trained-model folder needs it)")
-            for fold in wanted:
-                if not (folder / f"fold_{fold}" / self.checkpoint_name).is_file():
-                    raise InputError(folder / f"fold_{fold}" / self.checkpoint_name, "checkpoint file not found")
+            check_model_files(folder, self.folds, self.checkpoint_name)
         self._models: dict[Path, LoadedModel] = {}
         # the released point/box pair never saw a mask prompt: a mask goes to the box model as its box
         encoding = config.mask_prompt_encoding
@@ -231,10 +221,14 @@ class NnUNetSegmenter:
     def _model_for(self, kind: str) -> LoadedModel:
         folder = self._folder_for(kind)
         if folder not in self._models:
-            model = load_model(folder, self.folds, self.checkpoint_name)
+            model = self._load(folder)
             model.networks = [self._place(net) for net in model.networks]
             self._models[folder] = model
         return self._models[folder]
+
+    def _load(self, folder: Path) -> LoadedModel:
+        """The trained-model folder's networks (every wanted fold), on the CPU."""
+        return load_model(folder, self.folds, self.checkpoint_name)
 
     def _place(self, network: torch.nn.Module) -> torch.nn.Module:
         """``network`` on the segmenter's device; on the CPU its convolutions take oneDNN at batch 1 too

@@ -163,10 +163,5 @@ class TrackUNetSegmenter(NnUNetSegmenter):
     parent, from a ``SegmentConfig`` whose ``model_folder`` is that folder.
     """
 
-    def _model_for(self, kind: str) -> LoadedModel:
-        folder = self._folder_for(kind)
-        if folder not in self._models:
-            model = load_track_unet(folder, self.folds, self.checkpoint_name)
-            model.networks = [self._place(net) for net in model.networks]
-            self._models[folder] = model
-        return self._models[folder]
+    def _load(self, folder: Path) -> LoadedModel:
+        return load_track_unet(folder, self.folds, self.checkpoint_name)

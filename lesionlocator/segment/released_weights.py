@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from lesionlocator import __version__
 from lesionlocator.core.errors import InputError, LesionLocatorError
 from lesionlocator.core.progress import Progress
-from lesionlocator.segment.model import OFFICIAL_SEG_FOLDER, find_folds, resolve_model_folders
+from lesionlocator.segment.model import OFFICIAL_SEG_FOLDER, check_model_files, resolve_model_folders
 from lesionlocator.segment.official import CHECKPOINT_NAME, TRACK_FOLDER, resolve_track_folder
 
 log = logging.getLogger(__name__)
@@ -206,19 +206,16 @@ def _check_free_space(folder: Path, needed: int, what: str | Path) -> None:
 def check_checkpoint(root: Path) -> tuple[dict[str, Path], Path | None]:
     """``(models by prompt kind, LesionLocatorTrack folder or None)`` of a LesionLocator checkpoint root.
 
-    Checks the files a run needs, without loading the weights: each model folder holds ``plans.json``,
-    ``dataset.json`` and at least one ``fold_N/checkpoint_final.pth``. Raises :class:`InputError`.
+    Checks the files a run needs, without loading the weights (:func:`~lesionlocator.segment.model.check_model_files`):
+    each model folder holds ``plans.json``, ``dataset.json`` and at least one ``fold_N/checkpoint_final.pth``.
+    Raises :class:`InputError`.
     """
     models = resolve_model_folders(root)
     if "any" in models:
         raise InputError(root, "an nnU-Net trained-model folder, not the released LesionLocator checkpoint root")
     track = resolve_track_folder(root) if (root / TRACK_FOLDER).exists() else None
     for folder in [*models.values(), *([track] if track else [])]:
-        for name in ("plans.json", "dataset.json"):
-            if not (folder / name).is_file():
-                raise InputError(folder, f"no {name}")
-        if not find_folds(folder, CHECKPOINT_NAME):
-            raise InputError(folder, f"no fold_*/{CHECKPOINT_NAME}")
+        check_model_files(folder, None, CHECKPOINT_NAME)
     return models, track
 
 
