@@ -37,16 +37,20 @@ SIZE = (512, 512, 168)  # x, y, z voxels
 SPACING = (0.8, 0.8, 2.0)  # mm
 
 
-def clinical_ct(out: Path, seed: int = 0) -> Path:
-    """The embedded CT on a 512 x 512 x 168, 0.8 x 0.8 x 2 mm grid, centred on the original, with 8 HU noise."""
+def clinical_grid(interpolator: int = sitk.sitkLinear, size=SIZE, spacing=SPACING) -> sitk.Image:
+    """The embedded CT (float32) resampled onto ``size`` voxels (x, y, z) of ``spacing`` mm, centred on the
+    original, with its direction; outside it -1024 HU. ``bench_register_tre.py`` registers this scan too."""
     source = sitk.ReadImage(str(REPO / "data/real/example_ct.nii.gz"), sitk.sitkFloat32)
     direction = np.asarray(source.GetDirection()).reshape(3, 3)
     centre = np.asarray(source.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in source.GetSize()]))
-    origin = centre - direction @ ((np.asarray(SIZE) - 1) / 2 * np.asarray(SPACING))
-    image = sitk.Resample(
-        source, list(SIZE), sitk.Transform(), sitk.sitkBSpline, origin.tolist(), list(SPACING),
-        source.GetDirection(), -1024.0, sitk.sitkFloat32,
-    )
+    origin = centre - direction @ ((np.asarray(size) - 1) / 2 * np.asarray(spacing))
+    return sitk.Resample(source, list(size), sitk.Transform(), interpolator, origin.tolist(), list(spacing),
+                         source.GetDirection(), -1024.0, sitk.sitkFloat32)
+
+
+def clinical_ct(out: Path, seed: int = 0) -> Path:
+    """The embedded CT on a 512 x 512 x 168, 0.8 x 0.8 x 2 mm grid (cubic B-spline), with 8 HU noise, as int16."""
+    image = clinical_grid(sitk.sitkBSpline)
     array = sitk.GetArrayFromImage(image)
     array += np.random.default_rng(seed).normal(0.0, 8.0, array.shape).astype(np.float32)
     result = sitk.GetImageFromArray(np.clip(np.rint(array), -1024, 3071).astype(np.int16))

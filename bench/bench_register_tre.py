@@ -34,21 +34,12 @@ import SimpleITK as sitk
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.bench_patient import clinical_grid  # noqa: E402
 from lesionlocator.core.config import RegisterConfig, SyntheticConfig  # noqa: E402
 from lesionlocator.register import build_registration  # noqa: E402
-from tests.register.helpers import known_transform, landmark_errors, real_ct  # noqa: E402
+from tests.register.helpers import known_transform, landmark_errors  # noqa: E402
 
 SOURCES = {"ct": "ct:data/real/example_ct.nii.gz", "mr": "mr:data/real/example_mr_sm.nii.gz"}
-
-
-def realistic_ct(size=(512, 512, 168), spacing=(0.8, 0.8, 2.0)) -> sitk.Image:
-    """The embedded real CT resampled (linear) onto ``size`` voxels of ``spacing`` mm about its centre."""
-    ct = real_ct()
-    centre = np.asarray(ct.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in ct.GetSize()]))
-    direction = np.asarray(ct.GetDirection()).reshape(3, 3)
-    origin = centre - direction @ ((np.asarray(size) - 1) / 2 * np.asarray(spacing))
-    return sitk.Resample(ct, list(size), sitk.Transform(), sitk.sitkLinear, origin.tolist(), list(spacing),
-                         ct.GetDirection(), -1024.0, sitk.sitkFloat32)
 
 
 def timed_register(config: RegisterConfig, fixed: sitk.Image, moving: sitk.Image) -> tuple[sitk.Transform, float, float, dict]:
@@ -59,7 +50,7 @@ def timed_register(config: RegisterConfig, fixed: sitk.Image, moving: sitk.Image
 
 
 def case_ct512(config: RegisterConfig, seeds: list[int]) -> list[dict]:
-    base = realistic_ct()
+    base = clinical_grid()  # linear interpolation, float32
     rows = []
     for seed in seeds:
         true = known_transform(base, "deformable", seed=seed)
