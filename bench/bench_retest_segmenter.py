@@ -21,7 +21,7 @@ Prints per variant and measure the range over lesions x follow-ups of the change
 (volume %, diameter mm), the range of the volume's error against the ground truth sampled on the same
 grid (synthetic.retest.repositioned_truth, voxel count), and CPU seconds per session.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_retest_segmenter.py [--out DIR]
+    PYTHONPATH=. .venv/bin/python bench/bench_retest_segmenter.py [--seed 4] [--source ct:data/real/example_ct.nii.gz] [--out DIR]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def partial_volume(image: np.ndarray, mask: np.ndarray, others: np.ndarray, clip
     return float(core.sum() + (np.clip(fraction, 0.0, 1.0) if clip else fraction).sum())
 
 
-def run(out: Path) -> pd.DataFrame:
+def run(out: Path, seed: int = 4, source: str = "ct:data/real/example_ct.nii.gz") -> pd.DataFrame:
     from lesionlocator.core.config import SegmentConfig, SyntheticConfig
     from lesionlocator.core.io import Geometry, read_image
     from lesionlocator.measure.lesions import measure_labels
@@ -131,7 +131,7 @@ def run(out: Path) -> pd.DataFrame:
     from synthetic.cohort import generate_cohort
     from synthetic.retest import repositioned_truth, repositioning, write_retest_cohort
 
-    config = SyntheticConfig(seed=4, n_patients=1, n_sessions=1, sources=["ct:data/real/example_ct.nii.gz"],
+    config = SyntheticConfig(seed=seed, n_patients=1, n_sessions=1, sources=[source],
                              lesions_per_patient=(3, 3), diameter_mm=(18.0, 30.0))
     generate_cohort(config, out / "cohort")
     sessions = write_retest_cohort(out / "cohort", "P001", out / "retest", N_SESSIONS, rigid=True)
@@ -197,13 +197,15 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=4, help="the retest patient's cohort seed")
+    parser.add_argument("--source", default="ct:data/real/example_ct.nii.gz", help="its source scan")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     os.chdir(REPO)
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_retest_segmenter_"))
     out.mkdir(parents=True, exist_ok=True)
     wall, cpu = time.perf_counter(), time.process_time()
-    frame = run(out)
+    frame = run(out, args.seed, args.source)
     print(summarise(frame).to_string(index=False))
     print(f"{time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} CPU-s; outputs under {out}")
 
