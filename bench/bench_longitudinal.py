@@ -7,7 +7,9 @@ Parts (``--parts``):
   and rigidly repositioned (:mod:`synthetic.retest`), tracked with ``lesionlocator track`` under each
   ``track.prompt_source`` given (anchored, the default; previous_mask, LesionLocator's autoregressive
   scheme). Prints per case the worst volume change (% of baseline) and longest-diameter change (mm),
-  the statuses and the RECIST responses.
+  the statuses and the RECIST responses; for the repositioned scans also where the change comes from
+  (:func:`sources_of_change`): the ground truth's own change on the moved grid, and how far the
+  segmenter's masks move beyond it.
 * ``cohort``: ``config/synth_longitudinal.yaml`` (30 patients x 4 sessions, CT and MR, repositioning,
   FOV change, growth, shrinkage to 30-50 %, vanishing, splits, merges, new lesions) run through the
   Snakemake workflow; prints :func:`lesionlocator.evaluate.longitudinal.headline_figures` against the
@@ -55,7 +57,7 @@ def _cpu() -> float:
 def retest(out: Path, sources: list[str], sources_to_use: list[str]) -> list[dict]:
     from lesionlocator.cli import main as cli_main
     from lesionlocator.core.config import SyntheticConfig
-    from lesionlocator.evaluate.retest import retest_summary
+    from lesionlocator.evaluate.retest import retest_changes, retest_summary
     from lesionlocator.measure.response import assess_response
     from synthetic.cohort import generate_cohort
     from synthetic.retest import write_retest_cohort
@@ -64,8 +66,9 @@ def retest(out: Path, sources: list[str], sources_to_use: list[str]) -> list[dic
     for source in sources_to_use:
         kind = source.split(":")[0]
         cohort = out / f"baseline_{kind}"
-        generate_cohort(SyntheticConfig(seed=4, n_patients=1, n_sessions=1, sources=[source], lesions_per_patient=(3, 3),
-                                        diameter_mm=(18.0, 30.0)), cohort)
+        synthetic = SyntheticConfig(seed=4, n_patients=1, n_sessions=1, sources=[source], lesions_per_patient=(3, 3),
+                                    diameter_mm=(18.0, 30.0))
+        generate_cohort(synthetic, cohort)
         for rigid in (False, True):
             sessions_dir = write_retest_cohort(cohort, "P001", out / f"retest_{kind}_{'rigid' if rigid else 'same'}", 5, rigid=rigid)
             for prompt_source in sources:
@@ -78,10 +81,56 @@ def retest(out: Path, sources: list[str], sources_to_use: list[str]) -> list[dic
                 lesions = pd.read_parquet(results / "patients" / "sub-P001" / "measurements.parquet")
                 sessions, _ = assess_response(lesions)
                 summary = retest_summary(lesions, sessions)
+                if rigid:
+                    changes = retest_changes(lesions)
+                    summary["volume_change_pct_range"] = [round(float(changes["volume_change_pct"].min()), 2),
+                                                          round(float(changes["volume_change_pct"].max()), 2)]
+                    summary["diameter_change_mm_range"] = [round(float(changes["diameter_change_mm"].min()), 2),
+                                                           round(float(changes["diameter_change_mm"].max()), 2)]
+                    summary.update(sources_of_change(cohort, synthetic, sessions_dir, results, 5))
                 rows.append({"source": kind, "scans": "repositioned" if rigid else "identical", "prompt_source": prompt_source,
                              "exit": code, **summary, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def sources_of_change(cohort: Path, config, sessions_dir: Path, results: Path, n_sessions: int) -> dict:
+    """Ranges over baseline lesions x follow-ups of a repositioned retest: ``truth_*``: the change of the
+    ground truth itself (:func:`synthetic.retest.repositioned_truth`, measured like the masks: voxel-count
+    volume in %, longest axial diameter in mm); ``mask_*``: of the tracked masks; ``dice_carried``: Dice
+    of each session's mask against the baseline's carried through the known transform, for the masks
+    and (``truth_dice_carried``) for the truth, whose binary masks differ by their sampling alone;
+    ``dice_truth``: of the masks against the truth on the same grid; ``truth_lesions_gone``: lesion x
+    follow-ups whose truth has no voxel on the moved grid (moved out of the field of view)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from lesionlocator.core.io import Geometry, read_image
+    from lesionlocator.core.regions import dice
+    from lesionlocator.evaluate.retest import carried_dice
+    from lesionlocator.measure.lesions import measure_labels
+    from synthetic.retest import repositioned_truth
+
+    truths = [repositioned_truth(cohort, config, "P001", s) for s in range(n_sessions)]
+    masks = [read_image(results / "patients" / "sub-P001" / f"ses-{s + 1:02d}" / "lesions.nii.gz") for s in range(n_sessions)]
+    geometry = Geometry.of(truths[0])
+    measured = [measure_labels(sitk.GetArrayFromImage(t).astype(np.int64), geometry).set_index("lesion_id") for t in truths]
+    rows = []
+    for s in range(1, n_sessions):
+        transform = sitk.ReadTransform(str(sessions_dir / "sub-P001" / f"ses-{s + 1:02d}" / "repositioning.tfm"))
+        mask_dice, truth_dice = carried_dice(masks[0], masks[s], transform), carried_dice(truths[0], truths[s], transform)
+        truth_s, mask_s = sitk.GetArrayViewFromImage(truths[s]), sitk.GetArrayViewFromImage(masks[s])
+        for lesion_id in measured[0].index:
+            base, now = measured[0].loc[lesion_id], measured[s].loc[lesion_id] if lesion_id in measured[s].index else None
+            rows.append({
+                "truth_volume_change_pct": np.nan if now is None else (now["volume_ml"] / base["volume_ml"] - 1) * 100,
+                "truth_diameter_change_mm": np.nan if now is None else now["longest_diameter_mm"] - base["longest_diameter_mm"],
+                "dice_carried": mask_dice.get(int(lesion_id), np.nan), "truth_dice_carried": truth_dice[int(lesion_id)],
+                "dice_truth": dice(mask_s == lesion_id, truth_s == lesion_id),
+            })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    ranges = {f"{c}_range": [round(float(frame[c].min()), 3), round(float(frame[c].max()), 3)] for c in frame.columns}
+    return {**ranges, "truth_lesions_gone": int(frame["truth_volume_change_pct"].isna().sum())}
 
 
 def cohort(out: Path, cores: int) -> dict:

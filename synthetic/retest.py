@@ -12,12 +12,17 @@ caught here. Built from a patient of a generated cohort (its baseline image and 
   patient lay differently on the table; the transform of each session is written beside it
   (``repositioning.tfm``: world points of that session to the baseline's, mm LPS).
 
+:func:`repositioned_truth` renders the ground truth of a repositioned session: the baseline's lesion
+shapes sampled at that session's voxel centres (not its label map resampled), so that the change a
+measurement shows can be split into what the grid does to the truth itself and what the segmenter adds.
+
 Layout: what :func:`lesionlocator.ingest.cohort.ingest_cohort` reads (``sub-<P>/ses-<S>/image.nii.gz``,
 prompts at the baseline only, ``sub-<P>_sessions.tsv`` with dates ``interval_days`` apart).
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.core.io import atomic_directory, read_image, write_image
+from lesionlocator.core.config import SyntheticConfig
+from lesionlocator.core.io import atomic_directory, image_from_array, read_image, write_image
 
 ROTATION_DEG = 4.0  # per session, about the image centre (axes alternate: z, y, x)
 TRANSLATION_MM = (6.0, -5.0, 3.0)  # per session
@@ -70,3 +76,22 @@ def write_retest_cohort(
             rows.append(f"ses-{label}\t{(date(2021, 1, 4) + timedelta(days=s * interval_days)).isoformat()}")
         (tmp / f"sub-{patient}" / f"sub-{patient}_sessions.tsv").write_text("\n".join(rows) + "\n")
     return out
+
+
+def repositioned_truth(cohort: str | Path, config: SyntheticConfig, patient: str, session: int) -> sitk.Image:
+    """The ground-truth lesion label map (uint32, lesion IDs of the cohort) of retest session ``session``
+    (0: the baseline) of ``patient`` in the ``cohort`` generated from ``config``: each lesion's exact shape
+    sampled at the voxel centres of the baseline's grid moved by :func:`repositioning` (what the
+    repositioned image of :func:`write_retest_cohort` shows), with the baseline's geometry. At session 0
+    it is the cohort's own baseline mask. Plans the cohort again from ``config`` (the very object, not the
+    copy in ``dataset_description.json``: its dicts come back there with sorted keys, and the planner draws
+    sites in the order of ``site_weights``)."""
+    from synthetic.cohort import plan_cohort, render_session
+
+    plans, sources = plan_cohort(config)
+    plan = copy.deepcopy(next(p for p in plans if p.patient == patient))
+    baseline = plan.sessions[0]
+    image = read_image(sorted(p for p in (Path(cohort) / f"sub-{patient}").glob("ses-*") if p.is_dir())[0] / "image.nii.gz")
+    baseline.transform = repositioning(image, session) if session else None
+    _, labels, _, _ = render_session(plan, sources[plan.spec], 0, config)
+    return image_from_array(labels, image)

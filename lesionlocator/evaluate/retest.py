@@ -6,11 +6,17 @@ and every response should be SD. :func:`retest_changes` gives, per lesion and se
 from baseline: volume in % of the baseline volume, longest diameter in mm (both as measured in the
 lesion table, :data:`lesionlocator.measure.lesions.LESION_SCHEMA`); :func:`retest_summary` the worst
 of them with the responses. Only lesions prompted at baseline count (new lesions have no baseline).
+:func:`carried_dice` compares a session's masks with the baseline's carried there through the known
+repositioning (how much the masks themselves move, beyond the measurements).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import SimpleITK as sitk
+
+from lesionlocator.core.regions import dice
 
 
 def retest_changes(lesions: pd.DataFrame) -> pd.DataFrame:
@@ -43,3 +49,27 @@ def retest_summary(lesions: pd.DataFrame, sessions: pd.DataFrame | None = None) 
         follow = sessions[~sessions["is_baseline"]]
         summary["recist_responses"] = sorted(follow["recist_response"].dropna().unique().tolist())
     return summary
+
+
+def carried_dice(baseline: sitk.Image, session: sitk.Image, transform: sitk.Transform) -> dict[int, float]:
+    """Per lesion ID of ``baseline`` (an instance label map), the Dice of ``session``'s mask of that ID
+    against the baseline's mask carried onto ``session``'s grid through ``transform`` (world points of
+    the session to the baseline's, mm LPS, as :func:`synthetic.retest.repositioning` gives): the binary
+    mask interpolated linearly and kept where it is at least 0.5, so that a mask carried onto its own
+    grid by the identity is itself (a point a rounding error outside the baseline's grid takes its
+    nearest voxel). Geometries (spacing, origin, direction) of both maps are honoured."""
+    base = sitk.GetArrayViewFromImage(baseline)
+    moved = sitk.GetArrayViewFromImage(session)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(session)
+    resampler.SetTransform(transform)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    resampler.SetUseNearestNeighborExtrapolator(True)
+    result = {}
+    for lesion_id in (int(i) for i in np.unique(base) if i != 0):
+        mask = sitk.GetImageFromArray((base == lesion_id).astype(np.float32))
+        mask.CopyInformation(baseline)
+        carried = sitk.GetArrayFromImage(resampler.Execute(mask))  # a copy: the image is a temporary
+        result[lesion_id] = dice(carried >= 0.5, moved == lesion_id)
+    return result

@@ -338,6 +338,14 @@ class NnUNetSegmenter:
 
     def segment(self, image: sitk.Image, prompts: Sequence[Prompt]) -> SegmentationResult:
         t_start = time.perf_counter()
+        predictions = self.predictions(image, prompts)  # checks the prompts
+        result = combine_predictions(tuple(reversed(image.GetSize())), predictions, [p.lesion_id for p in prompts])
+        self.stats.total += time.perf_counter() - t_start
+        return result
+
+    def predictions(self, image: sitk.Image, prompts: Sequence[Prompt]) -> list[LesionPrediction]:
+        """Each lesion's foreground probability on the input grid (z, y, x), before the lesions are
+        combined into one label map: a box prompt's cut to its box included, empty prompts left out."""
         array = sitk.GetArrayFromImage(image)
         prompts = check_prompts(prompts, array.shape)
         spacing_zyx = tuple(image.GetSpacing())[::-1]
@@ -360,9 +368,7 @@ class NnUNetSegmenter:
             self.stats.lesions += 1
             self.stats.by_lesion.append(time.perf_counter() - t_lesion)
             log.debug("lesion %d: %.2f s", prompt.lesion_id, time.perf_counter() - t_lesion)
-        result = combine_predictions(array.shape, predictions, [p.lesion_id for p in prompts])
-        self.stats.total += time.perf_counter() - t_start
-        return result
+        return predictions
 
 
 def _foreground_probability(model: LoadedModel, logits: np.ndarray) -> np.ndarray:
