@@ -16,7 +16,9 @@ baseline, the new lesions found at earlier follow-ups, and the lesions a reader 
 3. **evidence** (:func:`judge_lesions`, :mod:`lesionlocator.track.evidence`): ``vanished`` only when
    the segmenters and the image agree that the lesion is gone (an empty mask whose expected region no
    longer stands out; or a mask that has faded, by contrast and level against the lesion's reference
-   session, and that the second opinion, the classical segmenter, does not contradict). When they
+   session, and that the second opinion, the classical segmenter, does not contradict, and no parts of
+   it are found: :func:`refind_fragments` re-prompts lesion-like groups of voxels near where it was,
+   whose union, when it stands out, becomes its mask). When they
    disagree the lesion is ``uncertain`` (mask kept, flagged); a mask further from the lesion's last
    mask than registration explains is ``lost`` (voxels cleared, flagged); a volume change beyond
    ``max_volume_ratio`` is ``uncertain``. Then ``split`` (its second-largest connected part holds at
