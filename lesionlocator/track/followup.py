@@ -772,8 +772,8 @@ def _parts(lesion_id: int, region: np.ndarray | None, image: sitk.Image, segment
         return None
     parts = refind_fragments(lesion_id, region, image, segmenter, refs, track, min_voxels)
     if parts is not None:
-        log.info("lesion %d: its mask no longer stands out, but its parts do (%d voxels re-found near where it was)", lesion_id,
-                 int(parts.sum()))
+        log.info("lesion %d: no mask of it stands out as it did, but its parts do (%d voxels re-found near where it was)",
+                 lesion_id, int(parts.sum()))
     return parts
 
 
