@@ -17,6 +17,8 @@ is decided from evidence, never from one segmenter's output alone (see
   the way from the reference surroundings to the reference lesion. The first alone mistakes a lesion
   that outgrew its mask (its shell is lesion too) for gone; the second alone suffers from imperfect
   intensity matching;
+* :func:`lesion_like_parts`: where a lesion that fell apart may lie now (groups of voxels that look
+  like it near where it was), for the segmenter to be asked about each;
 * :func:`novelty`: for a new lesion, how far its region now differs from a scan before it appeared
   (a candidate confirmed by segmentation alone would be any structure the segmenter can outline).
 """
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.core.regions import nonzero_index, shell_around
+from lesionlocator.core.regions import nonzero_box, nonzero_index, shell_around
 
 
 @dataclass(frozen=True)
@@ -147,3 +150,32 @@ def background_rate(array: np.ndarray, mask: np.ndarray, spacing_zyx: np.ndarray
     box, _, shell = region
     values = array[box][shell].astype(np.float64)
     return float(np.mean((values - reference.shell) / reference.contrast >= 0.5))
+
+
+def lesion_like_parts(
+    array: np.ndarray, region: np.ndarray, reference: Levels, scale: float, offset: float, min_voxels: int, max_parts: int
+) -> list[np.ndarray]:
+    """The parts a lesion may have fallen into: face-connected (6-connectivity) groups of voxels of
+    ``region`` (bool, z y x of ``array``) whose intensity, matched to the reference scan (``scale``,
+    ``offset``: :func:`intensity_match`), lies within half the reference contrast of the reference
+    lesion's level (0.5 to 1.5 of the way from its surroundings to it), each of at least ``min_voxels``
+    voxels; at most ``max_parts``, largest first (ties in raster order), as bool masks (z y x).
+
+    The band is two-sided so that tissue far beyond the lesion (air or fat beside a hypodense liver
+    lesion) is not taken for it; face connectivity keeps noise from chaining into parts (single voxels
+    pass the band by chance where the lesion's contrast is a few noise SDs). None of this calls a part a
+    lesion: it only says where a segmenter should look."""
+    box = nonzero_box(region)
+    if box is None or reference.contrast == 0 or max_parts <= 0:
+        return []
+    position = (scale * array[box].astype(np.float64) + offset - reference.shell) / reference.contrast
+    like = region[box] & (np.abs(position - 1.0) <= 0.5)
+    components = cc3d.connected_components(like, connectivity=6)
+    sizes = np.bincount(components.ravel())[1:]
+    order = [int(k) + 1 for k in np.argsort(-sizes, kind="stable") if sizes[k] >= max(min_voxels, 1)][:max_parts]
+    parts = []
+    for k in order:
+        part = np.zeros(region.shape, bool)
+        part[box] = components == k
+        parts.append(part)
+    return parts

@@ -16,7 +16,9 @@ baseline, the new lesions found at earlier follow-ups, and the lesions a reader 
 3. **evidence** (:func:`judge_lesions`, :mod:`lesionlocator.track.evidence`): ``vanished`` only when
    the segmenters and the image agree that the lesion is gone (an empty mask whose expected region no
    longer stands out; or a mask that has faded, by contrast and level against the lesion's reference
-   session, and that the second opinion, the classical segmenter, does not contradict). When they
+   session, and that the second opinion, the classical segmenter, does not contradict, and no parts of
+   it are found: :func:`refind_fragments` re-prompts lesion-like groups of voxels near where it was,
+   whose union, when it stands out, becomes its mask). When they
    disagree the lesion is ``uncertain`` (mask kept, flagged); a mask further from the lesion's last
    mask than registration explains is ``lost`` (voxels cleared, flagged); a volume change beyond
    ``max_volume_ratio`` is ``uncertain``. Then ``split`` (its second-largest connected part holds at
@@ -61,7 +63,7 @@ from lesionlocator.core.prompts import read_prompts
 from lesionlocator.core.regions import dice, nonzero_box, nonzero_index
 from lesionlocator.register.base import load_transform
 from lesionlocator.segment.api import Prompt, SegmentationResult, Segmenter
-from lesionlocator.segment.prompting import prompts_from_file, prompts_from_mask
+from lesionlocator.segment.prompting import interior_point, prompts_from_file, prompts_from_mask
 from lesionlocator.track import anchors as anchoring
 from lesionlocator.track.anchors import Anchor
 from lesionlocator.track.candidates import detection_reference, find_candidates
@@ -73,6 +75,7 @@ from lesionlocator.track.evidence import (
     is_reliable,
     lesion_levels,
     lesion_like_excess,
+    lesion_like_parts,
     novelty,
 )
 from lesionlocator.track.propagate import OutOfFov, Propagated, PropagationResult, propagate_prompt
@@ -90,6 +93,9 @@ NEW_LESION_NOVELTY = 0.5  # a new lesion is seen again when its region still dif
 NEW_LESION_BOX_MARGIN_MM = 5.0
 RESIDUAL_FRACTION = 0.2  # a lesion is not gone while a fifth of its volume in lesion-like voxels remains near where it was
 RESIDUAL_MARGIN_MM = 5.0  # ... within this distance of its last mask (at least; see _residual_margin)
+FRAGMENT_MIN_FRACTION = 0.1  # a part of a lesion that fell apart holds at least this fraction of its reference volume ...
+FRAGMENT_MIN_VOXELS = 4  # ... and this many voxels (fewer cannot be told from noise)
+FRAGMENT_MAX = 4  # at most this many parts are re-prompted, largest first
 CANDIDATE_MIN_DICE = 0.3  # the segmenter's mask of a candidate must outline its blob at least this well  # a new lesion's anchor (and its first segmentation): a box this much around its blob
 
 TRACKING_SCHEMA = pa.schema(
@@ -515,10 +521,17 @@ class References:
         spacing = np.asarray(image.GetSpacing(), float)[::-1]
         rate = background_rate(sitk.GetArrayViewFromImage(image), reference_mask, spacing, reference)
         excess = lesion_like_excess(self.current, region, reference, *self.match(lesion_id), rate)
-        voxel_ratio = float(np.prod(image.GetSpacing())) / float(np.prod(self.spacing_xyz))  # reference voxels -> follow-up voxels
-        needed = min_fraction * reference_mask.sum() * voxel_ratio
+        needed = min_fraction * self.reference_voxels(lesion_id)
         log.debug("lesion %d: %.0f lesion-like voxels in excess of noise near where it was (%.0f needed)", lesion_id, excess, needed)
         return excess >= needed
+
+    def reference_voxels(self, lesion_id: int) -> float:
+        """The lesion's reference volume in voxels of the follow-up's grid (0 when unknown)."""
+        s = self.first.get(lesion_id)
+        if s not in self.images or s not in self.labels:
+            return 0.0
+        count = int(np.count_nonzero(self.labels[s][0] == np.uint32(lesion_id)))
+        return count * float(np.prod(self.images[s].GetSpacing())) / float(np.prod(self.spacing_xyz))
 
     def match(self, lesion_id: int) -> tuple[float, float]:
         s = self.first[lesion_id]
@@ -564,6 +577,60 @@ def _stands_out(mask: np.ndarray, lesion_id: int, refs: References, current: np.
     return standing is not None and standing[0] >= track.vanish_contrast_fraction
 
 
+def refind_fragments(
+    lesion_id: int,
+    region: np.ndarray,
+    image: sitk.Image,
+    segmenter: Segmenter,
+    refs: References,
+    track: TrackConfig,
+    min_voxels: int,
+) -> np.ndarray | None:
+    """The parts of a lesion that fell apart, re-found, or None: their union (bool, z y x of ``image``).
+
+    A lesion split in two is outlined by a prompt for the whole as one blob over both parts and the
+    tissue between them, whose median then looks like the surroundings: by its mask alone it has faded.
+    So before such a lesion is called gone, its parts are looked for in ``region`` (bool, z y x; near its
+    last mask, :func:`_residual_margin`): groups of voxels that look like the lesion against its reference
+    levels (:func:`~lesionlocator.track.evidence.lesion_like_parts`; each at least ``FRAGMENT_MIN_FRACTION``
+    of its reference volume, ``FRAGMENT_MIN_VOXELS`` and ``min_voxels``; together at least
+    ``RESIDUAL_FRACTION`` of it). The segmenter is prompted with a point inside each (the voxel frame of
+    ``image``; a point, not a box, so that a part that touches a vessel is outlined, not the vessel). A
+    part is kept when its mask reaches its group, lies mostly in ``region`` and stands out as the lesion
+    did (contrast and level both at least ``vanish_contrast_fraction`` of the reference's,
+    :func:`~lesionlocator.track.evidence.faded_by`); the union of the kept parts must stand out so too.
+    None when the evidence is missing (no reliable reference) or nothing is re-found."""
+    reference = refs.levels(lesion_id)
+    if reference is None or not is_reliable(reference, track.reliable_contrast_sd) or not region.any():
+        return None
+    expected = refs.reference_voxels(lesion_id)
+    smallest = max(int(np.ceil(FRAGMENT_MIN_FRACTION * expected)), FRAGMENT_MIN_VOXELS, min_voxels)
+    parts = lesion_like_parts(refs.current, region, reference, *refs.match(lesion_id), smallest, FRAGMENT_MAX)
+    if not parts or sum(int(p.sum()) for p in parts) < RESIDUAL_FRACTION * expected:
+        return None
+    prompts = [Prompt(k, "point", point=interior_point(part)) for k, part in enumerate(parts, start=1)]  # IDs local to this call
+    found = segmenter.segment(image, prompts).labels
+    spacing = np.asarray(image.GetSpacing(), float)[::-1]
+    union = np.zeros(region.shape, bool)
+    for k, part in enumerate(parts, start=1):
+        mask = found == np.uint32(k)
+        count = int(mask.sum())
+        standing = _standing(mask, lesion_id, refs, refs.current, spacing, track) if count >= min_voxels else None
+        kept = (standing is not None and min(standing) >= track.vanish_contrast_fraction and bool((mask & part).any())
+                and int((mask & region).sum()) * 2 >= count)
+        log.debug("lesion %d: part %d (%d lesion-like voxels): %d voxels outlined%s%s", lesion_id, k, int(part.sum()), count,
+                  "" if standing is None else f", contrast {standing[0]:.2f}, level {standing[1]:.2f} of its reference",
+                  ", kept" if kept else "")
+        if kept:
+            union |= mask
+    if int(union.sum()) < min_voxels:
+        return None
+    standing = _standing(union, lesion_id, refs, refs.current, spacing, track)
+    if standing is None or min(standing) < track.vanish_contrast_fraction:
+        return None
+    return union
+
+
 def _retry_margin_mm(last: np.ndarray, geometry: Geometry, track: TrackConfig) -> float:
     """The margin of a box re-prompted after a doubtful answer: ``reprompt_margin_mm``, or a quarter of the
     last mask's equivalent diameter when larger (room for a lesion that kept growing)."""
@@ -605,6 +672,7 @@ def judge_lesions(
     second_opinion: Segmenter | None,
     track: TrackConfig,
     unconfirmed: Collection[int] = (),
+    segmenter: Segmenter | None = None,
 ) -> dict[int, Judgement]:
     """The evidence-based status of each segmented lesion (present, vanished, uncertain or lost); clears
     (in place) the voxels of the lesions judged vanished or lost.
@@ -615,7 +683,10 @@ def judge_lesions(
     a mask that has faded (the classical one; None: the faded test alone decides); ``unconfirmed``: new
     lesions awaiting confirmation (:func:`awaiting_confirmation`), which must still differ from the scan
     before they appeared (:func:`~lesionlocator.track.evidence.novelty` at least ``NEW_LESION_NOVELTY``),
-    else they are not there (``vanished``: their first sighting stays an equivocal new lesion).
+    else they are not there (``vanished``: their first sighting stays an equivocal new lesion);
+    ``segmenter``: the one that made ``labels``, re-prompted on the parts of a lesion that would otherwise
+    be gone or doubtful (:func:`refind_fragments`; None: not looked for). A lesion re-found so gets the
+    union of its parts as its mask and is judged on it (present, or split by :func:`lifecycle`).
     """
     geometry = Geometry.of(image)
     min_voxels = max(int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml())), 1)
@@ -640,15 +711,20 @@ def judge_lesions(
             labels[mask] = 0
             expected = last if last is not None else _prompt_region(used_prompts.get(lesion_id), labels.shape)
             faded = _faded(expected, lesion_id, refs, current, spacing, track) if refs is not None and expected is not None else None
+            region = _dilate_mm(expected, geometry, _residual_margin(expected, geometry)) if expected is not None else None
+            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels) if faded is not False else None
             if faded is False:
                 judged[lesion_id] = Judgement(
                     "uncertain", "no segmenter found the lesion, but where it was expected the image still stands out as it did"
                 )
-            elif expected is not None and refs is not None and refs.remains(lesion_id, _dilate_mm(expected, geometry, _residual_margin(expected, geometry))):
-                judged[lesion_id] = Judgement("uncertain", "no segmenter found the lesion, but lesion-like tissue remains where it was")
-            else:
-                judged[lesion_id] = Judgement("vanished")
-            continue
+                continue
+            if parts is None:
+                if region is not None and refs is not None and refs.remains(lesion_id, region):
+                    judged[lesion_id] = Judgement("uncertain", "no segmenter found the lesion, but lesion-like tissue remains where it was")
+                else:
+                    judged[lesion_id] = Judgement("vanished")
+                continue
+            mask, count = _take_parts(labels, lesion_id, mask, parts)
         if last is not None and last.any():
             distance = anchoring.jump_mm(mask, last, geometry)
             limit = anchoring.jump_limit_mm(last, geometry, track.max_jump_mm)
@@ -661,19 +737,23 @@ def judge_lesions(
             still_there = opinion is not None and _stands_out(opinion, lesion_id, refs, current, spacing, track)
             around = last if last is not None else mask
             region = _dilate_mm(around, geometry, _residual_margin(around, geometry))
+            parts = None if still_there else _parts(lesion_id, region, image, segmenter, refs, track, min_voxels)
             if still_there:
                 judged[lesion_id] = Judgement(
                     "uncertain", "segmenters disagree: the network's mask no longer stands out, the classical segmenter's does"
                 )
-            elif refs.remains(lesion_id, region):
-                judged[lesion_id] = Judgement(
-                    "uncertain", "its mask no longer stands out, but lesion-like tissue remains where it was (fallen apart, moved?)"
-                )
-            else:
-                log.info("lesion %d: its mask no longer stands out as at its reference session: vanished", lesion_id)
-                labels[mask] = 0
-                judged[lesion_id] = Judgement("vanished")
-            continue
+                continue
+            if parts is None:
+                if refs.remains(lesion_id, region):
+                    judged[lesion_id] = Judgement(
+                        "uncertain", "its mask no longer stands out, but lesion-like tissue remains where it was (fallen apart, moved?)"
+                    )
+                else:
+                    log.info("lesion %d: its mask no longer stands out as at its reference session: vanished", lesion_id)
+                    labels[mask] = 0
+                    judged[lesion_id] = Judgement("vanished")
+                continue
+            mask, count = _take_parts(labels, lesion_id, mask, parts)
         volume = count * geometry.voxel_volume_ml()
         before = previous_volumes.get(lesion_id)
         if before and before > 0:
@@ -683,6 +763,27 @@ def judge_lesions(
                 continue
         judged[lesion_id] = Judgement("present")
     return judged
+
+
+def _parts(lesion_id: int, region: np.ndarray | None, image: sitk.Image, segmenter: Segmenter | None, refs: References | None,
+           track: TrackConfig, min_voxels: int) -> np.ndarray | None:
+    """:func:`refind_fragments` when it can run (a segmenter, reference levels and a region), else None."""
+    if segmenter is None or refs is None or region is None:
+        return None
+    parts = refind_fragments(lesion_id, region, image, segmenter, refs, track, min_voxels)
+    if parts is not None:
+        log.info("lesion %d: no mask of it stands out as it did, but its parts do (%d voxels re-found near where it was)",
+                 lesion_id, int(parts.sum()))
+    return parts
+
+
+def _take_parts(labels: np.ndarray, lesion_id: int, mask: np.ndarray, parts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Replace a lesion's voxels in ``labels`` (in place) by its re-found ``parts`` where no other lesion
+    is; its new mask and voxel count."""
+    labels[mask] = 0
+    labels[parts & (labels == 0)] = np.uint32(lesion_id)
+    mask = labels == np.uint32(lesion_id)
+    return mask, int(mask.sum())
 
 
 def _residual_margin(mask: np.ndarray, geometry: Geometry) -> float:
@@ -922,7 +1023,7 @@ def track_followup(
         refs.before, refs.transforms, refs.t, refs.spacing_xyz = inputs.before_images, inputs.transforms, t, image.GetSpacing()
     unconfirmed = set(awaiting_confirmation(rows_before))
     judged = judge_lesions(labels, image, segmented_ids, prompts, last_masks, last_volumes(rows_before), refs, second_opinion, track,
-                           unconfirmed=unconfirmed)
+                           unconfirmed=unconfirmed, segmenter=segmenter)
     if track.prompt_source == "anchored":
         # gone or doubtful from the anchor: ask again from the last mask (a lesion that outgrew a box its
         # growth was too small to show beyond, or moved) before the answer stands
@@ -932,7 +1033,8 @@ def track_followup(
         if retry:
             again = segment_lesions(segmenter, image, list(retry.values()))
             replace_lesions(labels, again, retry)
-            second = judge_lesions(labels, image, list(retry), retry, last_masks, last_volumes(rows_before), refs, second_opinion, track)
+            second = judge_lesions(labels, image, list(retry), retry, last_masks, last_volumes(rows_before), refs, second_opinion, track,
+                                   segmenter=segmenter)
             for lesion_id, judgement in second.items():
                 log.info("%s ses-%s lesion %d: %s from its anchor, %s when re-prompted from its last mask", patient, scan.session,
                          lesion_id, judged[lesion_id].status, judgement.status)
