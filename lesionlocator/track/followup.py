@@ -96,6 +96,7 @@ RESIDUAL_MARGIN_MM = 5.0  # ... within this distance of its last mask (at least;
 FRAGMENT_MIN_FRACTION = 0.1  # a part of a lesion that fell apart holds at least this fraction of its reference volume ...
 FRAGMENT_MIN_VOXELS = 4  # ... and this many voxels (fewer cannot be told from noise)
 FRAGMENT_MAX = 4  # at most this many parts are re-prompted, largest first
+REFOUND_REASON = "re-found from its parts near where it was, after the mask from its prompt had faded"  # flagged: a reader checks
 CANDIDATE_MIN_DICE = 0.3  # the segmenter's mask of a candidate must outline its blob at least this well  # a new lesion's anchor (and its first segmentation): a box this much around its blob
 
 TRACKING_SCHEMA = pa.schema(
@@ -697,6 +698,7 @@ def judge_lesions(
         mask = labels == np.uint32(lesion_id)
         count = int(mask.sum())
         last = previous.get(lesion_id)
+        refound = None  # the review reason of a lesion re-found from its parts
         if lesion_id in unconfirmed and count >= min_voxels and refs is not None:
             change = refs.novelty(lesion_id, mask, image)
             if change is not None and change < NEW_LESION_NOVELTY:
@@ -725,6 +727,7 @@ def judge_lesions(
                     judged[lesion_id] = Judgement("vanished")
                 continue
             mask, count = _take_parts(labels, lesion_id, mask, parts)
+            refound = REFOUND_REASON
         if last is not None and last.any():
             distance = anchoring.jump_mm(mask, last, geometry)
             limit = anchoring.jump_limit_mm(last, geometry, track.max_jump_mm)
@@ -754,6 +757,7 @@ def judge_lesions(
                     judged[lesion_id] = Judgement("vanished")
                 continue
             mask, count = _take_parts(labels, lesion_id, mask, parts)
+            refound = REFOUND_REASON
         volume = count * geometry.voxel_volume_ml()
         before = previous_volumes.get(lesion_id)
         if before and before > 0:
@@ -761,7 +765,7 @@ def judge_lesions(
             if ratio > track.max_volume_ratio or ratio < 1.0 / track.max_volume_ratio:
                 judged[lesion_id] = Judgement("uncertain", f"volume x{ratio:.2f} since its last observation (limit x{track.max_volume_ratio:g})")
                 continue
-        judged[lesion_id] = Judgement("present")
+        judged[lesion_id] = Judgement("present", refound)
     return judged
 
 

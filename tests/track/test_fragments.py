@@ -116,6 +116,7 @@ def test_a_lesion_that_fell_apart_is_split_not_vanished():
     current = _scan(5, LOBES)
     judgement, labels = _judge(current, PartSegmenter(LOBES, LESION))
     assert judgement.status == "split", judgement
+    assert judgement.reason is not None and "re-found" in judgement.reason  # flagged for a reader
     assert ((labels == 1) == (LOBES[0] | LOBES[1])).all()
     # without the search (no segmenter to re-prompt) the faded mask over both lobes is all there is: at best
     # the lesion-like tissue left makes it uncertain (on the cohort's CT, where the reference shell held more
