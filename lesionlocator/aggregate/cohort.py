@@ -61,7 +61,7 @@ from lesionlocator.evaluate.longitudinal import (
 )
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, lesion_outcomes, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
-from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, assess_response
+from lesionlocator.measure.response import ASSESSED_COLUMNS, PATIENT_SCHEMA, SESSION_SCHEMA, assess_response
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,29 @@ _CONFUSION_SCOPE = "_status_confusion"
 _OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
 
 
-def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
-    """Read a batch of per-patient files into one frame of ``schema``, in the order of ``files``.
+def _output_options(schema: pa.Schema) -> dict:
+    """Writer options of a cohort table: zstd and statistics; dictionary encoding for its string
+    columns only (patient, session, status repeat; a float column's values rarely do, and trying a
+    dictionary on it first costs about as much as the rest of the write)."""
+    return dict(_OUTPUT_OPTIONS, use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)])
+
+#: The evaluation and status evaluation columns the figures read (the rest is only written back).
+_EVALUATION_INPUTS = ["patient", "session", "session_index", "gt_lesion_id", "detection", "gt_volume_ml", "pred_volume_ml", "dice",
+                      "centre_distance_mm", "gt_equivalent_radius_mm"]  # fmt: skip
+_STATUS_INPUTS = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id", "pred_status", "true_class", "pred_class", "correct",
+                  "flagged", "new_candidate", "centroid_distance_mm"]  # fmt: skip
+
+
+def _read_batch(files: Sequence[str], schema: pa.Schema) -> pa.Table:
+    """Read a batch of per-patient files into one Arrow table of ``schema`` (one chunk per column), in
+    the order of ``files``.
 
     Each file is read into memory in one go and parsed by its own single-threaded reader (under half
     the CPU time of one dataset scan of the batch's tiny files: no scan planning, no per-file tasks,
     no small reads per column); a file whose schema is not exactly ``schema`` is read again through
     a ``pyarrow.dataset`` scan with the declared schema (missing nullable columns read as nulls,
-    castable types cast), as the whole batch once was.
+    castable types cast), as the whole batch once was. The table stays in Arrow: it is written back
+    as it is, and only the columns a figure needs go to pandas or numpy.
     """
     tables = []
     try:
@@ -135,7 +150,7 @@ def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
     if any(table.column(f.name).null_count for f in schema if not f.nullable):
         for path in files:
             _check_file(path, schema)
-    return table.combine_chunks().replace_schema_metadata(None).to_pandas()
+    return table.combine_chunks().replace_schema_metadata(None)
 
 
 def _check_file(path: str, schema: pa.Schema) -> None:
@@ -148,31 +163,34 @@ def _check_file(path: str, schema: pa.Schema) -> None:
         raise InputError(path, f"schema differs from the declared one{f' (missing {missing})' if missing else ''}")
 
 
-def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """Exactly ``schema`` (no pandas metadata)."""
+def _to_table(frame: pd.DataFrame | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Exactly ``schema`` (no pandas metadata); an Arrow table read with that schema is taken as it is."""
+    if isinstance(frame, pa.Table):
+        return frame.select(schema.names)
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False).replace_schema_metadata(None)
 
 
-def _write_partitioned(frame: pd.DataFrame, schema: pa.Schema, folder: Path, part: int) -> None:
+def _write_partitioned(table: pa.Table, schema: pa.Schema, folder: Path, part: int) -> None:
     """One file per session_index, rows sorted by the partition key first (one row group each)."""
-    table = _to_table(frame, schema)
+    table = _to_table(table, schema)
     table = table.sort_by([("session_index", "ascending"), ("patient", "ascending")])
     keys = table.column("session_index").to_numpy()
     body = table.drop_columns(["session_index"])
     if len(keys) == 0:
         return
+    options = _output_options(body.schema)
     bounds = np.flatnonzero(np.diff(keys)) + 1
     starts = np.concatenate([[0], bounds])
     stops = np.concatenate([bounds, [len(keys)]])
     for start, stop in zip(starts, stops):
         target = folder / f"session_index={int(keys[start])}"
         target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(body.slice(start, stop - start), target / f"part-{part:05d}.parquet", **_OUTPUT_OPTIONS)
+        pq.write_table(body.slice(start, stop - start), target / f"part-{part:05d}.parquet", **options)
 
 
 def _write_plain(frame: pd.DataFrame, schema: pa.Schema, folder: Path, part: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(_to_table(frame, schema), folder / f"part-{part:05d}.parquet", **_OUTPUT_OPTIONS)
+    pq.write_table(_to_table(frame, schema), folder / f"part-{part:05d}.parquet", **_output_options(schema))
 
 
 def _lesion_partials(lesions: pd.DataFrame, sessions: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
@@ -340,7 +358,7 @@ def aggregate_cohort(
     """
     import dask
 
-    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) + list(status_files) if not Path(f).exists()]
+    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) + list(status_files) if not os.path.exists(f)]
     if missing:
         raise InputError(missing[0], f"file not found ({len(missing)} per-patient table(s) missing)")
     session_frame = _read_sessions(sessions)
@@ -363,9 +381,8 @@ def aggregate_cohort(
         seen = set().union(*(r[2] for r in results)) if results else set()
         if session_frame is not None and not set(session_frame["patient"]) <= seen:
             # patients of the manifest without any lesion row still get their sessions and patient rows
-            empty = LESION_SCHEMA.empty_table().to_pandas()
             rest = session_frame[~session_frame["patient"].isin(seen)]
-            results = list(results) + [_process_lesions(empty, len(lesion_batches), work, rest, criteria)]
+            results = list(results) + [_process_lesions(LESION_SCHEMA.empty_table(), len(lesion_batches), work, rest, criteria)]
         counts: dict[str, int] = {}
         partials = []
         for partial, table_counts, _ in results:
@@ -402,28 +419,31 @@ def _batch_progress(progress: Progress):
     return Callback(posttask=posttask)
 
 
-def _process_lesions(lesions: pd.DataFrame, part: int, work: Path, sessions, criteria) -> tuple[pd.DataFrame, dict, set]:
-    if sessions is not None and len(lesions):
-        sessions = sessions[sessions["patient"].isin(lesions["patient"].unique())]
-    session_frame, patient_frame = assess_response(lesions, sessions, criteria)
+def _process_lesions(lesions: pa.Table, part: int, work: Path, sessions, criteria) -> tuple[pd.DataFrame, dict, set]:
+    frame = lesions.select(ASSESSED_COLUMNS).to_pandas()
+    if sessions is not None and len(frame):
+        sessions = sessions[sessions["patient"].isin(frame["patient"].unique())]
+    session_frame, patient_frame = assess_response(frame, sessions, criteria)
     _write_partitioned(lesions, LESION_SCHEMA, work / "lesions", part)
     _write_plain(session_frame, SESSION_SCHEMA, work / "sessions", part)
     _write_plain(patient_frame, PATIENT_SCHEMA, work / "patients", part)
-    counts = {"lesions": len(lesions), "sessions": len(session_frame), "patients": len(patient_frame)}
-    return _lesion_partials(lesions, session_frame, patient_frame), counts, set(patient_frame["patient"])
+    counts = {"lesions": len(frame), "sessions": len(session_frame), "patients": len(patient_frame)}
+    return _lesion_partials(frame, session_frame, patient_frame), counts, set(patient_frame["patient"])
 
 
-def _process_evaluation(evaluation: pd.DataFrame, part: int, work: Path, radius_mm: float) -> tuple[pd.DataFrame, dict, set]:
-    metrics = session_metrics(evaluation, radius_mm)
+def _process_evaluation(evaluation: pa.Table, part: int, work: Path, radius_mm: float) -> tuple[pd.DataFrame, dict, set]:
+    frame = evaluation.select(_EVALUATION_INPUTS).to_pandas()
+    metrics = session_metrics(frame, radius_mm)
     _write_partitioned(evaluation, EVALUATION_SCHEMA, work / "evaluation", part)
     _write_plain(metrics, SESSION_METRICS_SCHEMA, work / "session_metrics", part)
-    counts = {"evaluation": len(evaluation), "session_metrics": len(metrics)}
-    return _evaluation_partials(evaluation, radius_mm), counts, set()
+    counts = {"evaluation": len(frame), "session_metrics": len(metrics)}
+    return _evaluation_partials(frame, radius_mm), counts, set()
 
 
-def _process_status_evaluation(status: pd.DataFrame, part: int, work: Path) -> tuple[pd.DataFrame, dict, set]:
+def _process_status_evaluation(status: pa.Table, part: int, work: Path) -> tuple[pd.DataFrame, dict, set]:
     _write_partitioned(status, STATUS_EVALUATION_SCHEMA, work / "status_evaluation", part)
-    return _status_partials(status), {"status_evaluation": len(status)}, set()
+    frame = status.select(_STATUS_INPUTS).to_pandas()
+    return _status_partials(frame), {"status_evaluation": len(frame)}, set()
 
 
 def read_cohort_table(dataset_dir: str | Path, name: str, columns: Sequence[str] | None = None, filter=None) -> pd.DataFrame:

@@ -275,6 +275,10 @@ PATIENT_SCHEMA = pa.schema(
 
 
 KEY = ["patient", "session_index"]
+#: The lesion columns :func:`assess_response` reads (with the new-lesion and review columns; a frame
+#: without those needs the ones :func:`review_columns` reads too).
+ASSESSED_COLUMNS = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count", "volume_ml",
+                    "longest_diameter_mm", "slice_thickness_mm", "is_new", "new_lesion", "needs_review", "review_reason"]  # fmt: skip
 
 #: RECIST 1.1: on slices thicker than 5 mm a measurable lesion is at least twice the slice thickness.
 SLICE_THICKNESS_FACTOR = 2.0
@@ -336,11 +340,9 @@ def _pct(value: pd.Series, reference: pd.Series) -> pd.Series:
 def _encode_patients(lesions: pd.DataFrame, sessions: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray]:
     """The columns the assessment reads, with patients as integer codes (merging and taking string
     columns costs most of the time); the code -> name array."""
-    needed = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count",
-              "volume_ml", "longest_diameter_mm", "slice_thickness_mm", "is_new", "new_lesion", "needs_review", "review_reason"]  # fmt: skip
     if not {"new_lesion", "needs_review"} <= set(lesions.columns):
         lesions = review_columns(lesions)
-    lesions = lesions.reindex(columns=needed).reset_index(drop=True)
+    lesions = lesions.reindex(columns=ASSESSED_COLUMNS).reset_index(drop=True)
     names = [lesions["patient"]] + ([sessions["patient"]] if sessions is not None else [])
     codes, patient_names = pd.factorize(pd.concat(names, ignore_index=True), sort=True)
     lesions["patient"] = codes[: len(lesions)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -203,16 +204,16 @@ def test_status_tables_and_headline_figures(tmp_path):
     assert "status confusion over the follow-ups" in bench.stdout
 
 
-def _dataset_scan(files, schema) -> pd.DataFrame:
+def _dataset_scan(files, schema) -> pa.Table:
     """The reader aggregation used before: one pyarrow.dataset scan of the batch with the declared schema."""
     import pyarrow.dataset as ds
 
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table().to_pandas()
+    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
 
 
 def test_batch_reader_gives_the_dataset_scan_frame(tmp_path, cohort):
     """Files of the declared schema, one lacking a nullable column, one with its columns reordered:
-    the same frame as one dataset scan, row for row, in the order of the files."""
+    the same table as one dataset scan, row for row, in the order of the files."""
     from lesionlocator.aggregate.cohort import _read_batch
     from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
     from lesionlocator.measure.lesions import LESION_SCHEMA
@@ -222,10 +223,10 @@ def test_batch_reader_gives_the_dataset_scan_frame(tmp_path, cohort):
     pq.write_table(table.drop_columns(["organ"]), tmp_path / "no_organ.parquet")
     pq.write_table(table.select(table.column_names[::-1]), tmp_path / "reordered.parquet")
     files = [lesion_files[1], tmp_path / "no_organ.parquet", lesion_files[2], tmp_path / "reordered.parquet", lesion_files[0]]
-    frame = _read_batch([str(f) for f in files], LESION_SCHEMA)
-    assert frame["organ"].isna().sum() >= len(table)
-    pd.testing.assert_frame_equal(frame, _dataset_scan(files, LESION_SCHEMA))
-    pd.testing.assert_frame_equal(_read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA), _dataset_scan(eval_files, EVALUATION_SCHEMA))
+    batch = _read_batch([str(f) for f in files], LESION_SCHEMA)
+    assert batch.column("organ").null_count >= len(table)
+    assert batch.schema.equals(LESION_SCHEMA, check_metadata=True) and batch.equals(_dataset_scan(files, LESION_SCHEMA))
+    assert _read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA).equals(_dataset_scan(eval_files, EVALUATION_SCHEMA))
 
 
 def test_dataset_is_byte_identical_to_the_dataset_scan_reader(tmp_path, cohort, monkeypatch):
