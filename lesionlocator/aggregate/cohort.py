@@ -57,7 +57,7 @@ from lesionlocator.evaluate.longitudinal import (
     STATUS_EVALUATION_SCHEMA,
     ratios_of_counts,
     status_confusion,
-    status_counts,
+    status_counts_by_session,
 )
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, lesion_outcomes, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
@@ -244,12 +244,12 @@ def _evaluation_partials(evaluation: pd.DataFrame, radius_mm: float) -> pd.DataF
 
 
 def _status_partials(status: pd.DataFrame) -> pd.DataFrame:
-    """Summable status figures of one partition (:func:`~lesionlocator.evaluate.longitudinal.status_counts`,
+    """Summable status figures of one partition (:func:`~lesionlocator.evaluate.longitudinal.status_counts_by_session`,
     per session index and over all sessions) and its confusion counts (scope ``_CONFUSION_SCOPE``,
     metric ``<true class>|<predicted class>``)."""
-    rows = [("status_all", None, metric, value) for metric, value in status_counts(status).items()]
-    for index, group in status.groupby("session_index"):
-        rows += [("status_session_index", index, metric, value) for metric, value in status_counts(group).items()]
+    by_session = status_counts_by_session(status)
+    rows = [("status_all", None, metric, value) for metric, value in by_session.sum().items()]
+    rows += [("status_session_index", index, metric, value) for index, counts in by_session.iterrows() for metric, value in counts.items()]
     confusion = status_confusion(status)
     rows += [(_CONFUSION_SCOPE, r.session_index, f"{r.true_class}|{r.pred_class}", float(r.n)) for r in confusion.itertuples()]
     return pd.DataFrame(rows, columns=["scope", "session_index", "metric", "value"])
