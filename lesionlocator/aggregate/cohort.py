@@ -510,8 +510,8 @@ def write_run_manifest(
 
 
 def per_patient_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Sorted list of existing per-patient tables (helper for CLIs that get folders)."""
+    """Sorted list of existing per-patient tables, Parquet or Arrow IPC (helper for CLIs that get folders)."""
     out = []
     for path in map(Path, paths):
-        out += sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        out += sorted([*path.glob("*.parquet"), *path.glob(f"*{ARROW_SUFFIX}")]) if path.is_dir() else [path]
     return out

@@ -76,8 +76,9 @@ FAR_MM = 20.0
 NEW_MATCH_MIN_MM = 10.0
 #: The GT status table, in the folder that holds the GT masks' ``sub-<p>/ses-<s>/`` folders.
 GROUNDTRUTH_TABLE = "groundtruth.parquet"
-#: A patient's status evaluation, beside its ``evaluation.parquet``.
-STATUS_EVALUATION_FILE = "status_evaluation.parquet"
+#: A patient's status evaluation, beside its ``evaluation.arrow`` (Arrow IPC, as that one: only
+#: aggregation reads it back; :func:`lesionlocator.core.io.write_patient_table`).
+STATUS_EVALUATION_FILE = "status_evaluation.arrow"
 
 #: One row per lesion per session: a GT lesion-session (with its corresponding prediction, if any)
 #: or a predicted lesion-session without a GT lesion.

@@ -240,3 +240,22 @@ def test_dataset_is_byte_identical_to_the_dataset_scan_reader(tmp_path, cohort, 
     assert files == sorted(p.relative_to(tmp_path / "new") for p in (tmp_path / "new").rglob("*.parquet")) and len(files) > 8
     for rel in files:
         assert (tmp_path / "new" / rel).read_bytes() == (tmp_path / "old" / rel).read_bytes(), rel
+
+
+def test_evaluation_tables_as_arrow_files_give_the_same_dataset(tmp_path, cohort):
+    """The pipeline's evaluation tables are Arrow IPC files (``.arrow``): the same cohort dataset, byte
+    for byte, as from the same tables in Parquet, and the batch reader gives the same table."""
+    from lesionlocator.aggregate.cohort import _read_batch
+    from lesionlocator.core.io import read_patient_table, write_patient_table
+    from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
+
+    lesion_files, eval_files, manifest = cohort
+    arrow_files = [write_patient_table(pq.read_table(f), tmp_path / f"{f.parent.name}.arrow") for f in eval_files]
+    assert read_patient_table(arrow_files[0]).equals(pq.read_table(eval_files[0]))
+    assert _read_batch([str(f) for f in arrow_files], EVALUATION_SCHEMA).equals(_read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA))
+    for name, files in (("parquet", eval_files), ("arrow", arrow_files)):
+        aggregate_cohort(lesion_files, tmp_path / name, evaluation_files=files, sessions=manifest, files_per_partition=2)
+    found = sorted(p.relative_to(tmp_path / "parquet") for p in (tmp_path / "parquet").rglob("*.parquet"))
+    assert found == sorted(p.relative_to(tmp_path / "arrow") for p in (tmp_path / "arrow").rglob("*.parquet")) and len(found) > 8
+    for rel in found:
+        assert (tmp_path / "parquet" / rel).read_bytes() == (tmp_path / "arrow" / rel).read_bytes(), rel
