@@ -624,13 +624,21 @@ def patient_summary(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.Data
     patients["n_lesions"] = with_voxels.groupby("patient")["lesion_id"].nunique()
     flagged = lesions[lesions["needs_review"].astype(bool)]
     patients["n_flagged"] = flagged.groupby("patient")["lesion_id"].nunique()
-    ids = targets.sort_values(["patient", "lesion_id"]).groupby("patient")["lesion_id"].agg(list)
-    patients["target_lesion_ids"] = pd.Series([list(ids.get(p, [])) for p in patients.index], index=patients.index, dtype=object)
+    patients["target_lesion_ids"] = pd.Series(_ids_per_patient(targets, patients.index), index=patients.index, dtype=object)
     for column in ("n_sessions", "n_targets", "n_lesions", "n_flagged"):
         patients[column] = patients[column].fillna(0).astype("int32")
     patients["first_pd_session_index"] = patients["first_pd_session_index"].astype("Int32")
     patients = patients.reset_index()
     return patients[PATIENT_SCHEMA.names]
+
+
+def _ids_per_patient(targets: pd.DataFrame, patients: pd.Index) -> list[list[int]]:
+    """Each patient's target lesion IDs, ascending (an empty list without targets): one sort and a
+    slice per patient, not a Python aggregation per group."""
+    targets = targets.sort_values(["patient", "lesion_id"], kind="mergesort")
+    owner, ids = targets["patient"].to_numpy(), targets["lesion_id"].to_numpy()
+    starts, stops = np.searchsorted(owner, patients, side="left"), np.searchsorted(owner, patients, side="right")
+    return [ids[start:stop].tolist() for start, stop in zip(starts, stops)]
 
 
 def session_table(frame: pd.DataFrame) -> pa.Table:
