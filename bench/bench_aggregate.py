@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from lesionlocator.core.config import MetricsConfig
 from lesionlocator.core.io import write_patient_table
 from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.evaluate.longitudinal import DECIDED, FLAGGED, STATUS_EVALUATION_SCHEMA
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--lesions", type=int, default=20, help="lesions per patient")
     parser.add_argument("--sessions", type=int, default=5, help="sessions per patient")
-    parser.add_argument("--files-per-partition", type=int, default=1000)
+    parser.add_argument("--files-per-partition", type=int, default=MetricsConfig().files_per_partition)
     parser.add_argument("--evaluation", action="store_true", help="also the per-patient evaluation and status evaluation tables")
     parser.add_argument("--workdir", help="keep inputs/outputs here (default: a temporary folder)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)

@@ -348,7 +348,7 @@ def aggregate_cohort(
     sessions: pd.DataFrame | str | Path | None = None,
     criteria: MetricsConfig = MetricsConfig(),
     radius_mm: float = 25.0,
-    files_per_partition: int = 1000,
+    files_per_partition: int = 2000,
     num_workers: int | None = None,
     registration_records: Iterable[tuple[str, str, int, str | Path]] = (),
     status_files: Sequence[str | Path] = (),
