@@ -16,18 +16,32 @@ Layout of the dataset folder (every table readable with ``pandas.read_parquet(fo
     summary/part-00000.parquet                      SUMMARY_SCHEMA (cohort figures, tidy)
     registration/part-00000.parquet                 REGISTRATION_SCHEMA (each follow-up's registration quality)
 
-How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
+How it stays fast and bounded in memory. ``PYTHONPATH=. .venv/bin/python bench/bench_aggregate.py
+--evaluation`` (10,000 patients, 30,000 files, 3 M rows; 2 cores that other work kept at a load of
+4-8): 12.5-13.4 CPU-s, 595-611 MB peak, 20-26 s wall, where the code before these points took
+19.5-22.7 CPU-s, 507-516 MB, 33-48 s, run for run beside it; lesion files alone 7.1 CPU-s against
+9.5. The 6 s goal (issue 22) is not met: at the previous code's 1.56 CPU-s per wall second on the
+quiet machine, 6 s is about 9.4 CPU-s. A cProfile (process time) of the run splits it into reading
+37 % (mostly the 10,000 lesion Parquet files, at pyarrow's floor of 0.3 CPU-ms each), RECIST
+assessment 22 %, the partitioned writes 13 %, the rest (figures, conversion to pandas, dask) 28 %.
 
-* per-patient files are small and written uncompressed, without dictionaries or statistics
-  (:data:`lesionlocator.measure.lesions.PATIENT_FILE_OPTIONS`): opening them is most of the cost;
-* dask reads *batches* of files (``files_per_partition``, one ``dask.delayed`` task each, on the
-  threaded scheduler; ``dask.dataframe``, 0.5 s to import, is not needed), each file read whole
-  into memory, parsed by its own single-threaded Parquet reader and checked against the declared
-  schema: no scan planning, no per-file tasks, a task graph of tens of tasks, not 10,000;
+* opening a small file is most of the cost: per-patient Parquet files (the lesion tables users read)
+  are written uncompressed, without dictionaries, statistics or the stored Arrow schema
+  (:data:`lesionlocator.core.io.PATIENT_FILE_OPTIONS`, about 0.3 CPU-ms each, pyarrow's floor and
+  DuckDB's too); the evaluation and status evaluation tables, which only this step reads back, are
+  Arrow IPC files (``.arrow``, about 0.03 CPU-ms each);
+* dask reads *batches* of files (``files_per_partition``, default 2000, one ``dask.delayed`` task
+  each, on the threaded scheduler; ``dask.dataframe``, 0.5 s to import, is not needed), each file
+  read whole into memory and parsed by its own single-threaded reader
+  (:func:`~lesionlocator.core.io.read_patient_table`), the batch's schema checked once: no scan
+  planning, no per-file tasks, a task graph of tens of tasks, not 10,000;
+* a batch stays in Arrow: it is sorted by the partition key and written as it was read (one file
+  per session_index, a single row group, dictionaries on string columns only), and only the columns
+  a figure reads go to pandas;
 * each partition holds whole patients (a file is one patient), so response assessment and the
-  per-session metrics run per partition; each partition is sorted by the partition key before it is
-  written, one file per session_index with a single row group; only small partial sums come back
-  to the client, so a cohort larger than memory streams through partition by partition.
+  per-session metrics run per partition (their cost is partly per call, hence partitions of
+  thousands of files); only small partial sums come back to the client, so a cohort larger than
+  memory streams through partition by partition.
 """
 
 from __future__ import annotations
@@ -106,6 +120,11 @@ PARTITIONED = ("lesions", "evaluation", "status_evaluation")
 #: Scope of the partial sums that become the status_confusion table, not summary rows.
 _CONFUSION_SCOPE = "_status_confusion"
 _OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
+#: The evaluation and status evaluation columns the figures read (the rest is only written back).
+_EVALUATION_INPUTS = ["patient", "session", "session_index", "gt_lesion_id", "detection", "gt_volume_ml", "pred_volume_ml", "dice",
+                      "centre_distance_mm", "gt_equivalent_radius_mm"]  # fmt: skip
+_STATUS_INPUTS = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id", "pred_status", "true_class", "pred_class", "correct",
+                  "flagged", "new_candidate", "centroid_distance_mm"]  # fmt: skip
 
 
 def _output_options(schema: pa.Schema) -> dict:
@@ -113,12 +132,6 @@ def _output_options(schema: pa.Schema) -> dict:
     columns only (patient, session, status repeat; a float column's values rarely do, and trying a
     dictionary on it first costs about as much as the rest of the write)."""
     return dict(_OUTPUT_OPTIONS, use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)])
-
-#: The evaluation and status evaluation columns the figures read (the rest is only written back).
-_EVALUATION_INPUTS = ["patient", "session", "session_index", "gt_lesion_id", "detection", "gt_volume_ml", "pred_volume_ml", "dice",
-                      "centre_distance_mm", "gt_equivalent_radius_mm"]  # fmt: skip
-_STATUS_INPUTS = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id", "pred_status", "true_class", "pred_class", "correct",
-                  "flagged", "new_candidate", "centroid_distance_mm"]  # fmt: skip
 
 
 def _read_batch(files: Sequence[str], schema: pa.Schema) -> pa.Table:

@@ -259,3 +259,6 @@ def test_evaluation_tables_as_arrow_files_give_the_same_dataset(tmp_path, cohort
     assert found == sorted(p.relative_to(tmp_path / "arrow") for p in (tmp_path / "arrow").rglob("*.parquet")) and len(found) > 8
     for rel in found:
         assert (tmp_path / "parquet" / rel).read_bytes() == (tmp_path / "arrow" / rel).read_bytes(), rel
+    (tmp_path / "bad.arrow").write_bytes(b"not an Arrow file")
+    with pytest.raises(InputError, match=r"bad\.arrow: not a readable Arrow file"):
+        aggregate_cohort(lesion_files, tmp_path / "arrow", evaluation_files=arrow_files + [tmp_path / "bad.arrow"])
