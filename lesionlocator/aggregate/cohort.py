@@ -18,8 +18,8 @@ Layout of the dataset folder (every table readable with ``pandas.read_parquet(fo
 
 How it stays fast and bounded in memory. ``PYTHONPATH=. .venv/bin/python bench/bench_aggregate.py
 --evaluation`` (10,000 patients, 30,000 files, 3 M rows; 2 cores that other work kept at a load of
-4-8): 12.5-13.4 CPU-s, 595-611 MB peak, 20-26 s wall, where the code before these points took
-19.5-22.7 CPU-s, 507-516 MB, 33-48 s, run for run beside it; lesion files alone 7.1 CPU-s against
+3-8): 12.5-13.4 CPU-s, 595-611 MB peak, 13-26 s wall, where the code before these points took
+19.5-23.1 CPU-s, 507-532 MB, 16-48 s, run for run beside it; lesion files alone 7.1 CPU-s against
 9.5. The 6 s goal (issue 22) is not met: at the previous code's 1.56 CPU-s per wall second on the
 quiet machine, 6 s is about 9.4 CPU-s. A cProfile (process time) of the run splits it into reading
 37 % (mostly the 10,000 lesion Parquet files, at pyarrow's floor of 0.3 CPU-ms each), RECIST
