@@ -4,7 +4,7 @@ Setup (not timed): writes the per-patient lesion tables with the project's own w
 (``lesionlocator.core.io.write_patient_table``), 20 lesions x 5 sessions per patient, and with
 ``--evaluation`` the tables the real rule also reads when there is ground truth: per patient an
 evaluation table (EVALUATION_SCHEMA) and a status evaluation (STATUS_EVALUATION_SCHEMA), one row per
-lesion-session each (3 x 10,000 files, 3,000,000 rows).
+lesion-session each (3 x 10,000 files, 3,000,000 rows), in the pipeline's format (Arrow IPC, ``.arrow``).
 Timed: ``lesionlocator.aggregate.cohort.aggregate_cohort`` (dask) in a fresh process, reporting wall
 seconds, CPU seconds (user + system of that process, all its threads) and peak resident memory
 (ru_maxrss of that process, which includes the interpreter and imports); then, in the same process,
@@ -29,10 +29,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from lesionlocator.core.config import MetricsConfig
 from lesionlocator.core.io import write_patient_table
+from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.evaluate.longitudinal import DECIDED, FLAGGED, STATUS_EVALUATION_SCHEMA
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
 from lesionlocator.measure.lesions import LESION_SCHEMA
+
+#: The pipeline's evaluation tables are Arrow IPC files (``evaluation.arrow``, ``status_evaluation.arrow``).
+EVALUATION_SUFFIX = ResultsLayout(Path(".")).evaluation("P").suffix
 
 
 def synthetic_patient(rng: np.random.Generator, patient: str, n_lesions: int, n_sessions: int) -> pa.Table:
@@ -135,8 +140,9 @@ def make_inputs(folder: Path, patients: int, lesions: int, sessions: int, evalua
         if evaluation:
             for kind, table in zip(("evaluation", "status"), synthetic_evaluation(rng, name, lesions, sessions)):
                 (folder / kind).mkdir(exist_ok=True)
-                write_patient_table(table, folder / kind / f"{name}.parquet")
-                files[kind].append(folder / kind / f"{name}.parquet")
+                path = folder / kind / f"{name}{EVALUATION_SUFFIX}"
+                write_patient_table(table, path)
+                files[kind].append(path)
     return files
 
 
@@ -165,7 +171,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--lesions", type=int, default=20, help="lesions per patient")
     parser.add_argument("--sessions", type=int, default=5, help="sessions per patient")
-    parser.add_argument("--files-per-partition", type=int, default=1000)
+    parser.add_argument("--files-per-partition", type=int, default=MetricsConfig().files_per_partition)
     parser.add_argument("--evaluation", action="store_true", help="also the per-patient evaluation and status evaluation tables")
     parser.add_argument("--workdir", help="keep inputs/outputs here (default: a temporary folder)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
@@ -178,7 +184,8 @@ def main() -> None:
         inputs = work / "per_patient"
         start = time.perf_counter()
         kinds = ("lesions", "evaluation", "status") if args.evaluation else ("lesions",)
-        found = {kind: sorted((inputs / ("" if kind == "lesions" else kind)).glob("*.parquet")) for kind in kinds}
+        suffix = {"lesions": ".parquet", "evaluation": EVALUATION_SUFFIX, "status": EVALUATION_SUFFIX}
+        found = {kind: sorted((inputs / ("" if kind == "lesions" else kind)).glob(f"*{suffix[kind]}")) for kind in kinds}
         if any(len(found[kind]) != args.patients for kind in kinds):
             inputs.mkdir(parents=True, exist_ok=True)
             found = make_inputs(inputs, args.patients, args.lesions, args.sessions, evaluation=args.evaluation)

@@ -308,8 +308,8 @@ def evaluate_shard(
     manifest_path: str | Path, patients: list[str], config: StudyConfig, report_path: str | Path, upstream_reports: list[str | Path] = ()
 ) -> dict:
     """Evaluate each shard patient against its ground truth (the sessions that have a GT mask): the
-    label maps (Dice, centre distance, detection: ``evaluation.parquet``) and each lesion's reported
-    status and the new lesions (``status_evaluation.parquet`` beside it). True statuses come from the
+    label maps (Dice, centre distance, detection: ``evaluation.arrow``) and each lesion's reported
+    status and the new lesions (``status_evaluation.arrow`` beside it; Arrow IPC files). True statuses come from the
     GT status table beside the GT masks' folders (``derivatives/groundtruth/groundtruth.parquet``, as the
     synthetic generator writes it), else from the masks (:mod:`lesionlocator.evaluate.longitudinal`)."""
     import hashlib

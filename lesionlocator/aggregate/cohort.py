@@ -16,18 +16,32 @@ Layout of the dataset folder (every table readable with ``pandas.read_parquet(fo
     summary/part-00000.parquet                      SUMMARY_SCHEMA (cohort figures, tidy)
     registration/part-00000.parquet                 REGISTRATION_SCHEMA (each follow-up's registration quality)
 
-How it stays fast and bounded in memory (figures: ``bench/bench_aggregate.py``):
+How it stays fast and bounded in memory. ``PYTHONPATH=. .venv/bin/python bench/bench_aggregate.py
+--evaluation`` (10,000 patients, 30,000 files, 3 M rows; 2 cores that other work kept at a load of
+3-8): 12.5-13.4 CPU-s, 595-611 MB peak, 13-26 s wall, where the code before these points took
+19.5-23.1 CPU-s, 507-532 MB, 16-48 s, run for run beside it; lesion files alone 7.1 CPU-s against
+9.5. The 6 s goal (issue 22) is not met: at the previous code's 1.56 CPU-s per wall second on the
+quiet machine, 6 s is about 9.4 CPU-s. A cProfile (process time) of the run splits it into reading
+37 % (mostly the 10,000 lesion Parquet files, at pyarrow's floor of 0.3 CPU-ms each), RECIST
+assessment 22 %, the partitioned writes 13 %, the rest (figures, conversion to pandas, dask) 28 %.
 
-* per-patient files are small and written uncompressed, without dictionaries or statistics
-  (:data:`lesionlocator.measure.lesions.PATIENT_FILE_OPTIONS`): opening them is most of the cost;
-* dask reads *batches* of files (``files_per_partition``, one ``dask.delayed`` task each, on the
-  threaded scheduler; ``dask.dataframe``, 0.5 s to import, is not needed), each file read whole
-  into memory, parsed by its own single-threaded Parquet reader and checked against the declared
-  schema: no scan planning, no per-file tasks, a task graph of tens of tasks, not 10,000;
+* opening a small file is most of the cost: per-patient Parquet files (the lesion tables users read)
+  are written uncompressed, without dictionaries, statistics or the stored Arrow schema
+  (:data:`lesionlocator.core.io.PATIENT_FILE_OPTIONS`, about 0.3 CPU-ms each, pyarrow's floor and
+  DuckDB's too); the evaluation and status evaluation tables, which only this step reads back, are
+  Arrow IPC files (``.arrow``, about 0.03 CPU-ms each);
+* dask reads *batches* of files (``files_per_partition``, default 2000, one ``dask.delayed`` task
+  each, on the threaded scheduler; ``dask.dataframe``, 0.5 s to import, is not needed), each file
+  read whole into memory and parsed by its own single-threaded reader
+  (:func:`~lesionlocator.core.io.read_patient_table`), the batch's schema checked once: no scan
+  planning, no per-file tasks, a task graph of tens of tasks, not 10,000;
+* a batch stays in Arrow: it is sorted by the partition key and written as it was read (one file
+  per session_index, a single row group, dictionaries on string columns only), and only the columns
+  a figure reads go to pandas;
 * each partition holds whole patients (a file is one patient), so response assessment and the
-  per-session metrics run per partition; each partition is sorted by the partition key before it is
-  written, one file per session_index with a single row group; only small partial sums come back
-  to the client, so a cohort larger than memory streams through partition by partition.
+  per-session metrics run per partition (their cost is partly per call, hence partitions of
+  thousands of files); only small partial sums come back to the client, so a cohort larger than
+  memory streams through partition by partition.
 """
 
 from __future__ import annotations
@@ -50,18 +64,18 @@ import pyarrow.parquet as pq
 from lesionlocator.core.config import MetricsConfig
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.hashing import json_sha256, package_versions, tree_sha256
-from lesionlocator.core.io import atomic_directory, write_json
+from lesionlocator.core.io import ARROW_SUFFIX, atomic_directory, read_patient_table, write_json
 from lesionlocator.core.progress import Progress
 from lesionlocator.evaluate.longitudinal import (
     STATUS_CONFUSION_SCHEMA,
     STATUS_EVALUATION_SCHEMA,
     ratios_of_counts,
     status_confusion,
-    status_counts,
+    status_counts_by_session,
 )
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA, SESSION_METRICS_SCHEMA, lesion_outcomes, session_metrics
 from lesionlocator.measure.lesions import LESION_SCHEMA
-from lesionlocator.measure.response import PATIENT_SCHEMA, SESSION_SCHEMA, assess_response
+from lesionlocator.measure.response import ASSESSED_COLUMNS, PATIENT_SCHEMA, SESSION_SCHEMA, assess_response
 
 log = logging.getLogger(__name__)
 
@@ -106,27 +120,41 @@ PARTITIONED = ("lesions", "evaluation", "status_evaluation")
 #: Scope of the partial sums that become the status_confusion table, not summary rows.
 _CONFUSION_SCOPE = "_status_confusion"
 _OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
+#: The evaluation and status evaluation columns the figures read (the rest is only written back).
+_EVALUATION_INPUTS = ["patient", "session", "session_index", "gt_lesion_id", "detection", "gt_volume_ml", "pred_volume_ml", "dice",
+                      "centre_distance_mm", "gt_equivalent_radius_mm"]  # fmt: skip
+_STATUS_INPUTS = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id", "pred_status", "true_class", "pred_class", "correct",
+                  "flagged", "new_candidate", "centroid_distance_mm"]  # fmt: skip
 
 
-def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
-    """Read a batch of per-patient files into one frame of ``schema``, in the order of ``files``.
+def _output_options(schema: pa.Schema) -> dict:
+    """Writer options of a cohort table: zstd and statistics; dictionary encoding for its string
+    columns only (patient, session, status repeat; a float column's values rarely do, and trying a
+    dictionary on it first costs about as much as the rest of the write)."""
+    return dict(_OUTPUT_OPTIONS, use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)])
 
-    Each file is read into memory in one go and parsed by its own single-threaded reader (under half
-    the CPU time of one dataset scan of the batch's tiny files: no scan planning, no per-file tasks,
-    no small reads per column); a file whose schema is not exactly ``schema`` is read again through
-    a ``pyarrow.dataset`` scan with the declared schema (missing nullable columns read as nulls,
-    castable types cast), as the whole batch once was.
+
+def _read_batch(files: Sequence[str], schema: pa.Schema) -> pa.Table:
+    """Read a batch of per-patient files into one Arrow table of ``schema`` (one chunk per column), in
+    the order of ``files``.
+
+    Each file is read into memory in one go and parsed by its own single-threaded reader
+    (:func:`~lesionlocator.core.io.read_patient_table`: under half the CPU time of one dataset scan
+    of the batch's tiny files: no scan planning, no per-file tasks, no small reads per column). When
+    the files do not all have exactly ``schema`` (checked once, by the concatenation), each file
+    that differs is read again through a ``pyarrow.dataset`` scan with the declared schema (missing
+    nullable columns read as nulls, castable types cast), as the whole batch once was. The table
+    stays in Arrow: it is written back as it is, and only the columns a figure needs go to pandas.
     """
-    tables = []
     try:
-        for path in files:
-            with pa.OSFile(str(path)) as source:  # one read of the whole (small) file, then parse it in memory
-                contents = source.read_buffer()
-            table = pq.ParquetFile(pa.BufferReader(contents)).read(use_threads=False)
-            if not table.schema.equals(schema):
-                table = ds.dataset([str(path)], schema=schema, format="parquet").to_table(use_threads=False)
-            tables.append(table)
-        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        tables = [read_patient_table(path) for path in files]
+        try:
+            table = pa.concat_tables(tables) if tables else schema.empty_table()
+        except pa.ArrowInvalid:  # schemas differ between files
+            table = None
+        if table is None or not table.schema.equals(schema):
+            tables = [t if t.schema.equals(schema) else _read_as(path, schema) for t, path in zip(tables, files)]
+            table = pa.concat_tables(tables)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         for path in files:
             _check_file(path, schema)
@@ -135,44 +163,56 @@ def _read_batch(files: Sequence[str], schema: pa.Schema) -> pd.DataFrame:
     if any(table.column(f.name).null_count for f in schema if not f.nullable):
         for path in files:
             _check_file(path, schema)
-    return table.combine_chunks().replace_schema_metadata(None).to_pandas()
+    return table.combine_chunks().replace_schema_metadata(None)
+
+
+def _read_as(path: str, schema: pa.Schema) -> pa.Table:
+    """One file read with the declared schema (a dataset scan: missing nullable columns as nulls)."""
+    return ds.dataset([str(path)], schema=schema, format=_file_format(path)).to_table(use_threads=False)
+
+
+def _file_format(path: str | Path) -> str:
+    return "ipc" if str(path).endswith(ARROW_SUFFIX) else "parquet"
 
 
 def _check_file(path: str, schema: pa.Schema) -> None:
     try:
-        found = pq.read_schema(path)
+        found = pa.ipc.open_file(path).schema if _file_format(path) == "ipc" else pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(path, f"not a readable Parquet file ({err})") from None
+        raise InputError(path, f"not a readable {'Arrow' if _file_format(path) == 'ipc' else 'Parquet'} file ({err})") from None
     if not found.remove_metadata().equals(schema):
         missing = sorted(set(schema.names) - set(found.names))
         raise InputError(path, f"schema differs from the declared one{f' (missing {missing})' if missing else ''}")
 
 
-def _to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """Exactly ``schema`` (no pandas metadata)."""
+def _to_table(frame: pd.DataFrame | pa.Table, schema: pa.Schema) -> pa.Table:
+    """Exactly ``schema`` (no pandas metadata); an Arrow table read with that schema is taken as it is."""
+    if isinstance(frame, pa.Table):
+        return frame.select(schema.names)
     return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False).replace_schema_metadata(None)
 
 
-def _write_partitioned(frame: pd.DataFrame, schema: pa.Schema, folder: Path, part: int) -> None:
+def _write_partitioned(table: pa.Table, schema: pa.Schema, folder: Path, part: int) -> None:
     """One file per session_index, rows sorted by the partition key first (one row group each)."""
-    table = _to_table(frame, schema)
+    table = _to_table(table, schema)
     table = table.sort_by([("session_index", "ascending"), ("patient", "ascending")])
     keys = table.column("session_index").to_numpy()
     body = table.drop_columns(["session_index"])
     if len(keys) == 0:
         return
+    options = _output_options(body.schema)
     bounds = np.flatnonzero(np.diff(keys)) + 1
     starts = np.concatenate([[0], bounds])
     stops = np.concatenate([bounds, [len(keys)]])
     for start, stop in zip(starts, stops):
         target = folder / f"session_index={int(keys[start])}"
         target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(body.slice(start, stop - start), target / f"part-{part:05d}.parquet", **_OUTPUT_OPTIONS)
+        pq.write_table(body.slice(start, stop - start), target / f"part-{part:05d}.parquet", **options)
 
 
 def _write_plain(frame: pd.DataFrame, schema: pa.Schema, folder: Path, part: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(_to_table(frame, schema), folder / f"part-{part:05d}.parquet", **_OUTPUT_OPTIONS)
+    pq.write_table(_to_table(frame, schema), folder / f"part-{part:05d}.parquet", **_output_options(schema))
 
 
 def _lesion_partials(lesions: pd.DataFrame, sessions: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
@@ -226,12 +266,12 @@ def _evaluation_partials(evaluation: pd.DataFrame, radius_mm: float) -> pd.DataF
 
 
 def _status_partials(status: pd.DataFrame) -> pd.DataFrame:
-    """Summable status figures of one partition (:func:`~lesionlocator.evaluate.longitudinal.status_counts`,
+    """Summable status figures of one partition (:func:`~lesionlocator.evaluate.longitudinal.status_counts_by_session`,
     per session index and over all sessions) and its confusion counts (scope ``_CONFUSION_SCOPE``,
     metric ``<true class>|<predicted class>``)."""
-    rows = [("status_all", None, metric, value) for metric, value in status_counts(status).items()]
-    for index, group in status.groupby("session_index"):
-        rows += [("status_session_index", index, metric, value) for metric, value in status_counts(group).items()]
+    by_session = status_counts_by_session(status)
+    rows = [("status_all", None, metric, value) for metric, value in by_session.sum().items()]
+    rows += [("status_session_index", index, metric, value) for index, counts in by_session.iterrows() for metric, value in counts.items()]
     confusion = status_confusion(status)
     rows += [(_CONFUSION_SCOPE, r.session_index, f"{r.true_class}|{r.pred_class}", float(r.n)) for r in confusion.itertuples()]
     return pd.DataFrame(rows, columns=["scope", "session_index", "metric", "value"])
@@ -321,7 +361,7 @@ def aggregate_cohort(
     sessions: pd.DataFrame | str | Path | None = None,
     criteria: MetricsConfig = MetricsConfig(),
     radius_mm: float = 25.0,
-    files_per_partition: int = 1000,
+    files_per_partition: int = 2000,
     num_workers: int | None = None,
     registration_records: Iterable[tuple[str, str, int, str | Path]] = (),
     status_files: Sequence[str | Path] = (),
@@ -340,7 +380,7 @@ def aggregate_cohort(
     """
     import dask
 
-    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) + list(status_files) if not Path(f).exists()]
+    missing = [str(f) for f in list(lesion_files) + list(evaluation_files) + list(status_files) if not os.path.exists(f)]
     if missing:
         raise InputError(missing[0], f"file not found ({len(missing)} per-patient table(s) missing)")
     session_frame = _read_sessions(sessions)
@@ -363,9 +403,8 @@ def aggregate_cohort(
         seen = set().union(*(r[2] for r in results)) if results else set()
         if session_frame is not None and not set(session_frame["patient"]) <= seen:
             # patients of the manifest without any lesion row still get their sessions and patient rows
-            empty = LESION_SCHEMA.empty_table().to_pandas()
             rest = session_frame[~session_frame["patient"].isin(seen)]
-            results = list(results) + [_process_lesions(empty, len(lesion_batches), work, rest, criteria)]
+            results = list(results) + [_process_lesions(LESION_SCHEMA.empty_table(), len(lesion_batches), work, rest, criteria)]
         counts: dict[str, int] = {}
         partials = []
         for partial, table_counts, _ in results:
@@ -402,28 +441,31 @@ def _batch_progress(progress: Progress):
     return Callback(posttask=posttask)
 
 
-def _process_lesions(lesions: pd.DataFrame, part: int, work: Path, sessions, criteria) -> tuple[pd.DataFrame, dict, set]:
-    if sessions is not None and len(lesions):
-        sessions = sessions[sessions["patient"].isin(lesions["patient"].unique())]
-    session_frame, patient_frame = assess_response(lesions, sessions, criteria)
+def _process_lesions(lesions: pa.Table, part: int, work: Path, sessions, criteria) -> tuple[pd.DataFrame, dict, set]:
+    frame = lesions.select(ASSESSED_COLUMNS).to_pandas()
+    if sessions is not None and len(frame):
+        sessions = sessions[sessions["patient"].isin(frame["patient"].unique())]
+    session_frame, patient_frame = assess_response(frame, sessions, criteria)
     _write_partitioned(lesions, LESION_SCHEMA, work / "lesions", part)
     _write_plain(session_frame, SESSION_SCHEMA, work / "sessions", part)
     _write_plain(patient_frame, PATIENT_SCHEMA, work / "patients", part)
-    counts = {"lesions": len(lesions), "sessions": len(session_frame), "patients": len(patient_frame)}
-    return _lesion_partials(lesions, session_frame, patient_frame), counts, set(patient_frame["patient"])
+    counts = {"lesions": len(frame), "sessions": len(session_frame), "patients": len(patient_frame)}
+    return _lesion_partials(frame, session_frame, patient_frame), counts, set(patient_frame["patient"])
 
 
-def _process_evaluation(evaluation: pd.DataFrame, part: int, work: Path, radius_mm: float) -> tuple[pd.DataFrame, dict, set]:
-    metrics = session_metrics(evaluation, radius_mm)
+def _process_evaluation(evaluation: pa.Table, part: int, work: Path, radius_mm: float) -> tuple[pd.DataFrame, dict, set]:
+    frame = evaluation.select(_EVALUATION_INPUTS).to_pandas()
+    metrics = session_metrics(frame, radius_mm)
     _write_partitioned(evaluation, EVALUATION_SCHEMA, work / "evaluation", part)
     _write_plain(metrics, SESSION_METRICS_SCHEMA, work / "session_metrics", part)
-    counts = {"evaluation": len(evaluation), "session_metrics": len(metrics)}
-    return _evaluation_partials(evaluation, radius_mm), counts, set()
+    counts = {"evaluation": len(frame), "session_metrics": len(metrics)}
+    return _evaluation_partials(frame, radius_mm), counts, set()
 
 
-def _process_status_evaluation(status: pd.DataFrame, part: int, work: Path) -> tuple[pd.DataFrame, dict, set]:
+def _process_status_evaluation(status: pa.Table, part: int, work: Path) -> tuple[pd.DataFrame, dict, set]:
     _write_partitioned(status, STATUS_EVALUATION_SCHEMA, work / "status_evaluation", part)
-    return _status_partials(status), {"status_evaluation": len(status)}, set()
+    frame = status.select(_STATUS_INPUTS).to_pandas()
+    return _status_partials(frame), {"status_evaluation": len(frame)}, set()
 
 
 def read_cohort_table(dataset_dir: str | Path, name: str, columns: Sequence[str] | None = None, filter=None) -> pd.DataFrame:
@@ -481,8 +523,8 @@ def write_run_manifest(
 
 
 def per_patient_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Sorted list of existing per-patient tables (helper for CLIs that get folders)."""
+    """Sorted list of existing per-patient tables, Parquet or Arrow IPC (helper for CLIs that get folders)."""
     out = []
     for path in map(Path, paths):
-        out += sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        out += sorted([*path.glob("*.parquet"), *path.glob(f"*{ARROW_SUFFIX}")]) if path.is_dir() else [path]
     return out

@@ -36,6 +36,6 @@ COMMANDS = [
         add_arguments=add_arguments,
         run=run,
         config=True,
-        output=Output("evaluation table (Parquet) to write"),
+        output=Output("evaluation table to write (.parquet, or .arrow for an Arrow IPC file as the pipeline writes)"),
     ),
 ]

@@ -66,7 +66,9 @@ class ResultsLayout:
         return self.patient_dir(patient) / "measurements.parquet"
 
     def evaluation(self, patient: str) -> Path:
-        return self.patient_dir(patient) / "evaluation.parquet"
+        """Per lesion x session evaluation against the ground truth: an Arrow IPC file (``.arrow``, read
+        with ``pandas.read_feather``), which only aggregation reads back, at a tenth of Parquet's cost."""
+        return self.patient_dir(patient) / "evaluation.arrow"
 
     @property
     def cohort_dataset(self) -> Path:

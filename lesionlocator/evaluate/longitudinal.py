@@ -76,8 +76,9 @@ FAR_MM = 20.0
 NEW_MATCH_MIN_MM = 10.0
 #: The GT status table, in the folder that holds the GT masks' ``sub-<p>/ses-<s>/`` folders.
 GROUNDTRUTH_TABLE = "groundtruth.parquet"
-#: A patient's status evaluation, beside its ``evaluation.parquet``.
-STATUS_EVALUATION_FILE = "status_evaluation.parquet"
+#: A patient's status evaluation, beside its ``evaluation.arrow`` (Arrow IPC, as that one: only
+#: aggregation reads it back; :func:`lesionlocator.core.io.write_patient_table`).
+STATUS_EVALUATION_FILE = "status_evaluation.arrow"
 
 #: One row per lesion per session: a GT lesion-session (with its corresponding prediction, if any)
 #: or a predicted lesion-session without a GT lesion.
@@ -423,26 +424,37 @@ def status_counts(status: pd.DataFrame, far_mm: float = FAR_MM) -> dict[str, flo
     A follow-up scan counts when it has a row (every scan of a patient with a lesion, seen or gone).
     A lesion far from the truth counts when it is reported plainly ``present``: ``split`` and
     ``merged`` already flag it for review, and a merged mask's centroid lies between its lesions.
+    The sum of :func:`status_counts_by_session` over its session indexes.
     """
+    return {metric: float(value) for metric, value in status_counts_by_session(status, far_mm).sum().items()}
+
+
+def status_counts_by_session(status: pd.DataFrame, far_mm: float = FAR_MM) -> pd.DataFrame:
+    """:func:`status_counts` of each session index's rows, in one pass over the frame: one row per
+    session index present (ascending, the index), one float column per count. A scan is one
+    (patient, session_index); without a patient column, each follow-up row counts as one."""
     s = status
     followup = s["session_index"] > 0
     present = followup & s["true_class"].eq("present")
     gt_new = s["true_class"].eq("new")
     candidate = s["new_candidate"].astype(bool) & followup
-    scans = s.loc[followup, ["patient", "session_index"]].drop_duplicates() if "patient" in s else s.loc[followup, ["session_index"]]
-    return {
-        "n_present_followup": float(present.sum()),
-        "n_present_correct": float((present & s["correct"]).sum()),
-        "n_present_flagged": float((present & s["flagged"]).sum()),
-        "n_present_reported_vanished": float((s["true_class"].eq("present") & s["pred_class"].eq("vanished")).sum()),
-        "n_reported_present": float(s["pred_class"].eq("present").sum()),
-        "n_reported_present_far": float((s["pred_status"].eq("present") & (s["centroid_distance_mm"] > far_mm)).sum()),
-        "n_gt_new": float(gt_new.sum()),
-        "n_gt_new_detected": float((gt_new & s["pred_lesion_id"].notna()).sum()),
-        "n_new_candidates": float(candidate.sum()),
-        "n_false_new_candidates": float((candidate & s["gt_lesion_id"].isna()).sum()),
-        "n_followup_scans": float(len(scans)),
-    }
+    first_of_scan = ~s.duplicated(["patient", "session_index"]) if "patient" in s else True
+    rows = pd.DataFrame(
+        {
+            "n_present_followup": present,
+            "n_present_correct": present & s["correct"],
+            "n_present_flagged": present & s["flagged"],
+            "n_present_reported_vanished": s["true_class"].eq("present") & s["pred_class"].eq("vanished"),
+            "n_reported_present": s["pred_class"].eq("present"),
+            "n_reported_present_far": s["pred_status"].eq("present") & (s["centroid_distance_mm"] > far_mm),
+            "n_gt_new": gt_new,
+            "n_gt_new_detected": gt_new & s["pred_lesion_id"].notna(),
+            "n_new_candidates": candidate,
+            "n_false_new_candidates": candidate & s["gt_lesion_id"].isna(),
+            "n_followup_scans": followup & first_of_scan,
+        }
+    ).astype(float)
+    return rows.groupby(s["session_index"].to_numpy(), sort=True).sum().rename_axis("session_index")
 
 
 def ratios_of_counts(counts: Mapping[str, float]) -> dict[str, float]:

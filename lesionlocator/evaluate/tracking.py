@@ -263,7 +263,8 @@ def evaluate_patient(
     ground truth (the position in the list is the session_index otherwise).
 
     Both label maps of a session must share one geometry (checked for all sessions before any
-    evaluation). Writes :data:`EVALUATION_SCHEMA` Parquet atomically when ``output`` is given.
+    evaluation). Writes :data:`EVALUATION_SCHEMA` atomically when ``output`` is given (Parquet, or
+    Arrow IPC for a ``.arrow`` path: :func:`~lesionlocator.core.io.write_patient_table`).
     """
     for _, pred_path, gt_path, *_ in sessions:
         difference = geometry_difference(read_geometry(pred_path), read_geometry(gt_path))

@@ -275,6 +275,10 @@ PATIENT_SCHEMA = pa.schema(
 
 
 KEY = ["patient", "session_index"]
+#: The lesion columns :func:`assess_response` reads (with the new-lesion and review columns; a frame
+#: without those needs the ones :func:`review_columns` reads too).
+ASSESSED_COLUMNS = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count", "volume_ml",
+                    "longest_diameter_mm", "slice_thickness_mm", "is_new", "new_lesion", "needs_review", "review_reason"]  # fmt: skip
 
 #: RECIST 1.1: on slices thicker than 5 mm a measurable lesion is at least twice the slice thickness.
 SLICE_THICKNESS_FACTOR = 2.0
@@ -336,11 +340,9 @@ def _pct(value: pd.Series, reference: pd.Series) -> pd.Series:
 def _encode_patients(lesions: pd.DataFrame, sessions: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray]:
     """The columns the assessment reads, with patients as integer codes (merging and taking string
     columns costs most of the time); the code -> name array."""
-    needed = ["patient", "session", "session_index", "lesion_id", "status", "by_fallback", "organ", "voxel_count",
-              "volume_ml", "longest_diameter_mm", "slice_thickness_mm", "is_new", "new_lesion", "needs_review", "review_reason"]  # fmt: skip
     if not {"new_lesion", "needs_review"} <= set(lesions.columns):
         lesions = review_columns(lesions)
-    lesions = lesions.reindex(columns=needed).reset_index(drop=True)
+    lesions = lesions.reindex(columns=ASSESSED_COLUMNS).reset_index(drop=True)
     names = [lesions["patient"]] + ([sessions["patient"]] if sessions is not None else [])
     codes, patient_names = pd.factorize(pd.concat(names, ignore_index=True), sort=True)
     lesions["patient"] = codes[: len(lesions)]
@@ -622,13 +624,21 @@ def patient_summary(frame: pd.DataFrame, lesions: pd.DataFrame, targets: pd.Data
     patients["n_lesions"] = with_voxels.groupby("patient")["lesion_id"].nunique()
     flagged = lesions[lesions["needs_review"].astype(bool)]
     patients["n_flagged"] = flagged.groupby("patient")["lesion_id"].nunique()
-    ids = targets.sort_values(["patient", "lesion_id"]).groupby("patient")["lesion_id"].agg(list)
-    patients["target_lesion_ids"] = pd.Series([list(ids.get(p, [])) for p in patients.index], index=patients.index, dtype=object)
+    patients["target_lesion_ids"] = pd.Series(_ids_per_patient(targets, patients.index), index=patients.index, dtype=object)
     for column in ("n_sessions", "n_targets", "n_lesions", "n_flagged"):
         patients[column] = patients[column].fillna(0).astype("int32")
     patients["first_pd_session_index"] = patients["first_pd_session_index"].astype("Int32")
     patients = patients.reset_index()
     return patients[PATIENT_SCHEMA.names]
+
+
+def _ids_per_patient(targets: pd.DataFrame, patients: pd.Index) -> list[list[int]]:
+    """Each patient's target lesion IDs, ascending (an empty list without targets): one sort and a
+    slice per patient, not a Python aggregation per group."""
+    targets = targets.sort_values(["patient", "lesion_id"], kind="mergesort")
+    owner, ids = targets["patient"].to_numpy(), targets["lesion_id"].to_numpy()
+    starts, stops = np.searchsorted(owner, patients, side="left"), np.searchsorted(owner, patients, side="right")
+    return [ids[start:stop].tolist() for start, stop in zip(starts, stops)]
 
 
 def session_table(frame: pd.DataFrame) -> pa.Table:

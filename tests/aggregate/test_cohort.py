@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -203,16 +204,16 @@ def test_status_tables_and_headline_figures(tmp_path):
     assert "status confusion over the follow-ups" in bench.stdout
 
 
-def _dataset_scan(files, schema) -> pd.DataFrame:
+def _dataset_scan(files, schema) -> pa.Table:
     """The reader aggregation used before: one pyarrow.dataset scan of the batch with the declared schema."""
     import pyarrow.dataset as ds
 
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table().to_pandas()
+    return ds.dataset([str(f) for f in files], schema=schema, format="parquet").to_table()
 
 
 def test_batch_reader_gives_the_dataset_scan_frame(tmp_path, cohort):
     """Files of the declared schema, one lacking a nullable column, one with its columns reordered:
-    the same frame as one dataset scan, row for row, in the order of the files."""
+    the same table as one dataset scan, row for row, in the order of the files."""
     from lesionlocator.aggregate.cohort import _read_batch
     from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
     from lesionlocator.measure.lesions import LESION_SCHEMA
@@ -222,10 +223,10 @@ def test_batch_reader_gives_the_dataset_scan_frame(tmp_path, cohort):
     pq.write_table(table.drop_columns(["organ"]), tmp_path / "no_organ.parquet")
     pq.write_table(table.select(table.column_names[::-1]), tmp_path / "reordered.parquet")
     files = [lesion_files[1], tmp_path / "no_organ.parquet", lesion_files[2], tmp_path / "reordered.parquet", lesion_files[0]]
-    frame = _read_batch([str(f) for f in files], LESION_SCHEMA)
-    assert frame["organ"].isna().sum() >= len(table)
-    pd.testing.assert_frame_equal(frame, _dataset_scan(files, LESION_SCHEMA))
-    pd.testing.assert_frame_equal(_read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA), _dataset_scan(eval_files, EVALUATION_SCHEMA))
+    batch = _read_batch([str(f) for f in files], LESION_SCHEMA)
+    assert batch.column("organ").null_count >= len(table)
+    assert batch.schema.equals(LESION_SCHEMA, check_metadata=True) and batch.equals(_dataset_scan(files, LESION_SCHEMA))
+    assert _read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA).equals(_dataset_scan(eval_files, EVALUATION_SCHEMA))
 
 
 def test_dataset_is_byte_identical_to_the_dataset_scan_reader(tmp_path, cohort, monkeypatch):
@@ -239,3 +240,25 @@ def test_dataset_is_byte_identical_to_the_dataset_scan_reader(tmp_path, cohort, 
     assert files == sorted(p.relative_to(tmp_path / "new") for p in (tmp_path / "new").rglob("*.parquet")) and len(files) > 8
     for rel in files:
         assert (tmp_path / "new" / rel).read_bytes() == (tmp_path / "old" / rel).read_bytes(), rel
+
+
+def test_evaluation_tables_as_arrow_files_give_the_same_dataset(tmp_path, cohort):
+    """The pipeline's evaluation tables are Arrow IPC files (``.arrow``): the same cohort dataset, byte
+    for byte, as from the same tables in Parquet, and the batch reader gives the same table."""
+    from lesionlocator.aggregate.cohort import _read_batch
+    from lesionlocator.core.io import read_patient_table, write_patient_table
+    from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
+
+    lesion_files, eval_files, manifest = cohort
+    arrow_files = [write_patient_table(pq.read_table(f), tmp_path / f"{f.parent.name}.arrow") for f in eval_files]
+    assert read_patient_table(arrow_files[0]).equals(pq.read_table(eval_files[0]))
+    assert _read_batch([str(f) for f in arrow_files], EVALUATION_SCHEMA).equals(_read_batch([str(f) for f in eval_files], EVALUATION_SCHEMA))
+    for name, files in (("parquet", eval_files), ("arrow", arrow_files)):
+        aggregate_cohort(lesion_files, tmp_path / name, evaluation_files=files, sessions=manifest, files_per_partition=2)
+    found = sorted(p.relative_to(tmp_path / "parquet") for p in (tmp_path / "parquet").rglob("*.parquet"))
+    assert found == sorted(p.relative_to(tmp_path / "arrow") for p in (tmp_path / "arrow").rglob("*.parquet")) and len(found) > 8
+    for rel in found:
+        assert (tmp_path / "parquet" / rel).read_bytes() == (tmp_path / "arrow" / rel).read_bytes(), rel
+    (tmp_path / "bad.arrow").write_bytes(b"not an Arrow file")
+    with pytest.raises(InputError, match=r"bad\.arrow: not a readable Arrow file"):
+        aggregate_cohort(lesion_files, tmp_path / "arrow", evaluation_files=arrow_files + [tmp_path / "bad.arrow"])

@@ -354,3 +354,31 @@ def test_plain_nifti_named_gz_is_read_as_is(tmp_path):
     path = tmp_path / "a.nii.gz"
     path.write_bytes((tmp_path / "a.nii").read_bytes())
     assert read_image(path).GetSize() == make_image().GetSize()
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_patient_tables_read_back_with_their_declared_schema(tmp_path, suffix):
+    """Per-patient tables (Parquet without the stored Arrow schema, or Arrow IPC) read back with exactly
+    the schema they were written with: types, nullability, nulls."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lesionlocator.core.io import read_patient_table, write_patient_table
+    from lesionlocator.evaluate.longitudinal import STATUS_EVALUATION_SCHEMA
+    from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
+    from lesionlocator.measure.lesions import LESION_SCHEMA
+
+    def column(field: pa.Field) -> pa.Array:
+        if field.nullable:
+            return pa.array([None, None, None], field.type)
+        values = {"string": ["a", "b", "c"], "bool": [True, False, True]}.get(str(field.type), [1, 2, 3])
+        return pa.array(values, field.type)
+
+    for schema in (LESION_SCHEMA, EVALUATION_SCHEMA, STATUS_EVALUATION_SCHEMA):
+        table = pa.table([column(f) for f in schema], schema=schema)
+        path = write_patient_table(table, tmp_path / f"table{suffix}")
+        found = read_patient_table(path)
+        assert found.schema.equals(schema, check_metadata=True) and found.equals(table)
+        if suffix == ".parquet":
+            assert pq.read_table(path).schema.equals(schema) and len(pd.read_parquet(path)) == 3

@@ -10,6 +10,8 @@ import pytest
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.regions import dice_of_counts
 from lesionlocator.evaluate.longitudinal import (
+    FAR_MM,
+    NONE,
     STATUS_EVALUATION_SCHEMA,
     confusion_matrix,
     evaluate_patient_longitudinal,
@@ -20,6 +22,8 @@ from lesionlocator.evaluate.longitudinal import (
     predicted_class,
     predicted_lesions,
     status_confusion,
+    status_counts,
+    status_counts_by_session,
     status_rows,
     true_class,
     truth_from_masks,
@@ -318,3 +322,50 @@ def test_new_lesion_recall_late_and_by_size():
     figures = new_lesion_detection(status, evaluation)
     assert figures["new_lesion_recall_by_next"] == pytest.approx(2 / 3)
     assert figures["new_lesion_recall_large"] == pytest.approx(1 / 2) and figures["n_gt_new_large"] == 2
+
+
+def _status_counts_reference(s: pd.DataFrame, far_mm: float = FAR_MM) -> dict[str, float]:
+    """status_counts as first written: masks over one frame, scans by drop_duplicates."""
+    followup = s["session_index"] > 0
+    present = followup & s["true_class"].eq("present")
+    gt_new = s["true_class"].eq("new")
+    candidate = s["new_candidate"].astype(bool) & followup
+    scans = s.loc[followup, ["patient", "session_index"]].drop_duplicates() if "patient" in s else s.loc[followup, ["session_index"]]
+    return {
+        "n_present_followup": float(present.sum()), "n_present_correct": float((present & s["correct"]).sum()),
+        "n_present_flagged": float((present & s["flagged"]).sum()),
+        "n_present_reported_vanished": float((s["true_class"].eq("present") & s["pred_class"].eq("vanished")).sum()),
+        "n_reported_present": float(s["pred_class"].eq("present").sum()),
+        "n_reported_present_far": float((s["pred_status"].eq("present") & (s["centroid_distance_mm"] > far_mm)).sum()),
+        "n_gt_new": float(gt_new.sum()), "n_gt_new_detected": float((gt_new & s["pred_lesion_id"].notna()).sum()),
+        "n_new_candidates": float(candidate.sum()), "n_false_new_candidates": float((candidate & s["gt_lesion_id"].isna()).sum()),
+        "n_followup_scans": float(len(scans)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_status_counts_by_session_index_equal_the_counts_of_each_index(seed):
+    """Random status rows (nulls, far centroids, one-session patients): each session index's counts, and
+    their sum, equal the plain counts of its rows."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    classes = np.array(["present", "new", "vanished", "out_of_fov", "uncertain", "lost", NONE])
+    pred_class = rng.choice(classes, n)
+    status = pd.DataFrame(
+        {
+            "patient": rng.choice([f"P{i}" for i in range(12)], n), "session_index": rng.integers(0, 4, n).astype("int32"),
+            "gt_lesion_id": pd.array(np.where(rng.random(n) < 0.2, None, rng.integers(1, 9, n)), dtype="Int64"),
+            "pred_lesion_id": pd.array(np.where(rng.random(n) < 0.2, None, rng.integers(1, 9, n)), dtype="Int64"),
+            "pred_status": np.where(pred_class == NONE, None, pred_class), "true_class": rng.choice(classes, n), "pred_class": pred_class,
+            "correct": rng.random(n) < 0.5, "flagged": rng.random(n) < 0.2, "new_candidate": rng.random(n) < 0.2,
+            "centroid_distance_mm": np.where(rng.random(n) < 0.3, np.nan, rng.uniform(0, 40, n)),
+        }
+    )  # fmt: skip
+    status.loc[status["patient"] == "P0", "session_index"] = 0  # a patient with one session
+    for frame in (status, status.drop(columns="patient")):  # without patients a scan is a session index
+        by_session = status_counts_by_session(frame)
+        assert list(by_session.index) == sorted(frame["session_index"].unique())
+        for index, group in frame.groupby("session_index"):
+            assert by_session.loc[index].to_dict() == _status_counts_reference(group)
+        assert status_counts(frame) == _status_counts_reference(frame)
+        assert status_counts(frame.iloc[:0]) == _status_counts_reference(frame.iloc[:0])
