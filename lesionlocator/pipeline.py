@@ -292,12 +292,14 @@ def measure_shard(
             status = pd.concat(
                 [pq.read_table(layout.tracking(patient, s.session)).to_pandas() for s in scans], ignore_index=True
             )
-            status = status[["lesion_id", "session", "status", "by_fallback", "is_new", "first_session_index", "review_reason", "reader"]]
+            status = status[["lesion_id", "session", "status", "score", "by_fallback", "is_new", "first_session_index", "review_reason",
+                             "reader"]]
             measure_patient(
                 patient,
                 [(s.session, s.image, layout.labels(patient, s.session)) for s in scans],
                 output=layout.measurements(patient),
                 status=status,
+                confirm_score=config.track.candidate_confirm_score,
             )
 
         tasks.append(PatientTask(patient, patient_dir, key, run, budget_s=_budget(config, rows)))

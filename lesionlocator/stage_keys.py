@@ -58,7 +58,8 @@ STAGES: dict[str, StageInputs] = {
         code=("lesionlocator.segment.session", "lesionlocator.track.followup", "lesionlocator.track.qc", "lesionlocator.core.dicomseg"),
         libraries=_IMAGING + _NETWORK + ("highdicom", "matplotlib"),
     ),
-    "measure": StageInputs(config=(), code=("lesionlocator.measure.lesions",), libraries=_IMAGING + ("pandas", "pyarrow")),
+    "measure": StageInputs(config=("track.candidate_confirm_score",), code=("lesionlocator.measure.lesions", "lesionlocator.measure.response"),
+                           libraries=_IMAGING + ("pandas", "pyarrow")),
     "evaluate": StageInputs(
         config=("metrics.correspondence", "metrics.detection_iou"),
         code=("lesionlocator.evaluate.tracking", "lesionlocator.evaluate.longitudinal"),

@@ -653,6 +653,13 @@ class TrackConfig(StrictModel):
         description="Expected residual misregistration (mm) between a follow-up and the registered previous "
         "scan: changes explained by a shift this large at edges are not reported as new lesions.",
     )
+    candidate_confirm_score: float = Field(
+        6.0,
+        ge=0,
+        description="A new-lesion candidate seen again at a later follow-up is a confirmed new lesion (RECIST PD) "
+        "only when its score at first sighting reached this; a weaker one stays an equivocal new lesion, flagged, "
+        "until a reader confirms it (a lasting artefact is seen again too). 0: every candidate seen again is confirmed.",
+    )
     candidate_max: int = Field(
         5, ge=0, description="At most this many new-lesion candidates per follow-up (the highest scores)."
     )

@@ -272,6 +272,7 @@ def measure_patient(
     sessions: Sequence[tuple[str, str | Path | None, str | Path]],
     output: str | Path | None = None,
     status: pd.DataFrame | str | Path | None = None,
+    confirm_score: float = 0.0,
 ) -> pa.Table:
     """Measure every tracked lesion of one patient at every session and write the lesion table.
 
@@ -280,6 +281,9 @@ def measure_patient(
     and optionally organ, by_fallback, is_new, first_session_index, review_reason and reader: every
     tracking row, new-lesion candidates included) as a frame or a Parquet/TSV path, or None. A
     missing optional column means no organ, not the fallback's mask, not new, no reader, no review.
+    ``confirm_score``: a new-lesion candidate whose ``score`` on its ``new_candidate`` row (the detector's,
+    robust SDs) is below this is weak: seen again it stays equivocal until a reader confirms it
+    (:func:`~lesionlocator.measure.response.new_lesion_states`; ``track.candidate_confirm_score``).
 
     Rows: a lesion gets a row at every session from its first appearance on (label voxels or a
     status entry), until a reader rejects it; a lesion without voxels at a session has zero size,
@@ -371,7 +375,7 @@ def measure_patient(
         frame = pd.DataFrame.from_records(rows, columns=LESION_SCHEMA.names)
         first_row = frame.groupby("lesion_id")["session_index"].transform("min")
         frame["first_session_index"] = frame["first_session_index"].astype("Float64").fillna(first_row)
-        frame = review_columns(frame)
+        frame = review_columns(frame, weak=_weak_candidates(patient, status_frame, confirm_score))
     else:
         frame = _empty_lesion_frame()
     table = lesion_table(_nullable(frame))
@@ -387,6 +391,16 @@ def _row_values(status: pd.DataFrame | None, column: str) -> dict[tuple[int, str
         return {}
     rows = status[status[column].notna()]
     return {(int(i), s): str(v) for i, s, v in zip(rows["lesion_id"], rows["session"], rows[column])}
+
+
+def _weak_candidates(patient: str, status: pd.DataFrame | None, confirm_score: float) -> list[tuple[str, int]]:
+    """(patient, lesion_id) of the new-lesion candidates whose detector score at first sighting (the
+    ``score`` of their ``new_candidate`` row) is below ``confirm_score``."""
+    if status is None or "score" not in status.columns or confirm_score <= 0:
+        return []
+    first = status[status["status"].eq("new_candidate")]
+    weak = first.loc[first["score"].astype(float) < confirm_score, "lesion_id"]
+    return [(patient, int(i)) for i in sorted(set(weak.astype("int64")))]
 
 
 def _new_lesions(status: pd.DataFrame | None) -> tuple[set[int], dict[int, int]]:

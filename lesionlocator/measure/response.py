@@ -45,7 +45,9 @@ revised RECIST guideline (version 1.1)", Eur J Cancer 2009;45(2):228-247):
   ``first_session_index``). Over all its patient's sessions a new lesion is (:func:`new_lesion_states`,
   the ``new_lesion`` column) **rejected** when a reader rejected it at any session; **confirmed** when
   a reader added or confirmed it, or it has voxels with status present, split or merged at a later
-  session than its first; **equivocal** otherwise. A confirmed new lesion is PD at every follow-up
+  session than its first (a detector's candidate only when its score at first sighting reached
+  ``track.candidate_confirm_score``: a weak one seen again may be a lasting artefact, and a reader
+  confirms it); **equivocal** otherwise. A confirmed new lesion is PD at every follow-up
   where it has voxels, from its first sighting on: RECIST 1.1 (section 4.3.2) dates progression at
   the first detection of a new lesion that a later scan confirms, so the first sighting's response
   becomes PD once the next session confirms it. An equivocal new lesion (RECIST's "equivocal new
@@ -83,6 +85,8 @@ fallback mask, other: :data:`REVIEW_CATEGORIES`) with the tracker's reason in br
 
 from __future__ import annotations
 
+from typing import Collection
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -109,20 +113,23 @@ _NOT_FLAGGED = len(REVIEW_CATEGORIES)
 _DEFAULT_REASONS = {
     "lost": "the mask moved further than registration explains, voxels cleared",
     "uncertain": "the evidence conflicts, mask kept and measured",
-    "equivocal new lesion": "not confirmed by a later scan or a reader",
+    "equivocal new lesion": "not confirmed by a reader, nor by a later scan of a strong candidate",
     "split": "the mask has separate fragments",
     "merged": "the mask touches another lesion's",
 }
 
 
-def new_lesion_states(lesions: pd.DataFrame) -> pd.Series:
+def new_lesion_states(lesions: pd.DataFrame, weak: Collection[tuple[str, int]] = ()) -> pd.Series:
     """Per row of a lesions frame, the state of its lesion if it is new (``is_new``), else None.
 
     Over all the lesion's rows of its patient: ``rejected`` when a reader rejected it at any session
     (``reader`` or ``status`` is ``rejected``); ``confirmed`` when a reader added or confirmed it at any
     session, or it has voxels with a status in :data:`CONFIRMING_STATUSES` at a session after its
-    ``first_session_index``; ``equivocal`` otherwise (RECIST 1.1's equivocal new lesion). Reads columns
-    patient, lesion_id, session_index, status, voxel_count, is_new, first_session_index, reader.
+    ``first_session_index`` and is not a *weak* candidate (``weak``: (patient, lesion_id) of detector
+    candidates whose score at first sighting fell short of ``track.candidate_confirm_score``: seen
+    again, they may be a lasting artefact, so only a reader confirms them); ``equivocal`` otherwise
+    (RECIST 1.1's equivocal new lesion). Reads columns patient, lesion_id, session_index, status,
+    voxel_count, is_new, first_session_index, reader.
     """
     state = np.full(len(lesions), None, dtype=object)
     new = lesions["is_new"].fillna(False).to_numpy(bool)
@@ -131,6 +138,8 @@ def new_lesion_states(lesions: pd.DataFrame) -> pd.Series:
     rows = lesions[new]
     reader = rows["reader"] if "reader" in rows else pd.Series(None, index=rows.index, dtype=object)
     seen_again = (rows["voxel_count"] > 0) & rows["status"].isin(CONFIRMING_STATUSES) & (rows["session_index"] > rows["first_session_index"])
+    if weak:
+        seen_again &= ~pd.MultiIndex.from_arrays([rows["patient"], rows["lesion_id"]]).isin(list(weak))
     flags = pd.DataFrame({"patient": rows["patient"], "lesion_id": rows["lesion_id"],
                           "rejected": reader.eq("rejected") | rows["status"].eq("rejected"),
                           "confirmed": reader.isin(("added", "confirmed")) | seen_again})  # fmt: skip
@@ -200,10 +209,10 @@ def review_reasons(lesions: pd.DataFrame, needs_review: pd.Series) -> pd.Series:
     return pd.Series(out, index=lesions.index, dtype=object)
 
 
-def review_columns(lesions: pd.DataFrame) -> pd.DataFrame:
+def review_columns(lesions: pd.DataFrame, weak: Collection[tuple[str, int]] = ()) -> pd.DataFrame:
     """A copy of a lesions frame with the new-lesion and review columns of
     :data:`~lesionlocator.measure.lesions.LESION_SCHEMA` derived: ``new_lesion``
-    (:func:`new_lesion_states`), ``needs_review`` (:func:`review_flags`) and ``review_reason``
+    (:func:`new_lesion_states`, with ``weak`` candidates), ``needs_review`` (:func:`review_flags`) and ``review_reason``
     (:func:`review_reasons`; read as the tracker's reason). Missing inputs default: ``reader`` and
     ``review_reason`` null; ``is_new``: the lesion's first row with voxels is after its patient's
     baseline or it has a ``new_candidate`` row (a frame from before these columns);
@@ -222,7 +231,7 @@ def review_columns(lesions: pd.DataFrame) -> pd.DataFrame:
         candidate = lesions["status"].eq("new_candidate").groupby(key).transform("any")
         lesions["is_new"] = (lesions["first_session_index"] > baseline) | candidate
     lesions["is_new"] = lesions["is_new"].fillna(False).astype(bool)
-    lesions["new_lesion"] = new_lesion_states(lesions)
+    lesions["new_lesion"] = new_lesion_states(lesions, weak)
     lesions["needs_review"] = review_flags(lesions)
     lesions["review_reason"] = review_reasons(lesions, lesions["needs_review"])
     return lesions

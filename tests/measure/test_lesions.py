@@ -184,6 +184,36 @@ def test_new_lesions_reader_actions_and_review(tmp_path, geometry):
     assert sessions_out.needs_review.tolist() == [False, True, False, True]
 
 
+def test_a_weak_candidate_seen_again_stays_equivocal_until_a_reader_confirms_it(tmp_path, geometry):
+    from lesionlocator.measure.response import assess_response
+
+    a, b, c = (12, 14, 14), (12, 40, 14), (12, 14, 44)
+    sessions = _course(tmp_path, geometry, [{3: a}, {3: a, 1000001: b, 1000002: c}, {3: a, 1000001: b, 1000002: c}])
+    rows = [(3, "ses-00", "present", 0.9), (3, "ses-01", "present", 0.9), (3, "ses-02", "present", 0.9),
+            (1000001, "ses-01", "new_candidate", 3.8), (1000001, "ses-02", "present", 0.8),  # weak: score 3.8 at first sighting
+            (1000002, "ses-01", "new_candidate", 11.0), (1000002, "ses-02", "present", 0.8)]  # fmt: skip
+    status = pd.DataFrame(rows, columns=["lesion_id", "session", "status", "score"])
+    status["is_new"] = status.lesion_id > 1000
+    status["first_session_index"] = np.where(status.is_new, 1, 0)
+    status["by_fallback"], status["review_reason"], status["reader"] = False, None, None
+
+    def states(confirm_score: float, reader: str | None = None) -> tuple[dict, list]:
+        given = status.copy()
+        given.loc[(given.lesion_id == 1000001) & (given.session == "ses-02"), "reader"] = reader
+        frame = measure_patient("P", sessions, status=given, confirm_score=confirm_score).to_pandas()
+        responses = assess_response(frame)[0].recist_response.tolist()
+        return frame.groupby("lesion_id")["new_lesion"].unique().map(list).to_dict(), responses, frame
+
+    found, responses, frame = states(6.0)
+    assert found[1000001] == ["equivocal"] and found[1000002] == ["confirmed"]
+    assert frame[(frame.lesion_id == 1000001)].needs_review.all()  # both sessions flagged for a reader
+    assert responses == [None, "PD", "PD"]  # PD through the strong candidate only
+    assert states(6.0, reader="confirmed")[0][1000001] == ["confirmed"]  # a reader confirms it
+    assert states(0.0)[0][1000001] == ["confirmed"]  # 0: every candidate seen again is confirmed
+    status.loc[status.lesion_id == 1000002, "score"] = 4.0  # both weak: nothing confirms a progression
+    assert states(6.0)[1] == [None, "SD", "SD"]
+
+
 def test_old_status_table_means_not_new_and_nothing_to_review(tmp_path, geometry):
     sessions = _course(tmp_path, geometry, [{3: (12, 14, 14)}, {3: (12, 14, 14), 9: (12, 40, 14)}])
     status = pd.DataFrame({"lesion_id": [3, 3, 9], "session": ["ses-00", "ses-01", "ses-01"], "status": ["present"] * 3,
