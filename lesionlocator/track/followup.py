@@ -674,6 +674,7 @@ def judge_lesions(
     track: TrackConfig,
     unconfirmed: Collection[int] = (),
     segmenter: Segmenter | None = None,
+    refind: Collection[int] | None = None,
 ) -> dict[int, Judgement]:
     """The evidence-based status of each segmented lesion (present, vanished, uncertain or lost); clears
     (in place) the voxels of the lesions judged vanished or lost.
@@ -686,8 +687,11 @@ def judge_lesions(
     before they appeared (:func:`~lesionlocator.track.evidence.novelty` at least ``NEW_LESION_NOVELTY``),
     else they are not there (``vanished``: their first sighting stays an equivocal new lesion);
     ``segmenter``: the one that made ``labels``, re-prompted on the parts of a lesion that would otherwise
-    be gone or doubtful (:func:`refind_fragments`; None: not looked for). A lesion re-found so gets the
-    union of its parts as its mask and is judged on it (present, or split by :func:`lifecycle`).
+    be gone or doubtful (:func:`refind_fragments`; None: not looked for); ``refind``: the lesions whose
+    parts may be looked for (None: all): those observed at the previous session, since a lesion falls
+    apart between two scans, while one already gone must come back by its own prompt (parts of tissue
+    near an old mask are no evidence that it reappeared). A lesion re-found so gets the union of its
+    parts as its mask and is judged on it (present, or split by :func:`lifecycle`), flagged for review.
     """
     geometry = Geometry.of(image)
     min_voxels = max(int(np.ceil(track.min_volume_ml / geometry.voxel_volume_ml())), 1)
@@ -714,7 +718,8 @@ def judge_lesions(
             expected = last if last is not None else _prompt_region(used_prompts.get(lesion_id), labels.shape)
             faded = _faded(expected, lesion_id, refs, current, spacing, track) if refs is not None and expected is not None else None
             region = _dilate_mm(expected, geometry, _residual_margin(expected, geometry)) if expected is not None else None
-            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels) if faded is not False else None
+            searched = faded is not False and (refind is None or lesion_id in refind)
+            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels) if searched else None
             if faded is False:
                 judged[lesion_id] = Judgement(
                     "uncertain", "no segmenter found the lesion, but where it was expected the image still stands out as it did"
@@ -740,7 +745,8 @@ def judge_lesions(
             still_there = opinion is not None and _stands_out(opinion, lesion_id, refs, current, spacing, track)
             around = last if last is not None else mask
             region = _dilate_mm(around, geometry, _residual_margin(around, geometry))
-            parts = None if still_there else _parts(lesion_id, region, image, segmenter, refs, track, min_voxels)
+            searched = not still_there and (refind is None or lesion_id in refind)
+            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels) if searched else None
             if still_there:
                 judged[lesion_id] = Judgement(
                     "uncertain", "segmenters disagree: the network's mask no longer stands out, the classical segmenter's does"
@@ -1026,8 +1032,9 @@ def track_followup(
     if refs is not None:
         refs.before, refs.transforms, refs.t, refs.spacing_xyz = inputs.before_images, inputs.transforms, t, image.GetSpacing()
     unconfirmed = set(awaiting_confirmation(rows_before))
+    just_seen = {i for i, s in last_observed(rows_before).items() if s == t - 1}  # parts are looked for only for these
     judged = judge_lesions(labels, image, segmented_ids, prompts, last_masks, last_volumes(rows_before), refs, second_opinion, track,
-                           unconfirmed=unconfirmed, segmenter=segmenter)
+                           unconfirmed=unconfirmed, segmenter=segmenter, refind=just_seen)
     if track.prompt_source == "anchored":
         # gone or doubtful from the anchor: ask again from the last mask (a lesion that outgrew a box its
         # growth was too small to show beyond, or moved) before the answer stands
@@ -1038,7 +1045,7 @@ def track_followup(
             again = segment_lesions(segmenter, image, list(retry.values()))
             replace_lesions(labels, again, retry)
             second = judge_lesions(labels, image, list(retry), retry, last_masks, last_volumes(rows_before), refs, second_opinion, track,
-                                   segmenter=segmenter)
+                                   segmenter=segmenter, refind=just_seen)
             for lesion_id, judgement in second.items():
                 log.info("%s ses-%s lesion %d: %s from its anchor, %s when re-prompted from its last mask", patient, scan.session,
                          lesion_id, judged[lesion_id].status, judgement.status)

@@ -104,10 +104,10 @@ def test_refind_fragments_prompts_a_point_inside_each_part_and_returns_their_uni
     assert all(any(lobe[tuple(int(v) for v in p.point)] for lobe in LOBES) for p in segmenter.prompts)
 
 
-def _judge(current: sitk.Image, segmenter) -> tuple[Judgement, np.ndarray]:
+def _judge(current: sitk.Image, segmenter, refind=None) -> tuple[Judgement, np.ndarray]:
     labels = np.where(LESION, 1, 0).astype(np.uint32)  # the network's mask: over both lobes and the gap between them
     judged = judge_lesions(labels, current, [1], {1: Prompt(1, "mask", mask=LESION)}, {1: LESION}, {}, _refs(current), None, TRACK,
-                           segmenter=segmenter)
+                           segmenter=segmenter, refind=refind)
     lifecycle(labels, judged, np.zeros(SHAPE, np.uint32), TRACK.split_min_fraction)
     return judged[1], labels
 
@@ -130,3 +130,12 @@ def test_a_lesion_that_is_gone_stays_vanished_with_the_search():
     judgement, labels = _judge(current, segmenter)
     assert judgement.status == "vanished" and not labels.any()
     assert not any(p.kind == "point" for p in segmenter.prompts)  # nothing lesion-like to prompt
+
+
+def test_parts_are_looked_for_only_for_a_lesion_seen_at_the_previous_session():
+    """A lesion already gone (not observed at the previous session) must come back by its own prompt:
+    lesion-like tissue near its old mask is no evidence that it reappeared (on the cohort a vanished lesion
+    was "re-found" 23 mm from the truth that way)."""
+    current = _scan(5, LOBES)
+    assert _judge(current, PartSegmenter(LOBES, LESION), refind={1})[0].status == "split"
+    assert _judge(current, PartSegmenter(LOBES, LESION), refind=set())[0].status in ("uncertain", "vanished")
