@@ -27,11 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 import SimpleITK as sitk
 
-from lesionlocator.core.regions import nonzero_box, nonzero_index, shell_around
+from lesionlocator.core.regions import label_components, nonzero_box, nonzero_index, shell_around
 
 
 @dataclass(frozen=True)
@@ -170,7 +169,7 @@ def lesion_like_parts(
         return []
     position = (scale * array[box].astype(np.float64) + offset - reference.shell) / reference.contrast
     like = region[box] & (np.abs(position - 1.0) <= 0.5)
-    components = cc3d.connected_components(like, connectivity=6)
+    components, _ = label_components(like, connectivity=6)
     sizes = np.bincount(components.ravel())[1:]
     order = [int(k) + 1 for k in np.argsort(-sizes, kind="stable") if sizes[k] >= max(min_voxels, 1)][:max_parts]
     parts = []
