@@ -718,13 +718,12 @@ def judge_lesions(
             expected = last if last is not None else _prompt_region(used_prompts.get(lesion_id), labels.shape)
             faded = _faded(expected, lesion_id, refs, current, spacing, track) if refs is not None and expected is not None else None
             region = _dilate_mm(expected, geometry, _residual_margin(expected, geometry)) if expected is not None else None
-            searched = faded is not False and (refind is None or lesion_id in refind)
-            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels) if searched else None
             if faded is False:
                 judged[lesion_id] = Judgement(
                     "uncertain", "no segmenter found the lesion, but where it was expected the image still stands out as it did"
                 )
                 continue
+            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels, refind)
             if parts is None:
                 if region is not None and refs is not None and refs.remains(lesion_id, region):
                     judged[lesion_id] = Judgement("uncertain", "no segmenter found the lesion, but lesion-like tissue remains where it was")
@@ -745,13 +744,12 @@ def judge_lesions(
             still_there = opinion is not None and _stands_out(opinion, lesion_id, refs, current, spacing, track)
             around = last if last is not None else mask
             region = _dilate_mm(around, geometry, _residual_margin(around, geometry))
-            searched = not still_there and (refind is None or lesion_id in refind)
-            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels) if searched else None
             if still_there:
                 judged[lesion_id] = Judgement(
                     "uncertain", "segmenters disagree: the network's mask no longer stands out, the classical segmenter's does"
                 )
                 continue
+            parts = _parts(lesion_id, region, image, segmenter, refs, track, min_voxels, refind)
             if parts is None:
                 if refs.remains(lesion_id, region):
                     judged[lesion_id] = Judgement(
@@ -776,9 +774,10 @@ def judge_lesions(
 
 
 def _parts(lesion_id: int, region: np.ndarray | None, image: sitk.Image, segmenter: Segmenter | None, refs: References | None,
-           track: TrackConfig, min_voxels: int) -> np.ndarray | None:
-    """:func:`refind_fragments` when it can run (a segmenter, reference levels and a region), else None."""
-    if segmenter is None or refs is None or region is None:
+           track: TrackConfig, min_voxels: int, refind: Collection[int] | None) -> np.ndarray | None:
+    """:func:`refind_fragments` when it can and may run (a segmenter, reference levels and a region; the
+    lesion in ``refind``, or ``refind`` None), else None."""
+    if segmenter is None or refs is None or region is None or (refind is not None and lesion_id not in refind):
         return None
     parts = refind_fragments(lesion_id, region, image, segmenter, refs, track, min_voxels)
     if parts is not None:
