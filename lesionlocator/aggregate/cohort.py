@@ -64,7 +64,7 @@ import pyarrow.parquet as pq
 from lesionlocator.core.config import MetricsConfig
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.hashing import json_sha256, package_versions, tree_sha256
-from lesionlocator.core.io import ARROW_SUFFIX, atomic_directory, read_patient_table, write_json
+from lesionlocator.core.io import ARROW_SUFFIX, atomic_directory, patient_table_format, read_patient_table, write_json
 from lesionlocator.core.progress import Progress
 from lesionlocator.evaluate.longitudinal import (
     STATUS_CONFUSION_SCHEMA,
@@ -168,18 +168,14 @@ def _read_batch(files: Sequence[str], schema: pa.Schema) -> pa.Table:
 
 def _read_as(path: str, schema: pa.Schema) -> pa.Table:
     """One file read with the declared schema (a dataset scan: missing nullable columns as nulls)."""
-    return ds.dataset([str(path)], schema=schema, format=_file_format(path)).to_table(use_threads=False)
-
-
-def _file_format(path: str | Path) -> str:
-    return "ipc" if str(path).endswith(ARROW_SUFFIX) else "parquet"
+    return ds.dataset([str(path)], schema=schema, format=patient_table_format(path)).to_table(use_threads=False)
 
 
 def _check_file(path: str, schema: pa.Schema) -> None:
     try:
-        found = pa.ipc.open_file(path).schema if _file_format(path) == "ipc" else pq.read_schema(path)
+        found = pa.ipc.open_file(path).schema if patient_table_format(path) == "ipc" else pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(path, f"not a readable {'Arrow' if _file_format(path) == 'ipc' else 'Parquet'} file ({err})") from None
+        raise InputError(path, f"not a readable {'Arrow' if patient_table_format(path) == 'ipc' else 'Parquet'} file ({err})") from None
     if not found.remove_metadata().equals(schema):
         missing = sorted(set(schema.names) - set(found.names))
         raise InputError(path, f"schema differs from the declared one{f' (missing {missing})' if missing else ''}")

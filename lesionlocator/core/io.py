@@ -706,6 +706,12 @@ PATIENT_FILE_OPTIONS = dict(compression="none", use_dictionary=False, write_stat
 ARROW_SUFFIX = ".arrow"
 
 
+def patient_table_format(path: str | Path) -> str:
+    """The format of a per-patient table by its name, as ``pyarrow.dataset`` names it: ``"ipc"`` for
+    :data:`ARROW_SUFFIX`, else ``"parquet"``."""
+    return "ipc" if str(path).endswith(ARROW_SUFFIX) else "parquet"
+
+
 def write_patient_table(table: pa.Table, path: str | Path) -> Path:
     """Write a small per-patient table atomically and deterministically: Parquet (see
     PATIENT_FILE_OPTIONS), or Arrow IPC when ``path`` ends with :data:`ARROW_SUFFIX`."""
@@ -713,7 +719,7 @@ def write_patient_table(table: pa.Table, path: str | Path) -> Path:
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
-        if Path(path).suffix == ARROW_SUFFIX:
+        if patient_table_format(path) == "ipc":
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
         else:
@@ -729,7 +735,7 @@ def read_patient_table(path: str | Path) -> pa.Table:
 
     with pa.OSFile(str(path)) as source:
         contents = source.read_buffer()
-    if str(path).endswith(ARROW_SUFFIX):
+    if patient_table_format(path) == "ipc":
         return pa.ipc.open_file(contents).read_all()
     return pq.ParquetFile(pa.BufferReader(contents)).read(use_threads=False)
 
