@@ -1,7 +1,9 @@
 """Bench: aggregate 1,000,000 lesion-session rows from 10,000 per-patient files into the cohort dataset.
 
 Setup (not timed): writes the per-patient lesion tables with the project's own writer
-(``lesionlocator.core.io.write_patient_table``), 20 lesions x 5 sessions per patient, and with
+(``lesionlocator.core.io.write_patient_table``), 20 lesions x 5 sessions per patient, in the format
+the pipeline's aggregation reads (``measurements.arrow``, Arrow IPC, which the measure stage writes
+beside the users' ``measurements.parquet``), and with
 ``--evaluation`` the tables the real rule also reads when there is ground truth: per patient an
 evaluation table (EVALUATION_SCHEMA) and a status evaluation (STATUS_EVALUATION_SCHEMA), one row per
 lesion-session each (3 x 10,000 files, 3,000,000 rows), in the pipeline's format (Arrow IPC, ``.arrow``).
@@ -30,13 +32,15 @@ import numpy as np
 import pyarrow as pa
 
 from lesionlocator.core.config import MetricsConfig
-from lesionlocator.core.io import write_patient_table
+from lesionlocator.core.io import read_patient_table, write_patient_table
 from lesionlocator.core.layout import ResultsLayout
 from lesionlocator.evaluate.longitudinal import DECIDED, FLAGGED, STATUS_EVALUATION_SCHEMA
 from lesionlocator.evaluate.tracking import EVALUATION_SCHEMA
 from lesionlocator.measure.lesions import LESION_SCHEMA
 
-#: The pipeline's evaluation tables are Arrow IPC files (``evaluation.arrow``, ``status_evaluation.arrow``).
+#: The tables the pipeline aggregates are Arrow IPC files (``measurements.arrow``, ``evaluation.arrow``,
+#: ``status_evaluation.arrow``).
+LESION_SUFFIX = ResultsLayout(Path(".")).measurements_arrow("P").suffix
 EVALUATION_SUFFIX = ResultsLayout(Path(".")).evaluation("P").suffix
 
 
@@ -134,7 +138,7 @@ def make_inputs(folder: Path, patients: int, lesions: int, sessions: int, evalua
     files = {"lesions": [], "evaluation": [], "status": []}
     for i in range(patients):
         name = f"P{i:05d}"
-        path = folder / f"{name}.parquet"
+        path = folder / f"{name}{LESION_SUFFIX}"
         write_patient_table(synthetic_patient(rng, name, lesions, sessions), path)
         files["lesions"].append(path)
         if evaluation:
@@ -147,8 +151,6 @@ def make_inputs(folder: Path, patients: int, lesions: int, sessions: int, evalua
 
 
 def _timed_child(list_file: str, output: str, files_per_partition: int) -> None:
-    import pyarrow.dataset as ds
-
     from lesionlocator.aggregate.cohort import aggregate_cohort
     from lesionlocator.measure.response import assess_response
 
@@ -159,7 +161,7 @@ def _timed_child(list_file: str, output: str, files_per_partition: int) -> None:
                               files_per_partition=files_per_partition)  # fmt: skip
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lesions = ds.dataset(files, schema=LESION_SCHEMA, format="parquet").to_table().to_pandas()
+    lesions = pa.concat_tables([read_patient_table(path) for path in files]).to_pandas()
     start, cpu = time.perf_counter(), time.process_time()
     assess_response(lesions)
     assess = {"assess_seconds": time.perf_counter() - start, "assess_cpu_seconds": time.process_time() - cpu, "assess_rows": len(lesions)}
@@ -184,7 +186,7 @@ def main() -> None:
         inputs = work / "per_patient"
         start = time.perf_counter()
         kinds = ("lesions", "evaluation", "status") if args.evaluation else ("lesions",)
-        suffix = {"lesions": ".parquet", "evaluation": EVALUATION_SUFFIX, "status": EVALUATION_SUFFIX}
+        suffix = {"lesions": LESION_SUFFIX, "evaluation": EVALUATION_SUFFIX, "status": EVALUATION_SUFFIX}
         found = {kind: sorted((inputs / ("" if kind == "lesions" else kind)).glob(f"*{suffix[kind]}")) for kind in kinds}
         if any(len(found[kind]) != args.patients for kind in kinds):
             inputs.mkdir(parents=True, exist_ok=True)

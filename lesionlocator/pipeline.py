@@ -297,7 +297,7 @@ def measure_shard(
             measure_patient(
                 patient,
                 [(s.session, s.image, layout.labels(patient, s.session)) for s in scans],
-                output=layout.measurements(patient),
+                output=[layout.measurements(patient), layout.measurements_arrow(patient)],
                 status=status,
                 confirm_score=config.track.candidate_confirm_score,
             )
@@ -369,7 +369,7 @@ def aggregate_results(
     failed = set(failures)
     manifest = read_manifest(manifest_path)
     patients = [p for p in dict.fromkeys(manifest["patient"]) if p not in failed]  # manifest order
-    lesion_files = [layout.measurements(p) for p in patients]
+    lesion_files = [layout.measurements_arrow(p) for p in patients]
     evaluation_files = [layout.evaluation(p) for p in patients if layout.evaluation(p).exists()]
     from lesionlocator.evaluate.longitudinal import STATUS_EVALUATION_FILE
 

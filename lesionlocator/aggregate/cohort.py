@@ -16,20 +16,16 @@ Layout of the dataset folder (every table readable with ``pandas.read_parquet(fo
     summary/part-00000.parquet                      SUMMARY_SCHEMA (cohort figures, tidy)
     registration/part-00000.parquet                 REGISTRATION_SCHEMA (each follow-up's registration quality)
 
-How it stays fast and bounded in memory. ``PYTHONPATH=. .venv/bin/python bench/bench_aggregate.py
---evaluation`` (10,000 patients, 30,000 files, 3 M rows; 2 cores that other work kept at a load of
-3-8): 12.5-13.4 CPU-s, 595-611 MB peak, 13-26 s wall, where the code before these points took
-19.5-23.1 CPU-s, 507-532 MB, 16-48 s, run for run beside it; lesion files alone 7.1 CPU-s against
-9.5. The 6 s goal (issue 22) is not met: at the previous code's 1.56 CPU-s per wall second on the
-quiet machine, 6 s is about 9.4 CPU-s. A cProfile (process time) of the run splits it into reading
-37 % (mostly the 10,000 lesion Parquet files, at pyarrow's floor of 0.3 CPU-ms each), RECIST
-assessment 22 %, the partitioned writes 13 %, the rest (figures, conversion to pandas, dask) 28 %.
+How it stays fast and bounded in memory: ``PYTHONPATH=. .venv/bin/python bench/bench_aggregate.py
+--evaluation`` (10,000 patients, 30,000 files, 3 M rows) and the README's "Scale" section give the
+figures. A cProfile (process time) splits a run into reading the 30,000 files (about a third), RECIST
+assessment (a fifth), the partitioned writes, the figures and dask.
 
-* opening a small file is most of the cost: per-patient Parquet files (the lesion tables users read)
-  are written uncompressed, without dictionaries, statistics or the stored Arrow schema
-  (:data:`lesionlocator.core.io.PATIENT_FILE_OPTIONS`, about 0.3 CPU-ms each, pyarrow's floor and
-  DuckDB's too); the evaluation and status evaluation tables, which only this step reads back, are
-  Arrow IPC files (``.arrow``, about 0.03 CPU-ms each);
+* opening a small file is most of the cost: every per-patient table this step reads is an Arrow IPC
+  file (``.arrow``, about 0.03 CPU-ms to open; a small Parquet file costs 0.3 CPU-ms, pyarrow's floor
+  and DuckDB's too): the evaluation and status evaluation tables, which only this step reads, and the
+  copy of each lesion table that the measure stage writes beside the users' Parquet file
+  (:meth:`~lesionlocator.core.layout.ResultsLayout.measurements_arrow`);
 * dask reads *batches* of files (``files_per_partition``, default 2000, one ``dask.delayed`` task
   each, on the threaded scheduler; ``dask.dataframe``, 0.5 s to import, is not needed), each file
   read whole into memory and parsed by its own single-threaded reader
@@ -119,7 +115,7 @@ TABLE_SCHEMAS = {
 PARTITIONED = ("lesions", "evaluation", "status_evaluation")
 #: Scope of the partial sums that become the status_confusion table, not summary rows.
 _CONFUSION_SCOPE = "_status_confusion"
-_OUTPUT_OPTIONS = dict(compression="zstd", write_statistics=True)
+_OUTPUT_OPTIONS = dict(compression="lz4", write_statistics=True)
 #: The evaluation and status evaluation columns the figures read (the rest is only written back).
 _EVALUATION_INPUTS = ["patient", "session", "session_index", "gt_lesion_id", "detection", "gt_volume_ml", "pred_volume_ml", "dice",
                       "centre_distance_mm", "gt_equivalent_radius_mm"]  # fmt: skip
@@ -128,7 +124,8 @@ _STATUS_INPUTS = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id", 
 
 
 def _output_options(schema: pa.Schema) -> dict:
-    """Writer options of a cohort table: zstd and statistics; dictionary encoding for its string
+    """Writer options of a cohort table: LZ4 (a third less CPU than zstd for 5 % more bytes) and
+    statistics; dictionary encoding for its string
     columns only (patient, session, status repeat; a float column's values rarely do, and trying a
     dictionary on it first costs about as much as the rest of the write)."""
     return dict(_OUTPUT_OPTIONS, use_dictionary=[f.name for f in schema if pa.types.is_string(f.type)])
@@ -362,7 +359,8 @@ def aggregate_cohort(
     registration_records: Iterable[tuple[str, str, int, str | Path]] = (),
     status_files: Sequence[str | Path] = (),
 ) -> dict[str, int]:
-    """Build the cohort dataset folder from per-patient lesion (and evaluation) Parquet files.
+    """Build the cohort dataset folder from per-patient lesion (and evaluation) tables, Parquet or Arrow
+    IPC files (:func:`~lesionlocator.core.io.read_patient_table`).
 
     ``status_files``: per-patient status evaluations (:data:`STATUS_EVALUATION_SCHEMA`, written by
     :func:`lesionlocator.evaluate.longitudinal.evaluate_patient_longitudinal`), which give the
@@ -519,8 +517,15 @@ def write_run_manifest(
 
 
 def per_patient_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Sorted list of existing per-patient tables, Parquet or Arrow IPC (helper for CLIs that get folders)."""
+    """The per-patient tables named by ``paths`` (files, or folders of Parquet and Arrow IPC tables; helper
+    for CLIs). In a folder, a table kept in both formats under one name (the pipeline's
+    ``measurements.parquet`` and ``measurements.arrow``) counts once, as its Arrow copy."""
     out = []
     for path in map(Path, paths):
-        out += sorted([*path.glob("*.parquet"), *path.glob(f"*{ARROW_SUFFIX}")]) if path.is_dir() else [path]
+        if not path.is_dir():
+            out.append(path)
+            continue
+        tables = {p.stem: p for p in sorted(path.glob("*.parquet"))}
+        tables.update({p.stem: p for p in sorted(path.glob(f"*{ARROW_SUFFIX}"))})
+        out += sorted(tables.values())
     return out

@@ -270,7 +270,7 @@ def _read_status_table(status: pd.DataFrame | str | Path | None) -> pd.DataFrame
 def measure_patient(
     patient: str,
     sessions: Sequence[tuple[str, str | Path | None, str | Path]],
-    output: str | Path | None = None,
+    output: str | Path | Sequence[str | Path] | None = None,
     status: pd.DataFrame | str | Path | None = None,
     confirm_score: float = 0.0,
 ) -> pa.Table:
@@ -294,8 +294,9 @@ def measure_patient(
     ``needs_review`` and ``review_reason`` (the tracker's reason, labelled) follow over the patient's
     sessions: :func:`lesionlocator.measure.response.review_columns`.
 
-    Every input is checked before any measurement; the Parquet file (if ``output``) is written
-    atomically with :data:`LESION_SCHEMA`, also when the patient has no lesions.
+    Every input is checked before any measurement; ``output`` (a path or several: Parquet, or Arrow
+    IPC for a path ending in ``.arrow``) is written atomically with :data:`LESION_SCHEMA`, also when
+    the patient has no lesions.
     """
     status_frame = _read_status_table(status)
     geometries = []
@@ -379,9 +380,9 @@ def measure_patient(
     else:
         frame = _empty_lesion_frame()
     table = lesion_table(_nullable(frame))
-    if output is not None:
-        write_patient_table(table, output)
-        log.info("%s: %d lesion-session row(s) -> %s", patient, table.num_rows, output)
+    for path in [output] if isinstance(output, (str, Path)) else output or ():
+        write_patient_table(table, path)
+        log.info("%s: %d lesion-session row(s) -> %s", patient, table.num_rows, path)
     return table
 
 

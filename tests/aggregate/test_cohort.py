@@ -15,6 +15,7 @@ from lesionlocator.aggregate.cohort import (
     SUMMARY_SCHEMA,
     TABLE_SCHEMAS,
     aggregate_cohort,
+    per_patient_files,
     read_cohort_table,
     write_run_manifest,
 )  # fmt: skip
@@ -262,3 +263,18 @@ def test_evaluation_tables_as_arrow_files_give_the_same_dataset(tmp_path, cohort
     (tmp_path / "bad.arrow").write_bytes(b"not an Arrow file")
     with pytest.raises(InputError, match=r"bad\.arrow: not a readable Arrow file"):
         aggregate_cohort(lesion_files, tmp_path / "arrow", evaluation_files=arrow_files + [tmp_path / "bad.arrow"])
+
+
+def test_a_folder_of_tables_counts_a_table_kept_in_both_formats_once(tmp_path, geometry):
+    """The pipeline writes each lesion table as Parquet (for users) and Arrow IPC (for aggregation):
+    a folder holding both aggregates each patient once, from the Arrow copy."""
+    folder = tmp_path / "tables"
+    for patient in ("P1", "P2"):
+        sessions = make_patient(tmp_path / patient, geometry)
+        measure_patient(patient, sessions, [folder / f"{patient}.parquet", folder / f"{patient}.arrow"])
+    measure_patient("P3", make_patient(tmp_path / "P3", geometry), folder / "P3.parquet")
+    files = per_patient_files([folder])
+    assert [f.name for f in files] == ["P1.arrow", "P2.arrow", "P3.parquet"]
+    counts = aggregate_cohort(files, tmp_path / "cohort")
+    lesions = read_cohort_table(tmp_path / "cohort", "lesions")
+    assert counts["patients"] == 3 and not lesions.duplicated(["patient", "session_index", "lesion_id"]).any()

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lesionlocator.core.errors import InputError
-from lesionlocator.core.io import Geometry
+from lesionlocator.core.io import Geometry, read_patient_table
 from lesionlocator.measure.lesions import LESION_SCHEMA, _outline_points, measure_labels, measure_patient, slice_diameters
 from tests.lesion_builders import ellipsoid, make_patient, oblique_geometry, write_labels, write_scan
 
@@ -110,6 +110,16 @@ def test_deterministic_bytes(tmp_path, geometry):
     measure_patient("P1", sessions, tmp_path / "a.parquet")
     measure_patient("P1", sessions, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_the_table_is_written_to_every_output_in_its_format(tmp_path, geometry):
+    """The pipeline writes the lesion table twice: Parquet for users, Arrow IPC for aggregation."""
+    sessions = make_patient(tmp_path, geometry)
+    table = measure_patient("P1", sessions, [tmp_path / "m.parquet", tmp_path / "m.arrow"])
+    assert table.num_rows > 0
+    assert pq.read_table(tmp_path / "m.parquet").equals(table)
+    assert read_patient_table(tmp_path / "m.arrow").equals(table)
+    assert (tmp_path / "m.arrow").read_bytes()[:6] == b"ARROW1"
 
 
 def test_geometry_mismatch_is_input_error_without_output(tmp_path, geometry):
