@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from lesionlocator.core.config import SyntheticConfig
 from lesionlocator.core.errors import InputError
-from lesionlocator.core.io import Geometry, geometry_difference, read_image
+from lesionlocator.core.io import IMAGE_SUFFIXES, Geometry, geometry_difference, image_suffix, is_dicom_dir, read_image
 from synthetic.phantom import make_phantom
 
 log = logging.getLogger(__name__)
@@ -228,13 +228,34 @@ def expand_sources(config: SyntheticConfig) -> list[SourceSpec]:
             path = Path(rest)
             if not path.exists():
                 raise InputError(path, f"source scan not found (synthetic.sources entry {entry!r})")
-            label = config.organ_labels.get(rest)
-            if label is not None and not Path(label).exists():
-                raise InputError(Path(label), f"organ label map not found (synthetic.organ_labels entry for {rest})")
-            specs.append(SourceSpec(kind, image=path, label=Path(label) if label else None, modality=kind.upper()))
+            for scan in folder_scans(path) if path.is_dir() and not is_dicom_dir(path) else [path]:
+                key = rest if scan == path else str(scan)
+                label = config.organ_labels.get(key)
+                if label is not None and not Path(label).exists():
+                    raise InputError(Path(label), f"organ label map not found (synthetic.organ_labels entry for {key})")
+                specs.append(SourceSpec(kind, image=scan, label=Path(label) if label else None, modality=kind.upper()))
         else:
             specs.extend(nnunet_cases(Path(rest)))
     return specs
+
+
+def folder_scans(folder: Path) -> list[Path]:
+    """The scans of a folder of sources, in name order: every image file (:data:`IMAGE_SUFFIXES`) and
+    every subfolder that holds a DICOM series; a file named like an organ label map (``*_seg*``,
+    ``*_labels*``, ``*_mask*``) is not a scan."""
+    scans = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if is_dicom_dir(path):
+                scans.append(path)
+        elif image_suffix(path) is not None and not any(tag in path.name.lower() for tag in _LABEL_TAGS):
+            scans.append(path)
+    if not scans:
+        raise InputError(folder, f"folder of sources holds no scan (image files {', '.join(IMAGE_SUFFIXES)} or DICOM series folders)")
+    return scans
+
+
+_LABEL_TAGS = ("_seg", "_label", "_mask")
 
 
 def nnunet_cases(folder: Path) -> list[SourceSpec]:

@@ -164,3 +164,58 @@ def test_a_patient_whose_lesions_do_not_fit_is_redrawn_and_the_others_are_unchan
     assert [les.shape.radius for les in redrawn.lesions] == [les.shape.radius for les in second.lesions]
     fits, _ = _draw_patient(37, 0, spec, source, config, room)
     assert plan_patient(37, spec, source, config, room).source_seed == fits.source_seed
+
+
+def test_a_folder_of_scans_gives_one_source_per_scan_with_its_own_organ_labels(tmp_path):
+    """``ct:FOLDER``: every scan file and DICOM series folder in it, in name order; label maps left out;
+    an organ label map keyed by FOLDER/NAME goes with its scan."""
+    from synthetic.sources import expand_sources
+
+    image, _, ct, seg_image = _phantom_files(tmp_path)
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16), str(folder / "b_chest.nrrd"))
+    sitk.WriteImage(sitk.Cast(image, sitk.sitkInt16), str(folder / "a_abdomen.nii.gz"))
+    sitk.WriteImage(seg_image, str(folder / "a_abdomen_seg.nii.gz"))
+    (folder / "notes.txt").write_text("not a scan")
+    series = folder / "c_series"
+    series.mkdir()
+    writer = sitk.ImageFileWriter()
+    volume = sitk.Cast(image, sitk.sitkInt16)
+    for k in range(volume.GetDepth()):
+        writer.SetFileName(str(series / f"{k:03d}.dcm"))
+        writer.Execute(volume[:, :, k])
+    config = SyntheticConfig(sources=[f"ct:{folder}"], organ_labels={str(folder / "a_abdomen.nii.gz"): str(folder / "a_abdomen_seg.nii.gz")})
+    specs = expand_sources(config)
+    assert [s.image.name for s in specs] == ["a_abdomen.nii.gz", "b_chest.nrrd", "c_series"]
+    assert [s.label.name if s.label else None for s in specs] == ["a_abdomen_seg.nii.gz", None, None]
+    assert {s.modality for s in specs} == {"CT"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no scan"):
+        expand_sources(SyntheticConfig(sources=[f"mr:{empty}"], organ_labels={}))
+
+
+@pytest.mark.parametrize(
+    "name, size, spacing, oblique",
+    [
+        ("mr_t1_head_itk.nii.gz", (128, 128, 62), (2.0, 2.0, 3.0), False),
+        ("mr_t1_head_colin27.nii.gz", (181, 217, 181), (1.0, 1.0, 1.0), False),
+        ("mr_pd_head_oblique.nii.gz", (256, 256, 20), (0.859375, 0.859375, 7.0005), True),
+    ],
+)
+def test_the_unseen_scans_are_what_their_source_note_says_and_load_as_sources(name, size, spacing, oblique):
+    """data/unseen/ (kept out of training, SOURCE.md): real head MRs the generator can insert lesions into."""
+    from lesionlocator.core.config import REPO_ROOT
+    from lesionlocator.core.io import read_image
+    from synthetic.sources import expand_sources
+
+    path = REPO_ROOT / "data" / "unseen" / name
+    assert name in (path.parent / "SOURCE.md").read_text()
+    image = read_image(path)
+    assert image.GetSize() == size and image.GetSpacing() == pytest.approx(spacing, abs=1e-4)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    assert (np.abs(direction) % 1 > 1e-3).any() == oblique
+    config = SyntheticConfig(sources=[f"mr:{path}"], organ_labels={})
+    source = load_source(expand_sources(config)[0], config, np.random.default_rng(0))
+    assert source.modality == "MR" and source.sites["body"].sum() * source.geometry.voxel_volume_ml() > 500
