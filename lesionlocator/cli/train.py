@@ -70,7 +70,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
         [Path(p) for p in args.cohort], model=None, models=models,
         output=Path(args.output), seed=args.seed, max_lesions=args.max_lesions,
         classical=not args.no_classical, device=args.device, mirroring=args.mirroring,
-        box_margin_mm=args.box_margin_mm, box_grow=args.box_grow,
+        box_margin_mm=args.box_margin_mm, box_grow=args.box_grow, fine_zoom=args.fine_zoom,
     )
     print(table.to_string(index=False))
 
@@ -113,6 +113,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         "mixed=models/lesionlocator_small ct_only=run_ct/model for zero-shot); omit to score "
                         "the classical segmenter only")
     parser.add_argument("--mirroring", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    parser.add_argument("--fine-zoom", dest="fine_zoom", type=float, default=None, metavar="ZOOM",
+                        help="small lesions on a grid ZOOM times finer (segment.fine_zoom; default: the config's, "
+                        "1: off)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated prompts")
     parser.add_argument("--max-lesions", type=int, default=None, help="at most this many lesions per dataset")
     parser.add_argument("--box-margin-mm", type=_box_margin, default=0.0, metavar="MM|none",

@@ -273,6 +273,23 @@ class SegmentConfig(StrictModel):
         "this margin (mm) on every side (the classical segmenter keeps to the box too); null keeps the "
         "network's mask as it is, which may reach past the box.",
     )
+    fine_zoom: float = Field(
+        2.0,
+        ge=1,
+        le=4,
+        description="A small lesion is segmented again on a grid this many times finer than the network's "
+        "(a window of the scan around it, resampled from the scan's own voxels): the network sees it as large as "
+        "one fine_zoom times its size, inside the range it was trained on. Never finer than the scan's own finest "
+        "spacing (a scan on the network's grid gets no fine pass; below 1.25 times none either). 1 turns it off.",
+    )
+    fine_below_voxels: float = Field(
+        8.0,
+        ge=0,
+        description="Which lesions fine_zoom applies to: those whose extent (the longest side of a box prompt, "
+        "of a mask prompt's bounding box, or for a point prompt of the network's first mask) is at most this many "
+        "voxels of the network's grid (its coarsest spacing; the bundled model's 3 mm: 24 mm). A point whose first "
+        "mask is empty is tried on the fine grid too.",
+    )
     mirroring: bool = Field(True, description="Mirroring test-time augmentation (up to 8 forward passes per patch).")
     step_size: float = Field(
         0.5, gt=0, le=1, description="Sliding-window step as a fraction of the patch size (lesions larger than a patch)."
@@ -319,13 +336,15 @@ class SyntheticConfig(StrictModel):
         ["ct:data/real/example_ct.nii.gz", "mr:data/real/example_mr_sm.nii.gz"],
         min_length=1,
         description="Source scans, used round-robin over patients: 'ct:PATH' or 'mr:PATH' (a scan without "
-        "lesions, lesions are inserted), 'nnunet:FOLDER' (an nnU-Net raw dataset whose labelsTr hold lesions "
+        "lesions, lesions are inserted; PATH a scan file, a DICOM series folder, or a folder of such scans, "
+        "each of them a source, in name order, files named *_seg*, *_label* or *_mask* left out), 'nnunet:FOLDER' (an nnU-Net raw dataset whose labelsTr hold lesions "
         "to progress; binary masks are split into connected components) or 'phantom' / 'phantom:XxYxZ' "
         "(procedural body phantom, default 160x128x96 voxels).",
     )
     organ_labels: dict[str, str] = Field(
         {"data/real/example_ct.nii.gz": "data/real/example_seg.nii.gz"},
-        description="Organ label map per source image (TotalSegmentator v2 class ids); resampled "
+        description="Organ label map per source image (TotalSegmentator v2 class ids), keyed by the image's "
+        "path as given in sources (a scan of a folder source: FOLDER/NAME); resampled "
         "nearest-neighbour onto the source in physical space.",
     )
     organ_label_ids: dict[str, list[int]] = Field(

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 class Preprocessed:
     data: np.ndarray  # float32 (net_z, net_y, net_x), normalised, on the network grid
     grid: GridMap
+    # the normalised image before resampling (transposed, cropped input grid) and its spacing (mm, same
+    # axes): what a fine window (:func:`fine_window`) is resampled from; None when not kept
+    normalised: np.ndarray | None = None
+    spacing: tuple[float, ...] = ()
 
 
 @dataclass
@@ -56,6 +60,7 @@ class InferenceStats:
     total: float = 0.0
     patches: int = 0
     forwards: int = 0  # patch copies through a network (fold x mirror); a batch of mirrored copies counts each
+    fine: int = 0  # lesions segmented on the fine grid (segment.fine_zoom)
     lesions: int = 0
     by_lesion: list[float] = field(default_factory=list)
 
@@ -85,19 +90,19 @@ def nonzero_crop(data: np.ndarray, with_mask: bool) -> tuple[np.ndarray, np.ndar
     return data, seg, tuple(b.start for b in box)
 
 
-def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> Preprocessed:
+def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[float], keep_normalised: bool = False) -> Preprocessed:
     """nnU-Net preprocessing of one single-channel image (z, y, x) for ``model``.
 
     As nnU-Net does it (transpose, crop to non-zero, normalisation, resampling to the target spacing),
     with its default data resampling computed as per-axis matrix products
     (:func:`~lesionlocator.segment.resampling.resample_like_nnunet`) and the non-zero mask filled only
-    when the normalisation uses it.
+    when the normalisation uses it. ``keep_normalised``: also keep the normalised image before
+    resampling, for :func:`fine_window`.
     """
     from nnunetv2.preprocessing.normalization import default_normalization_schemes as schemes
     from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
     import lesionlocator.segment.normalization  # noqa: F401 (registers BodyZScoreNormalization with nnU-Net)
-    from lesionlocator.segment.resampling import is_nnunet_data_resampling, resample_like_nnunet
 
     pm, cm = model.plans_manager, model.configuration_manager
     transpose = tuple(int(t) for t in pm.transpose_forward)
@@ -117,15 +122,50 @@ def preprocess(model: LoadedModel, array_zyx: np.ndarray, spacing_zyx: Sequence[
     )
     data = np.ascontiguousarray(data)  # our own copy already; normalisers may work in place
     data[0] = normalizer.run(data[0], seg[0] if seg is not None else None)
-    if new_shape != crop_shape:
-        resample = cm.resampling_fn_data
-        if FAST_RESAMPLING and is_nnunet_data_resampling(resample):
-            data = resample_like_nnunet(data, new_shape, spacing, target, **resample.keywords)
-        else:
-            data = resample(data, new_shape, spacing, target)
+    normalised = data[0] if keep_normalised else None
+    data = _resample(model, data, new_shape, spacing, target)
     grid = GridMap(transpose=transpose, crop_start=crop_start, crop_shape=crop_shape, net_shape=new_shape)
-    return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid)
+    return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid, normalised=normalised, spacing=tuple(spacing))
 
+
+def _resample(model: LoadedModel, data: np.ndarray, new_shape, spacing, target) -> np.ndarray:
+    """nnU-Net's data resampling of the plans (``data``: (1, z, y, x) in the transposed frame)."""
+    from lesionlocator.segment.resampling import is_nnunet_data_resampling, resample_like_nnunet
+
+    if tuple(new_shape) == tuple(data.shape[1:]):
+        return data
+    resample = model.configuration_manager.resampling_fn_data
+    if FAST_RESAMPLING and is_nnunet_data_resampling(resample):
+        return resample_like_nnunet(data, new_shape, spacing, target, **resample.keywords)
+    return resample(data, new_shape, spacing, target)
+
+
+def fine_window(model: LoadedModel, pre: Preprocessed, lo_zyx: np.ndarray, hi_zyx: np.ndarray, zoom: float) -> Preprocessed:
+    """A region of the scan preprocessed on a grid ``zoom`` times finer than the model's: the voxels
+    ``lo_zyx``..``hi_zyx`` (input indices, inclusive) grown by one patch of that finer grid on every
+    side, cut from the normalised image ``pre`` kept (normalised over the whole scan, as the coarse
+    grid) and resampled as nnU-Net resamples, to the plans' spacing divided by ``zoom``. The network
+    then sees a small lesion as large as one ``zoom`` times its size."""
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+
+    grid = pre.grid
+    target = [float(s) / zoom for s in model.configuration_manager.spacing]
+    reach = np.asarray(model.patch_size, float) * np.asarray(target) / np.asarray(pre.spacing)  # one fine patch, in input voxels
+    lo_t = np.asarray(lo_zyx, float)[list(grid.transpose)] - np.asarray(grid.crop_start)
+    hi_t = np.asarray(hi_zyx, float)[list(grid.transpose)] - np.asarray(grid.crop_start)
+    shape = np.asarray(pre.normalised.shape)
+    start = np.clip(np.floor(lo_t - reach), 0, shape - 1).astype(int)
+    stop = np.clip(np.ceil(hi_t + reach) + 1, start + 1, shape).astype(int)
+    region = pre.normalised[tuple(slice(a, b) for a, b in zip(start, stop))]
+    new_shape = tuple(int(s) for s in compute_new_shape(region.shape, list(pre.spacing), target))
+    data = _resample(model, np.ascontiguousarray(region)[None], new_shape, list(pre.spacing), target)
+    fine = GridMap(transpose=grid.transpose, crop_start=tuple(int(c + a) for c, a in zip(grid.crop_start, start)),
+                   crop_shape=tuple(int(v) for v in region.shape), net_shape=new_shape)  # fmt: skip
+    return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=fine)
+
+
+#: The least zoom worth a fine pass (a grid barely finer than the network's changes nothing).
+MIN_FINE_ZOOM = 1.25
 
 FAST_RESAMPLING = True
 """nnU-Net's default data resampling as per-axis matrix products (False: nnU-Net's own function; the
@@ -326,6 +366,19 @@ class NnUNetSegmenter:
         slices = tuple(slice(int(lo), int(lo) + n) for lo, n in zip(lo_in, probability.shape))
         return LesionPrediction(lesion_id=int(lesion_id), slices=slices, probability=probability)
 
+    def _fine_zoom(self, model: LoadedModel, spacing_zyx: Sequence[float]) -> float:
+        """How much finer than the model's grid a small lesion of this scan is segmented:
+        ``segment.fine_zoom``, but never finer than the scan's own finest voxel spacing (a scan already
+        on the model's grid gains nothing from interpolation: 1, no fine pass)."""
+        zoom = min(self.config.fine_zoom, max(float(s) for s in model.configuration_manager.spacing) / min(spacing_zyx))
+        return zoom if zoom >= MIN_FINE_ZOOM else 1.0
+
+    def _fine(self, extent_mm: float | None, model: LoadedModel, zoom: float) -> bool:
+        """Whether a lesion of this extent (mm; None: not known yet) is segmented on the fine grid:
+        ``segment.fine_below_voxels`` of the model's coarsest spacing or less."""
+        limit = self.config.fine_below_voxels * max(float(s) for s in model.configuration_manager.spacing)
+        return extent_mm is not None and zoom > 1 and extent_mm <= limit
+
     def _preprocessed_cache(self, image: sitk.Image, array: np.ndarray) -> dict[Path, Preprocessed]:
         """The preprocessed scans (by model folder) of the last scan segmented, when ``image`` is that scan
         again (same geometry and voxels, by a BLAKE2 digest), else a new empty cache: a tracking job
@@ -356,10 +409,20 @@ class NnUNetSegmenter:
             model = self._model_for(prompt.kind)
             if model.folder not in cache:
                 t0, cpu0 = time.perf_counter(), time.process_time()
-                cache[model.folder] = preprocess(model, array, spacing_zyx)
+                cache[model.folder] = preprocess(model, array, spacing_zyx, keep_normalised=self.config.fine_zoom > 1)
                 self.stats.preprocess += time.perf_counter() - t0
                 self.stats.preprocess_cpu += time.process_time() - cpu0
-            pred = self.predict_lesion(model, cache[model.folder], prompt, array.shape)
+            pre = cache[model.folder]
+            zoom = self._fine_zoom(model, spacing_zyx)
+            extent = None if prompt.kind == "point" else _extent_mm(*prompt.extent(), spacing_zyx)
+            pred = None if self._fine(extent, model, zoom) else self.predict_lesion(model, pre, prompt, array.shape)
+            if prompt.kind == "point":
+                extent = _extent_mm(*_mask_extent(pred), spacing_zyx) if pred is not None and (pred.probability > 0.5).any() else 0.0
+            if self._fine(extent, model, zoom):
+                lo, hi = prompt.extent() if prompt.kind != "point" or not extent else _mask_extent(pred)
+                fine = fine_window(model, pre, lo, hi, zoom)
+                pred = self.predict_lesion(model, fine, prompt, array.shape)
+                self.stats.fine += 1
             if pred is not None:
                 margin_mm = self.config.box_margin_mm
                 if prompt.kind == "box" and margin_mm is not None:
@@ -369,6 +432,18 @@ class NnUNetSegmenter:
             self.stats.by_lesion.append(time.perf_counter() - t_lesion)
             log.debug("lesion %d: %.2f s", prompt.lesion_id, time.perf_counter() - t_lesion)
         return predictions
+
+
+def _extent_mm(lo_zyx, hi_zyx, spacing_zyx) -> float:
+    """The longest side (mm) of the inclusive voxel box ``lo``..``hi`` (z, y, x)."""
+    return float(np.max((np.asarray(hi_zyx, float) - np.asarray(lo_zyx, float) + 1) * np.asarray(spacing_zyx, float)))
+
+
+def _mask_extent(pred: LesionPrediction) -> tuple[np.ndarray, np.ndarray]:
+    """The inclusive input-voxel box (z, y, x) of a prediction's mask (probability > 0.5; not empty)."""
+    box = nonzero_box(pred.probability > 0.5)
+    offset = np.asarray([s.start for s in pred.slices])
+    return offset + np.asarray([b.start for b in box]), offset + np.asarray([b.stop for b in box]) - 1
 
 
 def _foreground_probability(model: LoadedModel, logits: np.ndarray) -> np.ndarray:

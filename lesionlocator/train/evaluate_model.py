@@ -127,12 +127,15 @@ def classical_segmenter():
     return build_segmenter(SegmentConfig(segmenter="classical"))
 
 
-def model_segmenter(folder: Path, device: str = "cpu", mirroring: bool = False, box_margin_mm: float | None = 0.0):
-    """The engine's nnU-Net segmenter for a trained-model folder (the other settings: ``segment``'s defaults)."""
+def model_segmenter(folder: Path, device: str = "cpu", mirroring: bool = False, box_margin_mm: float | None = 0.0,
+                    fine_zoom: float | None = None):  # fmt: skip
+    """The engine's nnU-Net segmenter for a trained-model folder (the other settings, ``fine_zoom`` when
+    None among them: ``segment``'s defaults)."""
     from lesionlocator.segment.nnunet import NnUNetSegmenter
 
+    fine = {} if fine_zoom is None else {"fine_zoom": fine_zoom}
     return NnUNetSegmenter(SegmentConfig(checkpoint=Path(folder), device=device, mirroring=mirroring,
-                                         box_margin_mm=box_margin_mm))
+                                         box_margin_mm=box_margin_mm, **fine))
 
 
 def evaluate_segmenters(
@@ -144,7 +147,8 @@ def evaluate_segmenters(
 ) -> pd.DataFrame:
     """One row per cohort x case x lesion x segmenter x prompt type, with the lesion's Dice and the
     segmented voxel count next to the true one (``predicted_voxels`` / ``voxels``: under- or
-    over-segmentation)."""
+    over-segmentation), and its size: ``diameter_mm``, the diameter of a ball of the lesion's volume
+    (voxels x the case's voxel volume; :func:`size_class` bins it)."""
     rows = []
     built = {name: factory() for name, factory in segmenters.items()}
     for cohort in cohorts:
@@ -156,6 +160,7 @@ def evaluate_segmenters(
                 break
             image = read_image(image_path)
             labels = sitk.GetArrayFromImage(read_image(label_path))
+            voxel_mm3 = float(np.prod(image.GetSpacing()))
             lesions = lesion_prompts(labels, rng, box_grow=box_grow)
             if max_lesions is not None:
                 lesions = lesions[: max_lesions - n_lesions]
@@ -170,13 +175,14 @@ def evaluate_segmenters(
                         predicted = result.labels == lesion_id
                         rows.append({
                             "cohort": Path(cohort).name, "modality": modality, "case": case,
-                            "lesion": int(lesion_id), "voxels": int(mask.sum()), "segmenter": name,
+                            "lesion": int(lesion_id), "voxels": int(mask.sum()),
+                            "diameter_mm": round(equivalent_diameter_mm(int(mask.sum()) * voxel_mm3), 3), "segmenter": name,
                             "prompt": kind, "dice": round(dice(predicted, mask), 6),
                             "prompt_dice": _prompt_dice(lesion_prompt[kind], mask),
                             "predicted_voxels": int(predicted.sum()),
                         })
             log.info("%s %s: %d lesion(s) scored", Path(cohort).name, case, len(lesions))
-    columns = ["cohort", "modality", "case", "lesion", "voxels", "segmenter", "prompt", "dice", "prompt_dice",
+    columns = ["cohort", "modality", "case", "lesion", "voxels", "diameter_mm", "segmenter", "prompt", "dice", "prompt_dice",
                "predicted_voxels"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -190,6 +196,37 @@ def _prompt_dice(prompt, mask: np.ndarray) -> float:
     region = np.zeros(mask.shape, bool)
     region[tuple(slice(int(a), int(b) + 1) for a, b in zip(*prompt.box))] = True
     return round(dice(region, mask), 6)
+
+
+#: Upper edges (mm) of the lesion size classes of :func:`size_class`: small, medium, large.
+SIZE_EDGES_MM = (10.0, 30.0)
+SIZE_CLASSES = ("<=10 mm", "10-30 mm", ">30 mm")
+
+
+def equivalent_diameter_mm(volume_mm3: float) -> float:
+    """The diameter of a ball of ``volume_mm3``."""
+    return float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0))
+
+
+def size_class(diameter_mm) -> np.ndarray:
+    """:data:`SIZE_CLASSES` of lesion diameters (mm): up to 10 mm, over 10 up to 30, over 30."""
+    return np.asarray(SIZE_CLASSES)[np.searchsorted(SIZE_EDGES_MM, np.asarray(diameter_mm, float), side="left")]
+
+
+def summarize_by_size(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean Dice per cohort x modality x segmenter x size class (:func:`size_class` of ``diameter_mm``,
+    and ``all``) and prompt type, with lesion counts; empty classes have no row."""
+    if table.empty:
+        return pd.DataFrame()
+    table = table.assign(size=size_class(table["diameter_mm"]))
+    table = pd.concat([table, table.assign(size="all")], ignore_index=True)
+    keys = ["cohort", "modality", "segmenter", "size"]
+    mean = table.pivot_table(index=keys, columns="prompt", values="dice", aggfunc="mean").reindex(columns=list(PROMPT_TYPES))
+    count = table[table.prompt == "box"].groupby(keys).size().rename("lesions")
+    out = mean.round(4).join(count).reset_index()
+    order = {name: k for k, name in enumerate((*SIZE_CLASSES, "all"))}
+    return out.sort_values(["cohort", "modality", "segmenter", "size"], key=lambda c: c.map(order) if c.name == "size" else c,
+                           ignore_index=True)  # fmt: skip
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -216,11 +253,13 @@ def evaluate_models(
     mirroring: bool = False,
     box_margin_mm: float | None = 0.0,
     box_grow: int = 0,
+    fine_zoom: float | None = None,
 ) -> pd.DataFrame:
     """Score ``model`` (and ``models``, by name) and the classical segmenter; write per-lesion Dice.
 
     ``box_margin_mm`` is the networks' box cut (``segment.box_margin_mm``; None: no cut);
-    ``box_grow`` moves the box prompts' faces (voxels; 0: tight boxes).
+    ``box_grow`` moves the box prompts' faces (voxels; 0: tight boxes); ``fine_zoom``: the networks'
+    ``segment.fine_zoom`` (None: the default; 1: small lesions on the network's own grid only).
 
     Writes ``output`` (Parquet, one row per lesion x segmenter x prompt) and ``<output>.summary.tsv``;
     returns the summary.
@@ -232,7 +271,7 @@ def evaluate_models(
     if model is not None:
         named.setdefault("model", model)
     for name, folder in named.items():
-        factories[name] = lambda folder=folder: model_segmenter(folder, device, mirroring, box_margin_mm)
+        factories[name] = lambda folder=folder: model_segmenter(folder, device, mirroring, box_margin_mm, fine_zoom)
     if classical:
         factories["classical"] = classical_segmenter
     if not factories:

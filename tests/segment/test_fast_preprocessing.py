@@ -28,7 +28,7 @@ def reference_body_zscore(image: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     return ((np.clip(image, lo, hi) - inside.mean()) / max(inside.std(), eps)).astype(np.float32)
 
 
-def reference_preprocess(model, array_zyx, spacing_zyx) -> Preprocessed:
+def reference_preprocess(model, array_zyx, spacing_zyx, keep_normalised=False) -> Preprocessed:
     """nnU-Net's own functions, one after the other (the way ``preprocess`` was first written)."""
     pm, cm = model.plans_manager, model.configuration_manager
     transpose = tuple(int(t) for t in pm.transpose_forward)
@@ -38,9 +38,10 @@ def reference_preprocess(model, array_zyx, spacing_zyx) -> Preprocessed:
     crop_shape = tuple(int(s) for s in data.shape[1:])
     new_shape = tuple(int(s) for s in compute_new_shape(crop_shape, spacing, list(cm.spacing)))
     data[0] = reference_body_zscore(data[0])
+    normalised = data[0].copy() if keep_normalised else None
     data = resample_data_or_seg_to_shape(data, new_shape, spacing, list(cm.spacing), **cm.resampling_fn_data.keywords)
     grid = GridMap(transpose=transpose, crop_start=tuple(int(b[0]) for b in bbox), crop_shape=crop_shape, net_shape=new_shape)
-    return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid)
+    return Preprocessed(data=np.ascontiguousarray(data[0], dtype=np.float32), grid=grid, normalised=normalised, spacing=tuple(spacing))
 
 
 @pytest.mark.parametrize("shape, spacing, target, separate", [
@@ -121,7 +122,7 @@ def test_a_scan_segmented_again_is_preprocessed_once(lesion_case, monkeypatch):
 
     calls = []
     real = nnunet.preprocess
-    monkeypatch.setattr(nnunet, "preprocess", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(nnunet, "preprocess", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     segmenter = NnUNetSegmenter(SegmentConfig(checkpoint=BUNDLED_MODEL, device="cpu", mirroring=False))
     lesion_id = next(iter(lesion_case.boxes))
     prompt = [Prompt(lesion_id, "box", box=lesion_case.boxes[lesion_id])]

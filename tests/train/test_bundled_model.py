@@ -76,3 +76,23 @@ def test_model_card_scores_reproduce(tmp_path):
     for kind in ("point", "box", "mask"):
         np.testing.assert_allclose(merged[kind], merged[f"{kind}_card"], atol=0.005, err_msg=kind)
     assert (merged["lesions"] == merged["lesions_card"]).all()
+
+
+@pytest.mark.slow
+def test_model_card_zero_shot_scores_reproduce(tmp_path):
+    """``bench/bench_zero_shot.py`` (lesions in real scans never used in training) gives the card's
+    zero-shot table: every source, size class and prompt type, both segmenters."""
+    from lesionlocator.train.zero_shot import CARD_TABLE, POOLED, zero_shot_scores
+
+    card = pd.read_csv(CARD_TABLE, sep="\t")
+    table, summary = zero_shot_scores(tmp_path)
+    keys = ["cohort", "modality", "segmenter", "size"]
+    merged = card.merge(summary, on=keys, suffixes=("_card", ""), how="outer", indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"][keys]
+    for kind in ("point", "box", "mask"):
+        np.testing.assert_allclose(merged[kind], merged[f"{kind}_card"], atol=0.005, err_msg=kind)
+    assert (merged["lesions"] == merged["lesions_card"]).all()
+    # pooled over the unseen sources, every size class has lesions (CT: none over 30 mm fits its 40 mm of slices)
+    pooled = summary[summary.cohort == POOLED]
+    classes = {(m, s) for m, s in zip(pooled.modality, pooled["size"])}
+    assert classes >= {("MR", "<=10 mm"), ("MR", "10-30 mm"), ("MR", ">30 mm"), ("CT", "<=10 mm"), ("CT", "10-30 mm")}

@@ -8,7 +8,14 @@ import pytest
 import SimpleITK as sitk
 
 from lesionlocator.segment.api import SegmentationResult
-from lesionlocator.train.evaluate_model import dataset_cases, evaluate_segmenters, lesion_prompts, summarize
+from lesionlocator.train.evaluate_model import (
+    dataset_cases,
+    evaluate_segmenters,
+    lesion_prompts,
+    size_class,
+    summarize,
+    summarize_by_size,
+)
 
 
 def _key(image: sitk.Image) -> bytes:
@@ -90,6 +97,19 @@ def test_dice_table_and_summary(raw_dataset):
     assert summary.loc[0, "point"] == 1.0 and summary.loc[0, "lesions"] == len(table) // 3
     again = evaluate_segmenters([raw_dataset], {"oracle": lambda: OracleFromLabels(truths)}, seed=1)
     pd.testing.assert_frame_equal(table, again)
+    # size: the diameter of a ball of the lesion's volume in mm, from the case's voxel volume
+    spacing = np.prod(sitk.ReadImage(str(dataset_cases(raw_dataset)[0][1])).GetSpacing())
+    first = table.iloc[0]
+    np.testing.assert_allclose(first.diameter_mm, (6 * first.voxels * spacing / np.pi) ** (1 / 3), atol=1e-3)
+    by_size = summarize_by_size(table)
+    assert set(by_size["size"]) <= {"<=10 mm", "10-30 mm", ">30 mm", "all"}
+    whole = by_size[by_size["size"] == "all"]
+    assert int(whole.lesions.sum()) == len(table) // 3
+    assert int(by_size[by_size["size"] != "all"].lesions.sum()) == len(table) // 3
+
+
+def test_size_classes_include_their_upper_edge():
+    assert list(size_class([3.0, 10.0, 10.01, 30.0, 30.5])) == ["<=10 mm", "<=10 mm", "10-30 mm", "10-30 mm", ">30 mm"]
 
 
 def test_modality_from_cases_json_then_case_name(raw_dataset):
