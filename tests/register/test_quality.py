@@ -137,7 +137,7 @@ def test_register_shard_fails_the_patient_and_the_cohort_outputs_show_the_figure
     # B2 goes on to measurement (no lesions here); A1 is a failed patient
     empty = sitk.Image(sitk.ReadImage(str(tmp_path / "cohort" / "sub-B2" / "ses-1" / "image.nii.gz")).GetSize(), sitk.sitkUInt32)
     labels = write_image(empty, tmp_path / "empty.nii.gz")
-    measure_patient("B2", [("1", None, labels), ("2", None, labels)], layout.measurements("B2"))
+    measure_patient("B2", [("1", None, labels), ("2", None, labels)], [layout.measurements("B2"), layout.measurements_arrow("B2")])
     aggregate_results(layout.manifest, config, [shards / "register_t1.json"], layout.cohort_dataset, layout.run_manifest)
     table = json.loads(layout.run_manifest.read_text())
     assert table["failed_patients"] == ["A1"] and "registration quality too low" in table["failures"]["A1"]

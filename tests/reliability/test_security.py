@@ -27,7 +27,8 @@ def test_every_output_of_a_valid_label_lies_inside_the_results_folder(tmp_path):
     root = layout.root.resolve()
     for patient, session in [("P001", "01"), ("a", "B"), ("0", "9" * 40)]:
         for path in (layout.labels(patient, session), layout.candidates(patient, session), layout.transform(patient, session),
-                     layout.tracking(patient, session), layout.measurements(patient), layout.evaluation(patient)):  # fmt: skip
+                     layout.tracking(patient, session), layout.measurements(patient), layout.measurements_arrow(patient),
+                     layout.evaluation(patient)):  # fmt: skip
             assert path.resolve().is_relative_to(root), path
 
 
