@@ -124,7 +124,7 @@ _STATUS_INPUTS = ["patient", "session_index", "gt_lesion_id", "pred_lesion_id", 
 
 
 def _output_options(schema: pa.Schema) -> dict:
-    """Writer options of a cohort table: LZ4 (a third less CPU than zstd for 5 % more bytes) and
+    """Writer options of a cohort table: LZ4 (a third less CPU than zstd for 9 % more bytes) and
     statistics; dictionary encoding for its string
     columns only (patient, session, status repeat; a float column's values rarely do, and trying a
     dictionary on it first costs about as much as the rest of the write)."""
