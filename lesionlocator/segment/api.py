@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from lesionlocator.core.errors import InputError
 from lesionlocator.core.io import image_from_array
+from lesionlocator.core.regions import nonzero_box
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,10 @@ class Prompt:
             return p, p
         if self.kind == "box":
             return np.asarray(self.box[0], float), np.asarray(self.box[1], float)
-        idx = np.argwhere(self.mask)
-        if len(idx) == 0:
+        box = nonzero_box(self.mask)  # from projections: a scan-sized mask is not searched voxel by voxel
+        if box is None:
             raise ValueError(f"lesion {self.lesion_id}: empty mask")
-        return idx.min(0).astype(float), idx.max(0).astype(float)
+        return np.asarray([b.start for b in box], float), np.asarray([b.stop - 1 for b in box], float)
 
 
 @dataclass

@@ -373,11 +373,13 @@ class NnUNetSegmenter:
         zoom = min(self.config.fine_zoom, max(float(s) for s in model.configuration_manager.spacing) / min(spacing_zyx))
         return zoom if zoom >= MIN_FINE_ZOOM else 1.0
 
-    def _fine(self, extent_mm: float | None, model: LoadedModel, zoom: float) -> bool:
-        """Whether a lesion of this extent (mm; None: not known yet) is segmented on the fine grid:
-        ``segment.fine_below_voxels`` of the model's coarsest spacing or less."""
+    def _fine(self, region, spacing_zyx: Sequence[float], model: LoadedModel, zoom: float) -> bool:
+        """Whether a lesion in the inclusive voxel box ``region`` (lo, hi; None: not known yet) is segmented
+        on the fine grid: its longest side is ``segment.fine_below_voxels`` of the model's coarsest spacing or less."""
+        if region is None or zoom <= 1:
+            return False
         limit = self.config.fine_below_voxels * max(float(s) for s in model.configuration_manager.spacing)
-        return extent_mm is not None and zoom > 1 and extent_mm <= limit
+        return _extent_mm(*region, spacing_zyx) <= limit
 
     def _preprocessed_cache(self, image: sitk.Image, array: np.ndarray) -> dict[Path, Preprocessed]:
         """The preprocessed scans (by model folder) of the last scan segmented, when ``image`` is that scan
@@ -414,13 +416,13 @@ class NnUNetSegmenter:
                 self.stats.preprocess_cpu += time.process_time() - cpu0
             pre = cache[model.folder]
             zoom = self._fine_zoom(model, spacing_zyx)
-            extent = None if prompt.kind == "point" else _extent_mm(*prompt.extent(), spacing_zyx)
-            pred = None if self._fine(extent, model, zoom) else self.predict_lesion(model, pre, prompt, array.shape)
+            # the lesion's box: the prompt's, or for a point its first mask's (the point itself when empty)
+            region = None if prompt.kind == "point" else prompt.extent()
+            pred = None if self._fine(region, spacing_zyx, model, zoom) else self.predict_lesion(model, pre, prompt, array.shape)
             if prompt.kind == "point":
-                extent = _extent_mm(*_mask_extent(pred), spacing_zyx) if pred is not None and (pred.probability > 0.5).any() else 0.0
-            if self._fine(extent, model, zoom):
-                lo, hi = prompt.extent() if prompt.kind != "point" or not extent else _mask_extent(pred)
-                fine = fine_window(model, pre, lo, hi, zoom)
+                region = _mask_extent(pred) or prompt.extent()
+            if self._fine(region, spacing_zyx, model, zoom):
+                fine = fine_window(model, pre, *region, zoom)
                 pred = self.predict_lesion(model, fine, prompt, array.shape)
                 self.stats.fine += 1
             if pred is not None:
@@ -439,9 +441,11 @@ def _extent_mm(lo_zyx, hi_zyx, spacing_zyx) -> float:
     return float(np.max((np.asarray(hi_zyx, float) - np.asarray(lo_zyx, float) + 1) * np.asarray(spacing_zyx, float)))
 
 
-def _mask_extent(pred: LesionPrediction) -> tuple[np.ndarray, np.ndarray]:
-    """The inclusive input-voxel box (z, y, x) of a prediction's mask (probability > 0.5; not empty)."""
-    box = nonzero_box(pred.probability > 0.5)
+def _mask_extent(pred: LesionPrediction | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The inclusive input-voxel box (z, y, x) of a prediction's mask (probability > 0.5); None when empty."""
+    box = None if pred is None else nonzero_box(pred.probability > 0.5)
+    if box is None:
+        return None
     offset = np.asarray([s.start for s in pred.slices])
     return offset + np.asarray([b.start for b in box]), offset + np.asarray([b.stop for b in box]) - 1
 
