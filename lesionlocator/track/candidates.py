@@ -14,11 +14,14 @@ things look like that on a plain difference image and are suppressed here:
   three must share the sign of the blob (a sheet-like edge difference has one large eigenvalue
   only), and the current scan itself must show a blob of that sign there (contrast *now*);
 * **air**: a candidate must be tissue now (its median above the scan's Otsu threshold), not a change
-  of lung air or of the background at a field of view's edge;
+  of lung air or of the background at a field of view's edge; a dark candidate below that level counts
+  as tissue when it was above it before and its shell is above it now (a hypo-intense lesion, e.g. on
+  MR, where Otsu's level parts two kinds of tissue) (:func:`in_tissue`);
 * **what was already there**: the grown blob must stand out from its 2-6 mm shell now with the sign
   of its change, while the intensity-matched previous scan showed less than ``NOVELTY_RATIO`` of that
-  contrast there, and no blob of that sign and scale within ``candidate_misregistration_mm`` of the
-  peak with ``SHIFTED_RATIO`` of its strength now (:func:`shifted_before`). A vessel, bone edge or known lesion shifted by residual misregistration, or an
+  contrast there (or less than ``NOVELTY_NOISE`` of its shell's noise), and no blob of that sign and
+  scale within ``candidate_misregistration_mm`` of the peak with ``SHIFTED_RATIO`` of its strength now
+  (:func:`shifted_before`). A vessel, bone edge or known lesion shifted by residual misregistration, or an
   existing structure that got brighter or darker, changes like a new lesion but was visible before.
   On the follow-ups of ``config/synth_longitudinal.yaml`` this removed 94 of 121 false candidates and
   none of the 8 true ones.
@@ -56,6 +59,7 @@ MIN_EIGEN_RATIO = 0.2  # a blob: the weakest curvature of the change is at least
 GROW_FRACTION = 0.5  # a candidate's mask: connected voxels keeping this fraction of the peak change
 MAX_SCALES = 4
 NOVELTY_RATIO = 0.2  # a new blob: the previous scan showed less than this fraction of its contrast now
+NOVELTY_NOISE = 0.5  # ... or less than this fraction of its shell's robust SD there (nothing to see before)
 SHIFTED_RATIO = 0.5  # ... and no blob of half its strength within the residual misregistration
 
 
@@ -238,14 +242,28 @@ def _grow(change: np.ndarray, peak: tuple[int, ...], radius_vox: np.ndarray, tak
     return mask
 
 
+def in_tissue(current: np.ndarray, previous: np.ndarray, mask: np.ndarray, spacing: np.ndarray, tissue: float) -> bool:
+    """True when a candidate ``mask`` (bool, z y x) lies in tissue: its median is above ``tissue`` (the
+    Otsu level) now, or it is a dark blob inside tissue, its median above that level before and the
+    median of its 2-6 mm shell above it now (a hypo-intense lesion, e.g. on MR, darker than the level
+    the body is told from). A lung or background that changed has air around it or before it."""
+    if float(np.median(current[mask])) > tissue:
+        return True
+    if float(np.median(previous[mask])) <= tissue:
+        return False
+    levels = lesion_levels(current, mask, spacing)
+    return levels is not None and levels.shell > tissue
+
+
 def appeared(current: np.ndarray, previous: np.ndarray, mask: np.ndarray, spacing: np.ndarray, sign: int) -> bool:
     """True when ``mask`` (bool, z y x) stands out from its shell in ``current`` with ``sign`` (+1 brighter,
     -1 darker) and ``previous`` (intensity-matched, same grid of ``spacing`` mm) showed less than
-    ``NOVELTY_RATIO`` of that contrast there."""
+    ``NOVELTY_RATIO`` of that contrast there, or less than ``NOVELTY_NOISE`` of its shell's robust SD (a
+    faint trace within the noise of its surroundings before is no evidence the lesion was there)."""
     now, before = lesion_levels(current, mask, spacing), lesion_levels(previous, mask, spacing)
     if now is None or before is None:
         return False
-    return sign * now.contrast > 0 and sign * before.contrast < NOVELTY_RATIO * abs(now.contrast)
+    return sign * now.contrast > 0 and sign * before.contrast < max(NOVELTY_RATIO * abs(now.contrast), NOVELTY_NOISE * before.noise)
 
 
 def shifted_before(
@@ -349,7 +367,7 @@ def find_candidates(
         diameter = (6 * mask.sum() * voxel_mm3 / np.pi) ** (1 / 3)
         if not d_min <= diameter <= d_max:
             continue
-        if float(np.median(current[mask])) <= tissue:
+        if not in_tissue(current, previous, mask, spacing, tissue):
             continue  # air or background (a lung that changed, the edge of a field of view), not tissue
         taken |= ndimage.binary_dilation(mask, iterations=1)
         sign = int(np.sign(score[peak]))

@@ -163,3 +163,41 @@ def test_valid_and_exclusion_come_on_the_detection_grid_without_full_resolution_
     for lesion in [(30, 30, 20), (10, 10, 15)]:  # the previous lesion at z 30 is at z 15 of the follow-up
         distance = near_at(lesion)
         assert near[distance <= 7.0].all() and not near[(distance > 13.0) & (distance < 20.0)].any()
+
+
+def _levels_case(inside: float, shell: float, noise_sd: float, seed: int) -> np.ndarray:
+    """A 2 mm grid: a 5-voxel-radius ball of ``inside`` in ``shell`` with Gaussian noise of ``noise_sd``."""
+    z, y, x = np.indices((30, 30, 30))
+    ball = (z - 15) ** 2 + (y - 15) ** 2 + (x - 15) ** 2 <= 25
+    array = np.where(ball, inside, shell) + np.random.default_rng(seed).normal(0, noise_sd, ball.shape)
+    return array.astype(np.float32), ball
+
+
+def test_a_faint_trace_within_the_previous_scans_noise_does_not_make_a_blob_old():
+    from lesionlocator.track.candidates import appeared
+
+    spacing = np.array([2.0, 2.0, 2.0])
+    current, ball = _levels_case(200.0, 100.0, 10.0, seed=1)
+    # before: a quarter of today's contrast (above NOVELTY_RATIO) but well inside a noisy shell's spread
+    noisy_before, _ = _levels_case(125.0, 100.0, 120.0, seed=2)
+    clean_before, _ = _levels_case(125.0, 100.0, 5.0, seed=3)
+    assert appeared(current, noisy_before, ball, spacing, +1)
+    assert not appeared(current, clean_before, ball, spacing, +1)
+
+
+def test_a_dark_blob_in_tissue_below_otsus_level_is_tissue_but_a_change_of_air_is_not():
+    """On MR, Otsu's level can part two kinds of tissue: a hypo-intense lesion in the brighter one is below
+    it, yet in tissue (it was above before, its shell is above now). Air before, or air around it, is not."""
+    from lesionlocator.track.candidates import in_tissue
+
+    spacing = np.array([2.0, 2.0, 2.0])
+    level = 200.0
+    dark_now, ball = _levels_case(120.0, 300.0, 10.0, seed=4)
+    tissue_before, _ = _levels_case(300.0, 300.0, 10.0, seed=5)
+    air_before, _ = _levels_case(0.0, 300.0, 10.0, seed=6)
+    dark_in_air, _ = _levels_case(120.0, 0.0, 10.0, seed=7)
+    bright_now, _ = _levels_case(280.0, 100.0, 10.0, seed=8)
+    assert in_tissue(dark_now, tissue_before, ball, spacing, level)
+    assert not in_tissue(dark_now, air_before, ball, spacing, level)
+    assert not in_tissue(dark_in_air, tissue_before, ball, spacing, level)
+    assert in_tissue(bright_now, air_before, ball, spacing, level)
