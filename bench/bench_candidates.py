@@ -14,7 +14,13 @@ the scores of the true and the false candidates (for ``track.candidate_confirm_s
 CPU seconds (the machine may be shared). Registrations and the synthetic cohort are kept in ``--out``
 and reused by a rerun.
 
-    .venv/bin/python bench/bench_candidates.py [--seed 25] [--patients 16] [--thresholds 3.0 3.5 4.0] [--out DIR]
+``--froc``: one more run at the lowest threshold given (up to 50 candidates per follow-up) prints the
+recall against false candidates per follow-up at score cuts (a free-response curve of the detector), and
+why each true new lesion the lowest cut misses is missed (:func:`miss_cause`): outside or at the edge of
+the previous scan's field of view, at the body surface, no contrast to its shell beyond its noise, or a
+score below the cut (or the detector's gates).
+
+    .venv/bin/python bench/bench_candidates.py [--seed 25] [--patients 16] [--thresholds 3.0 3.5 4.0] [--froc] [--out DIR]
 """
 
 from __future__ import annotations
@@ -83,14 +89,98 @@ def follow_ups(out: Path, seed: int, patients: int):
             yield f"{patient}_{now}", image, warped, valid, exclude, sitk.GetArrayFromImage(new_on_grid), len(new_ids)
 
 
+def _candidate_hits(image, truth, candidates) -> tuple[dict[int, float], list[float]]:
+    """(true new-lesion ID -> best score of a candidate on it, scores of the false candidates). A candidate
+    is on a true new lesion when one has a voxel within one voxel of its centre (the detection grid)."""
+    from lesionlocator.track.candidates import detection_reference
+
+    grid = truth.shape != tuple(image.GetSize()[::-1])
+    hits: dict[int, float] = {}
+    false: list[float] = []
+    for candidate in candidates:
+        centre = candidate.centre_zyx
+        if grid:  # candidate centres are follow-up voxels; the truth is on the detection grid
+            centre = detection_reference(image).TransformPhysicalPointToContinuousIndex(
+                image.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre[::-1]]))[::-1]
+        z, y, x = (int(round(v)) for v in centre)
+        near = truth[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+        if (near > 0).any():
+            lesion = int(near[near > 0][0])
+            hits[lesion] = max(hits.get(lesion, 0.0), candidate.score)
+        else:
+            false.append(candidate.score)
+    return hits, false
+
+
+def miss_cause(image, warped, valid, mask) -> str:
+    """Why the detector cannot see a true new lesion (``mask``: bool, z y x of the detection grid), by the
+    first that applies: less than half of it inside the previous scan's field of view; deepest voxel
+    within ``FOV_MARGIN_MM`` of that field's edge or within ``SURFACE_MARGIN_MM`` of the body surface
+    (the search skips both); its contrast to its 2-6 mm shell below the shell's robust SD now; else the
+    score or the gates."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    from lesionlocator.track import candidates as detector
+    from lesionlocator.track.evidence import lesion_levels
+
+    reference = detector.detection_reference(image)
+    spacing = np.asarray(reference.GetSpacing(), float)[::-1]
+    current = sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(),
+                                                   sitk.sitkLinear, 0.0))
+    if valid[mask].mean() < 0.5:
+        return "outside the previous field of view"
+    fov_depth = ndimage.distance_transform_edt(np.pad(valid, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    if fov_depth[mask].max() <= detector.FOV_MARGIN_MM:
+        return "at the edge of the previous field of view"
+    body = detector._body(current, float(threshold_otsu(current[::2, ::2, ::2].ravel())))
+    if ndimage.distance_transform_edt(body, sampling=spacing)[mask].max() <= detector.SURFACE_MARGIN_MM:
+        return "at the body surface"
+    levels = lesion_levels(current, mask, spacing)
+    if levels is None or abs(levels.contrast) < levels.noise:
+        return "contrast below its shell's noise"
+    return "score below the cut, or gated"
+
+
+def froc(scans, threshold: float) -> None:
+    """Recall at first sighting against false candidates per follow-up at score cuts, from one run at
+    ``threshold`` (up to 50 candidates per follow-up), and the causes of the misses at that threshold."""
+    from collections import Counter
+
+    from lesionlocator.core.config import TrackConfig
+    from lesionlocator.track.candidates import find_candidates
+
+    wall, cpu = time.perf_counter(), _cpu()
+    best: list[float] = []  # per true new lesion: its best candidate score (0: none)
+    false: list[float] = []
+    causes: Counter = Counter()
+    for _, image, warped, valid, exclude, truth, _ in scans:
+        result = find_candidates(image, warped, valid, exclude, TrackConfig(candidate_threshold=threshold, candidate_max=50))
+        hits, wrong = _candidate_hits(image, truth, result.candidates)
+        false += wrong
+        for lesion in (int(v) for v in np.unique(truth[truth > 0])):
+            best.append(hits.get(lesion, 0.0))
+            if lesion not in hits:
+                causes[miss_cause(image, warped, valid, truth == lesion)] += 1
+    best_scores, false_scores = np.asarray(best), np.asarray(false)
+    print(f"free-response curve (one run at {threshold}; {time.perf_counter() - wall:.0f} s wall, {_cpu() - cpu:.0f} CPU-s):")
+    for cut in sorted({threshold, 3.0, 3.5, 4.0, 5.0, 6.0}):
+        if cut >= threshold:
+            found = int((best_scores >= cut).sum())
+            print(f"  score >= {cut}: {found}/{best_scores.size} new lesions ({found / max(best_scores.size, 1):.2f}) at "
+                  f"{(false_scores >= cut).sum() / len(scans):.2f} false candidates per follow-up")
+    print(f"  missed at {threshold}: " + "; ".join(f"{cause} {n}" for cause, n in causes.most_common()))
+
+
 def main() -> None:
     from lesionlocator.core.config import TrackConfig
-    from lesionlocator.track.candidates import detection_reference, find_candidates
+    from lesionlocator.track.candidates import find_candidates
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=25)
     parser.add_argument("--patients", type=int, default=16)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[3.0, 3.5, 4.0])
+    parser.add_argument("--froc", action="store_true", help="also the free-response curve and the causes of misses")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="bench_candidates_"))
@@ -105,27 +195,18 @@ def main() -> None:
         found, false, scores = 0, 0, {True: [], False: []}
         for _, image, warped, valid, exclude, truth, _ in scans:
             result = find_candidates(image, warped, valid, exclude, TrackConfig(candidate_threshold=threshold))
-            grid = (truth.shape != tuple(image.GetSize()[::-1]))
-            hit = set()
-            for candidate in result.candidates:
-                centre = candidate.centre_zyx
-                if grid:  # candidate centres are follow-up voxels; the truth is on the detection grid
-                    centre = detection_reference(image).TransformPhysicalPointToContinuousIndex(
-                        image.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre[::-1]]))[::-1]
-                z, y, x = (int(round(v)) for v in centre)
-                near = truth[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
-                true = bool((near > 0).any())
-                if true:
-                    hit.add(int(near[near > 0][0]))
-                else:
-                    false += 1
-                scores[true].append(round(candidate.score, 1))
-            found += len(hit)
+            hits, wrong = _candidate_hits(image, truth, result.candidates)
+            found += len(hits)
+            false += len(wrong)
+            scores[True] += [round(v, 1) for v in hits.values()]
+            scores[False] += [round(v, 1) for v in wrong]
         n_new = sum(s[-1] for s in scans)
         print(f"threshold {threshold}: new lesions found {found}/{n_new} ({found / max(n_new, 1):.2f}), false candidates "
               f"{false} ({false / len(scans):.2f} per follow-up); {time.perf_counter() - wall:.0f} s wall, {_cpu() - cpu:.0f} CPU-s")
         print(f"  scores of true candidates {sorted(scores[True])}")
         print(f"  scores of false candidates {sorted(scores[False])}")
+    if args.froc:
+        froc(scans, min(args.thresholds))
 
 
 if __name__ == "__main__":
