@@ -94,13 +94,13 @@ def _candidate_hits(image, truth, candidates) -> tuple[dict[int, float], list[fl
     is on a true new lesion when one has a voxel within one voxel of its centre (the detection grid)."""
     from lesionlocator.track.candidates import detection_reference
 
-    grid = truth.shape != tuple(image.GetSize()[::-1])
+    reference = detection_reference(image) if truth.shape != tuple(image.GetSize()[::-1]) else None
     hits: dict[int, float] = {}
     false: list[float] = []
     for candidate in candidates:
         centre = candidate.centre_zyx
-        if grid:  # candidate centres are follow-up voxels; the truth is on the detection grid
-            centre = detection_reference(image).TransformPhysicalPointToContinuousIndex(
+        if reference is not None:  # candidate centres are follow-up voxels; the truth is on the detection grid
+            centre = reference.TransformPhysicalPointToContinuousIndex(
                 image.TransformContinuousIndexToPhysicalPoint([float(v) for v in centre[::-1]]))[::-1]
         z, y, x = (int(round(v)) for v in centre)
         near = truth[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
@@ -112,29 +112,35 @@ def _candidate_hits(image, truth, candidates) -> tuple[dict[int, float], list[fl
     return hits, false
 
 
-def miss_cause(image, warped, valid, mask) -> str:
-    """Why the detector cannot see a true new lesion (``mask``: bool, z y x of the detection grid), by the
-    first that applies: less than half of it inside the previous scan's field of view; deepest voxel
-    within ``FOV_MARGIN_MM`` of that field's edge or within ``SURFACE_MARGIN_MM`` of the body surface
-    (the search skips both); its contrast to its 2-6 mm shell below the shell's robust SD now; else the
-    score or the gates."""
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
+def search_maps(image, valid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A follow-up on the detection grid with the maps the search's region is cut from
+    (:func:`lesionlocator.track.candidates.search_depths`): (scan, spacing z y x mm, depth in the body,
+    depth in the previous field of view)."""
     from lesionlocator.track import candidates as detector
-    from lesionlocator.track.evidence import lesion_levels
 
     reference = detector.detection_reference(image)
     spacing = np.asarray(reference.GetSpacing(), float)[::-1]
     current = sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), reference, sitk.Transform(),
                                                    sitk.sitkLinear, 0.0))
+    _, body_depth, fov_depth = detector.search_depths(current, valid.astype(bool), spacing)
+    return current, spacing, body_depth, fov_depth
+
+
+def miss_cause(maps, valid, mask) -> str:
+    """Why the detector cannot see a true new lesion (``mask``: bool, z y x of the detection grid; ``maps``:
+    :func:`search_maps` of its follow-up), by the first that applies: less than half of it inside the
+    previous scan's field of view; deepest voxel within ``FOV_MARGIN_MM`` of that field's edge or within
+    ``SURFACE_MARGIN_MM`` of the body surface (the search skips both); its contrast to its 2-6 mm shell
+    below the shell's robust SD now; else the score or the gates."""
+    from lesionlocator.track import candidates as detector
+    from lesionlocator.track.evidence import lesion_levels
+
+    current, spacing, body_depth, fov_depth = maps
     if valid[mask].mean() < 0.5:
         return "outside the previous field of view"
-    fov_depth = ndimage.distance_transform_edt(np.pad(valid, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
     if fov_depth[mask].max() <= detector.FOV_MARGIN_MM:
         return "at the edge of the previous field of view"
-    body = detector._body(current, float(threshold_otsu(current[::2, ::2, ::2].ravel())))
-    if ndimage.distance_transform_edt(body, sampling=spacing)[mask].max() <= detector.SURFACE_MARGIN_MM:
+    if body_depth[mask].max() <= detector.SURFACE_MARGIN_MM:
         return "at the body surface"
     levels = lesion_levels(current, mask, spacing)
     if levels is None or abs(levels.contrast) < levels.noise:
@@ -158,10 +164,11 @@ def froc(scans, threshold: float) -> None:
         result = find_candidates(image, warped, valid, exclude, TrackConfig(candidate_threshold=threshold, candidate_max=50))
         hits, wrong = _candidate_hits(image, truth, result.candidates)
         false += wrong
-        for lesion in (int(v) for v in np.unique(truth[truth > 0])):
-            best.append(hits.get(lesion, 0.0))
-            if lesion not in hits:
-                causes[miss_cause(image, warped, valid, truth == lesion)] += 1
+        missed = [lesion for lesion in (int(v) for v in np.unique(truth[truth > 0])) if lesion not in hits]
+        best += list(hits.values()) + [0.0] * len(missed)
+        maps = search_maps(image, valid) if missed else None  # once per follow-up
+        for lesion in missed:
+            causes[miss_cause(maps, valid, truth == lesion)] += 1
     best_scores, false_scores = np.asarray(best), np.asarray(false)
     print(f"free-response curve (one run at {threshold}; {time.perf_counter() - wall:.0f} s wall, {_cpu() - cpu:.0f} CPU-s):")
     for cut in sorted({threshold, 3.0, 3.5, 4.0, 5.0, 6.0}):

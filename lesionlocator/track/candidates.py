@@ -219,6 +219,16 @@ def _body(array: np.ndarray, threshold: float) -> np.ndarray:
     return labelled == int(np.argmax(sizes))
 
 
+def search_depths(current: np.ndarray, valid: np.ndarray, spacing: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """What the search's region is cut from, on the detection grid (z y x, ``spacing`` mm): the tissue level
+    (Otsu), each voxel's depth (mm) inside the body and inside ``valid`` (the previous scan's field of view;
+    the grid's border counts as its edge)."""
+    tissue = float(threshold_otsu(current[::2, ::2, ::2].ravel()))
+    body_depth = ndimage.distance_transform_edt(_body(current, tissue), sampling=spacing)
+    valid_depth = ndimage.distance_transform_edt(np.pad(valid, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return tissue, body_depth, valid_depth
+
+
 def _ball(radius_vox: np.ndarray) -> np.ndarray:
     half = np.ceil(radius_vox).astype(int)
     grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
@@ -320,12 +330,9 @@ def find_candidates(
     current = _to_grid(sitk.Cast(image, sitk.sitkFloat32), grid).astype(np.float32)
     on_reference = same_geometry(Geometry.of(previous_warped), Geometry.of(reference))
     previous = _to_grid(sitk.Cast(previous_warped, sitk.sitkFloat32), None if on_reference else grid).astype(np.float32)
-    tissue = float(threshold_otsu(current[::2, ::2, ::2].ravel()))
-    body = _body(current, tissue)
     valid_grid = valid.astype(bool) if on_reference else mask_to_grid(valid)
     exclude_grid = exclude.astype(bool) if on_reference else mask_to_grid(exclude)
-    body_depth = ndimage.distance_transform_edt(body, sampling=spacing)
-    valid_depth = ndimage.distance_transform_edt(np.pad(valid_grid, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    tissue, body_depth, valid_depth = search_depths(current, valid_grid, spacing)
     region = (body_depth > SURFACE_MARGIN_MM) & (valid_depth > FOV_MARGIN_MM)
     if region.sum() < 100:
         return empty
